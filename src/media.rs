@@ -1,0 +1,16 @@
+//! The codec-neutral media model every protocol converts into and out of.
+//!
+//! Ingest adapters (RTMP today; SRT, WHIP and RTSP later) turn wire packets into [`Frame`]s with
+//! the codec configuration in force ([`Tracks`]); they push them into one [`ring::FrameRing`] per
+//! rendition, and every consumer (RTMP viewers, the LL-HLS packager, the archive writer, the
+//! ffmpeg feeder) reads them back through a [`ring::RingReader`].
+
+pub mod codec;
+pub mod frame;
+pub mod ring;
+pub mod time;
+
+pub use codec::{AudioCodec, AudioConfig, Tracks, VideoCodec, VideoConfig};
+pub use frame::{Frame, TrackKind};
+pub use ring::{FrameRing, Lagged, RingReader, RingWriter};
+pub use time::MediaTime;

@@ -1,0 +1,80 @@
+//! `Frame`: one access unit of one track, shared by every consumer as `Arc<Frame>`.
+//!
+//! The payload is a `Bytes` slice of what the ingest connection received, so fan-out copies no
+//! media bytes. Video payloads are in "length-prefixed" form as in the configuration record
+//! (AVCC/HVCC: 4-byte NAL unit lengths; AV1: low-overhead OBUs); AAC payloads are raw frames.
+
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use super::codec::Tracks;
+use super::time::MediaTime;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TrackKind {
+    Video,
+    Audio,
+}
+
+/// One access unit.
+#[derive(Debug)]
+pub struct Frame {
+    pub track: TrackKind,
+    /// Decode timestamp on the channel's continuous timeline (publisher reconnects are rebased
+    /// by the ring writer so it never goes backwards).
+    pub dts: MediaTime,
+    /// Presentation timestamp (`>= dts` for B-frames from x264 defaults).
+    pub pts: MediaTime,
+    /// A random access point: an IDR/IRAP video frame. Audio frames are all independent but are
+    /// not marked key, so "resync to key frame" always means a video key frame when video exists.
+    pub keyframe: bool,
+    pub data: Bytes,
+    /// The codec configuration in force for this frame. Readers compare it by pointer
+    /// (`Arc::ptr_eq`) to notice a configuration change and resend sequence headers.
+    pub tracks: Arc<Tracks>,
+    /// Wall clock when the ingest received it: the source of `EXT-X-PROGRAM-DATE-TIME` and of
+    /// publish-to-viewer latency figures.
+    pub received_at: SystemTime,
+    /// First frame after a publisher resumed within its reconnect grace period.
+    pub discontinuity: bool,
+    /// Serialized forms shared by all viewers of one output protocol, built once on first use.
+    pub wire: WireCache,
+}
+
+/// Per-frame caches of output encodings. Building an RTMP message once per frame instead of
+/// once per viewer is what keeps the per-viewer cost of RTMP play near a memcpy-free write.
+#[derive(Debug, Default)]
+pub struct WireCache {
+    /// RTMP chunks of this frame's FLV tag on message stream 1 (see `protocols::rtmp`).
+    pub rtmp: OnceLock<Bytes>,
+}
+
+impl Frame {
+    pub fn new(
+        track: TrackKind,
+        dts: MediaTime,
+        pts: MediaTime,
+        keyframe: bool,
+        data: Bytes,
+        tracks: Arc<Tracks>,
+    ) -> Self {
+        Frame {
+            track,
+            dts,
+            pts,
+            keyframe,
+            data,
+            tracks,
+            received_at: SystemTime::now(),
+            discontinuity: false,
+            wire: WireCache::default(),
+        }
+    }
+
+    /// Composition offset (`pts - dts`) in the frame's timescale.
+    pub fn cts(&self) -> MediaTime {
+        self.pts.sub(self.dts)
+    }
+}

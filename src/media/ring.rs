@@ -1,0 +1,5 @@
+//! FrameRing (being written).
+pub struct FrameRing;
+pub struct RingReader;
+pub struct RingWriter;
+pub struct Lagged;

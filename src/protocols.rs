@@ -1,0 +1,3 @@
+//! Sans-IO wire formats and thin adapters over the design-card protocol crates.
+
+pub mod flv;

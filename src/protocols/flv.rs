@@ -1,0 +1,1 @@
+//! FLV tags (being written).
