@@ -12,5 +12,5 @@ pub mod time;
 
 pub use codec::{AudioCodec, AudioConfig, Tracks, VideoCodec, VideoConfig};
 pub use frame::{Frame, TrackKind};
-pub use ring::{FrameRing, Lagged, RingReader, RingWriter};
+pub use ring::{Batch, FrameRing, Lagged, ReadResult, RingLimits, RingReader, RingWriter};
 pub use time::MediaTime;
