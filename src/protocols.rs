@@ -1,3 +1,4 @@
 //! Sans-IO wire formats and thin adapters over the design-card protocol crates.
 
 pub mod flv;
+pub mod rtmp;

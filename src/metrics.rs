@@ -1,0 +1,157 @@
+//! Every Prometheus collector, registered once in one registry and served at `/metrics`.
+//!
+//! Names follow `tidecast_<subsystem>_<name>_<unit>`. Labels are low-cardinality enums
+//! (protocol, consumer, reason); there is no per-channel label (an operator switch may add one
+//! later), so a server with ten thousand channels still exports a few hundred series.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    /// Publisher connections currently live, by protocol.
+    pub ingest_sessions: IntGaugeVec,
+    /// Media bytes received from publishers, by protocol.
+    pub ingest_bytes: IntCounterVec,
+    /// Channels with a publisher (including those in reconnect grace).
+    pub channels_live: IntGauge,
+    /// Viewers currently attached, by protocol.
+    pub viewers: IntGaugeVec,
+    /// Bytes sent to viewers, by protocol.
+    pub egress_bytes: IntCounterVec,
+    /// Frames a consumer never saw because it fell behind, by consumer.
+    pub frames_dropped: IntCounterVec,
+    /// Viewers disconnected by the server, by protocol and reason (`slow`, `stalled`, `shutdown`).
+    pub viewers_cut: IntCounterVec,
+    /// Refused credentials (stream keys, passwords, tokens), by protocol.
+    pub auth_failures: IntCounterVec,
+    /// Connections refused by admission control, by protocol.
+    pub connections_rejected: IntCounterVec,
+    /// Connections closed for malformed input, by protocol.
+    pub protocol_errors: IntCounterVec,
+    /// Channel actors restarted after dying.
+    pub channel_restarts: IntCounter,
+    /// Time from a viewer's play request to its first media byte written.
+    pub first_frame_seconds: HistogramVec,
+    /// HTTP requests by route pattern and status.
+    pub http_requests: IntCounterVec,
+    /// HTTP request handling time.
+    pub http_duration_seconds: Histogram,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition is valid");
+    r.register(Box::new(c.clone())).expect("each metric is registered once");
+    c
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition is valid");
+    r.register(Box::new(g.clone())).expect("each metric is registered once");
+    g
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let r = Registry::new();
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("process collector registers once");
+        let channels_live = IntGauge::new("tidecast_channels_live", "Channels with a publisher, including reconnect grace")
+            .expect("valid");
+        r.register(Box::new(channels_live.clone())).expect("registered once");
+        let channel_restarts = IntCounter::new("tidecast_channel_restarts_total", "Channel actors restarted after dying")
+            .expect("valid");
+        r.register(Box::new(channel_restarts.clone())).expect("registered once");
+        let first_frame_seconds = HistogramVec::new(
+            HistogramOpts::new("tidecast_viewer_first_frame_seconds", "Play request to first media byte written")
+                .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+            &["protocol"],
+        )
+        .expect("valid");
+        r.register(Box::new(first_frame_seconds.clone())).expect("registered once");
+        let http_duration_seconds = Histogram::with_opts(
+            HistogramOpts::new("tidecast_http_request_duration_seconds", "HTTP request handling time")
+                .buckets(prometheus::exponential_buckets(0.0005, 2.5, 12).expect("valid buckets")),
+        )
+        .expect("valid");
+        r.register(Box::new(http_duration_seconds.clone())).expect("registered once");
+        Metrics {
+            ingest_sessions: gauge_vec(&r, "tidecast_ingest_sessions", "Live publisher connections", &["protocol"]),
+            ingest_bytes: counter_vec(&r, "tidecast_ingest_bytes_total", "Bytes received from publishers", &["protocol"]),
+            channels_live,
+            viewers: gauge_vec(&r, "tidecast_viewers", "Viewers attached", &["protocol"]),
+            egress_bytes: counter_vec(&r, "tidecast_egress_bytes_total", "Bytes sent to viewers", &["protocol"]),
+            frames_dropped: counter_vec(
+                &r,
+                "tidecast_frames_dropped_total",
+                "Frames skipped because a consumer fell behind",
+                &["consumer"],
+            ),
+            viewers_cut: counter_vec(
+                &r,
+                "tidecast_viewers_disconnected_total",
+                "Viewers disconnected by the server",
+                &["protocol", "reason"],
+            ),
+            auth_failures: counter_vec(&r, "tidecast_auth_failures_total", "Refused credentials", &["protocol"]),
+            connections_rejected: counter_vec(
+                &r,
+                "tidecast_connections_rejected_total",
+                "Connections refused by admission control",
+                &["protocol"],
+            ),
+            protocol_errors: counter_vec(
+                &r,
+                "tidecast_protocol_errors_total",
+                "Connections closed for malformed input",
+                &["protocol"],
+            ),
+            channel_restarts,
+            first_frame_seconds,
+            http_requests: counter_vec(&r, "tidecast_http_requests_total", "HTTP requests", &["route", "status"]),
+            http_duration_seconds,
+            registry: r,
+        }
+    }
+
+    /// The text exposition of every collector.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("encoding to a Vec cannot fail");
+        String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+}
+
+/// The process-wide metrics. A static because every actor and connection counts into it, and
+/// Prometheus collectors are internally atomic.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// Shorthand used at call sites.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_with_prefix() {
+        let m = metrics();
+        m.ingest_bytes.with_label_values(&["rtmp"]).inc_by(10);
+        m.viewers.with_label_values(&["rtmp"]).set(0);
+        let text = m.render();
+        assert!(text.contains("tidecast_ingest_bytes_total{protocol=\"rtmp\"}"));
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let name = line.split_whitespace().nth(2).unwrap();
+            assert!(name.starts_with("tidecast_") || name.starts_with("process_"), "{name}");
+        }
+    }
+}
