@@ -1,1 +1,1159 @@
-//! Typed configuration (being written).
+//! Typed configuration: every tunable of the server, its default, and its validation.
+//!
+//! Where it sits: `main.rs` calls [`Config::load`] once at start-up, before anything binds a
+//! socket or opens the database, and hands the sections to the subsystems that own them
+//! (`server`, `log`, `http`, `rtmp`, `database`, `channel`, `metrics`). Nothing reads
+//! configuration from anywhere else.
+//!
+//! Layers, lowest precedence first (CLI flags, handled in `main.rs`, sit on top of these):
+//! 1. built-in defaults ([`Config::default`]);
+//! 2. the TOML file given with `--config FILE` (`conf/default.toml` documents every key);
+//! 3. environment variables `TIDECAST__<SECTION>__<KEY>`, e.g. `TIDECAST__HTTP__LISTEN=127.0.0.1:0`
+//!    or `TIDECAST__CHANNEL__RECONNECT_GRACE=2s`.
+//!
+//! Invariants:
+//! - `conf/default.toml` parses to exactly [`Config::default`] and names every field (tested).
+//! - Unknown keys are errors in every layer (`deny_unknown_fields`), so a typo never silently
+//!   falls back to a default.
+//! - Durations are humantime strings (`"200ms"`, `"10s"`), sizes are [`Size`] strings
+//!   (`"64KiB"`, `"8MiB"`; a bare integer means bytes). Both round-trip through their string form.
+//! - [`Config::validate`] reports every problem at once, not just the first.
+//! - No secrets live here; when some do, they come from the environment or a `*_file` path and
+//!   are never logged.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::{Deserialize, Serialize};
+
+/// Prefix of the environment variables that override the file: `TIDECAST__SECTION__KEY`.
+pub const ENV_PREFIX: &str = "TIDECAST__";
+
+/// Separator between the section and key parts of an environment variable name.
+const ENV_SEPARATOR: &str = "__";
+
+/// The largest payload an RTMP chunk or message header can describe: the message length field
+/// is 24 bits (RTMP 1.0 spec §5.3.1.2.1), so neither a chunk nor a message can exceed this.
+const RTMP_MAX_24BIT: u64 = 0xFF_FFFF;
+
+/// The smallest chunk size RTMP allows (RTMP 1.0 spec §5.4.1: "the minimum is 128").
+const RTMP_MIN_CHUNK: u64 = 128;
+
+/// Why configuration could not be loaded or was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A layer could not be read or did not have the right shape: missing file, TOML syntax
+    /// error, unknown key, wrong type, unparsable duration or size. `message` lists every
+    /// problem figment found, one per line, each naming the key and the layer it came from.
+    #[error("cannot load configuration:\n{message}")]
+    Parse {
+        message: String,
+        #[source]
+        source: Box<figment::Error>,
+    },
+    /// The configuration parsed but some values are out of range or inconsistent. Every
+    /// problem is listed, one per line, each starting with the dotted key it is about.
+    #[error("invalid configuration:\n{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(err: figment::Error) -> Self {
+        let message = err
+            .clone()
+            .into_iter()
+            // figment puts a line break before " in FILE" for I/O errors; keep one line each.
+            .map(|e| {
+                e.to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        ConfigError::Parse {
+            message,
+            source: Box::new(err),
+        }
+    }
+}
+
+/// The whole server configuration, one field per section of the TOML file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Process-wide settings: where data lives, how we name ourselves, how we stop.
+    pub server: ServerConfig,
+    /// What is logged and in which format.
+    pub log: LogConfig,
+    /// The HTTP listener (API, HLS, metrics).
+    pub http: HttpConfig,
+    /// The RTMP listener and the limits that protect it from misbehaving peers.
+    pub rtmp: RtmpConfig,
+    /// Where users, channels and videos are stored.
+    pub database: DatabaseConfig,
+    /// Life cycle and buffering of live channels.
+    pub channel: ChannelConfig,
+    /// Prometheus metrics options.
+    pub metrics: MetricsConfig,
+}
+
+/// `[server]`: process-wide settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Root directory for everything we write (SQLite database, archives, uploads), so a
+    /// deployment has exactly one volume to mount and back up.
+    pub data_dir: PathBuf,
+    /// Host name (optionally `host:port`) printed in URLs we show to users (ingest URL,
+    /// playback URL). Empty means "localhost"; set it when clients reach us by another name.
+    pub public_host: String,
+    /// How long a graceful shutdown waits for sessions to finish and archives to flush before
+    /// the process exits anyway, so a stuck peer cannot block a restart forever.
+    #[serde(with = "duration_str")]
+    pub shutdown_timeout: Duration,
+    /// Create a channel and print its stream key on first start when the database has none,
+    /// so a fresh install can be published to without using the API first.
+    pub create_default_channel: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            public_host: String::new(),
+            shutdown_timeout: Duration::from_secs(10),
+            create_default_channel: true,
+        }
+    }
+}
+
+/// `[log]`: logging.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing_subscriber::EnvFilter` directive (`"info"`, `"tidecast=debug,actix_web=warn"`),
+    /// so verbosity can be raised per module without a rebuild.
+    pub level: String,
+    /// Human-readable lines for a terminal, or one JSON object per line for a log collector.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Output format of log lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, one event per line.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[http]`: the HTTP listener.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Socket address (`ip:port`) the HTTP server binds; port 0 picks a free port (tests).
+    pub listen: String,
+    /// Number of actix-web worker threads; 0 means one per CPU core.
+    pub workers: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".to_owned(),
+            workers: 0,
+        }
+    }
+}
+
+/// `[rtmp]`: the RTMP listener and per-connection limits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtmpConfig {
+    /// Socket address (`ip:port`) the RTMP server binds; port 0 picks a free port (tests).
+    pub listen: String,
+    /// Connections (publishers and players together) accepted at once; further ones are
+    /// refused at accept time, so a flood cannot exhaust file descriptors or memory.
+    pub max_connections: usize,
+    /// Time a new connection has to complete the RTMP handshake, so idle or half-open sockets
+    /// do not hold a connection slot.
+    #[serde(with = "duration_str")]
+    pub handshake_timeout: Duration,
+    /// Largest `SetChunkSize` a peer may announce. Bigger chunks mean bigger buffers per
+    /// connection; a hostile peer could otherwise make us allocate 2 GiB per chunk.
+    pub max_chunk_size: Size,
+    /// Largest RTMP message (one frame) accepted; larger ones close the connection. The RTMP
+    /// length field is 24 bits, so at most 16 MiB - 1.
+    pub max_message_size: Size,
+    /// Longest stream name (stream key plus any query string) accepted in `publish`/`play`.
+    pub max_stream_name_len: usize,
+    /// Chunk size we announce and send with. Larger chunks cost fewer header bytes and
+    /// syscalls; smaller ones interleave audio and video more finely.
+    pub out_chunk_size: Size,
+    /// A viewer whose socket accepts nothing for this long is cut off, so a dead client does
+    /// not pin memory or a task.
+    #[serde(with = "duration_str")]
+    pub write_timeout: Duration,
+    /// A viewer further behind live than this skips to the newest key frame instead of
+    /// falling further behind. Lower keeps latency down; higher tolerates jittery links.
+    #[serde(with = "duration_str")]
+    pub viewer_max_lag: Duration,
+    /// Skips allowed within one minute before the viewer is cut off: a link that keeps
+    /// falling behind cannot carry the stream and only wastes our upload.
+    pub viewer_max_skips: u32,
+    /// A publisher that sends nothing for this long is dropped, so a dead encoder frees the
+    /// channel for a reconnect.
+    #[serde(with = "duration_str")]
+    pub publish_idle_timeout: Duration,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:1935".to_owned(),
+            max_connections: 2000,
+            handshake_timeout: Duration::from_secs(10),
+            max_chunk_size: Size::kib(64),
+            max_message_size: Size::mib(8),
+            max_stream_name_len: 256,
+            out_chunk_size: Size::kib(4),
+            write_timeout: Duration::from_secs(5),
+            viewer_max_lag: Duration::from_secs(2),
+            viewer_max_skips: 3,
+            publish_idle_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// `[database]`: the metadata store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// sqlx connection URL: `sqlite://PATH` (created if missing) for a single node, or
+    /// `postgres://user@host/db` for PostgreSQL when several nodes share one store.
+    pub url: String,
+    /// Upper bound of the connection pool, so a burst of API calls cannot exhaust the
+    /// database's own connection limit.
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://./data/tidecast.db".to_owned(),
+            max_connections: 8,
+        }
+    }
+}
+
+/// `[channel]`: life cycle and buffering of a live channel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelConfig {
+    /// After the publisher disconnects, how long the channel (and its viewers) waits for it to
+    /// come back before the session ends, so an encoder's reconnect does not end the session.
+    #[serde(with = "duration_str")]
+    pub reconnect_grace: Duration,
+    /// How long a channel actor with no publisher and no viewers stays alive before it stops,
+    /// so idle channels cost nothing.
+    #[serde(with = "duration_str")]
+    pub idle_timeout: Duration,
+    /// Media kept in the channel's frame ring. Longer lets late joiners start at a key frame
+    /// further back and slow viewers lag more, at the cost of memory.
+    #[serde(with = "duration_str")]
+    pub ring_duration: Duration,
+    /// Hard cap on the ring's memory, whatever its duration, so a very high bitrate cannot
+    /// exhaust memory.
+    pub ring_max_bytes: Size,
+    /// How many times a crashed channel actor is restarted within `restart_window` before it
+    /// is given up on, so a crash loop does not spin forever.
+    pub max_restarts: u32,
+    /// The sliding window `max_restarts` is counted in.
+    #[serde(with = "duration_str")]
+    pub restart_window: Duration,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        Self {
+            reconnect_grace: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            ring_duration: Duration::from_secs(8),
+            ring_max_bytes: Size::mib(64),
+            max_restarts: 5,
+            restart_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `[metrics]`: Prometheus metrics.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Add a `channel` label to per-channel metrics. Off by default: each channel adds a time
+    /// series per metric, which can overwhelm Prometheus on servers with many channels.
+    pub per_channel_labels: bool,
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then `file` (which must exist if given), then the
+    /// process's `TIDECAST__SECTION__KEY` environment variables; then validates it.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        // Variables whose name or value is not Unicode cannot be ours; skip them rather than fail.
+        let env: Vec<(String, String)> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        Self::load_with_env(file, &env)
+    }
+
+    /// Like [`Config::load`], but reads environment overrides from `env` instead of the
+    /// process environment, so tests need not mutate (and race on) process-wide state.
+    /// Pairs whose name does not start with `TIDECAST__` are ignored.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(EnvOverrides::new(env));
+        // Lossy extraction: every environment value is a string, and lossy lets `"5"` fill an
+        // integer and `"true"` a bool, while strings such as `127.0.0.1:0` or `2s` stay strings.
+        let config: Config = figment.extract_lossy()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and cross-field consistency, reporting every problem at once.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, msg: String| {
+            if !ok {
+                problems.push(msg);
+            }
+        };
+
+        // [server]
+        let s = &self.server;
+        check(
+            !s.data_dir.as_os_str().is_empty(),
+            "server.data_dir: must not be empty".to_owned(),
+        );
+        check(
+            !s.public_host.contains("://")
+                && !s.public_host.contains('/')
+                && !s.public_host.chars().any(char::is_whitespace),
+            format!(
+                "server.public_host: {:?} must be a bare host or host:port (no scheme, path or spaces)",
+                s.public_host
+            ),
+        );
+        check(
+            !s.shutdown_timeout.is_zero(),
+            "server.shutdown_timeout: must be greater than 0".to_owned(),
+        );
+
+        // [log]
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            check(
+                false,
+                format!(
+                    "log.level: {:?} is not a valid filter directive: {e}",
+                    self.log.level
+                ),
+            );
+        }
+
+        // [http]
+        check_listen(&mut check, "http.listen", &self.http.listen);
+
+        // [rtmp]
+        let r = &self.rtmp;
+        check_listen(&mut check, "rtmp.listen", &r.listen);
+        check(
+            r.max_connections > 0,
+            "rtmp.max_connections: must be greater than 0".to_owned(),
+        );
+        check(
+            !r.handshake_timeout.is_zero(),
+            "rtmp.handshake_timeout: must be greater than 0".to_owned(),
+        );
+        for (key, size) in [
+            ("rtmp.max_chunk_size", r.max_chunk_size),
+            ("rtmp.out_chunk_size", r.out_chunk_size),
+        ] {
+            check(
+                (RTMP_MIN_CHUNK..=RTMP_MAX_24BIT).contains(&size.bytes()),
+                format!(
+                    "{key}: {size} must be between {} and {} (RTMP limits)",
+                    Size(RTMP_MIN_CHUNK),
+                    Size(RTMP_MAX_24BIT)
+                ),
+            );
+        }
+        check(
+            (Size::kib(64).bytes()..=RTMP_MAX_24BIT).contains(&r.max_message_size.bytes()),
+            format!(
+                "rtmp.max_message_size: {} must be between 64KiB (one video key frame needs more) \
+                 and {} (RTMP's 24-bit message length)",
+                r.max_message_size,
+                Size(RTMP_MAX_24BIT)
+            ),
+        );
+        check(
+            (1..=4096).contains(&r.max_stream_name_len),
+            format!(
+                "rtmp.max_stream_name_len: {} must be between 1 and 4096",
+                r.max_stream_name_len
+            ),
+        );
+        check(
+            !r.write_timeout.is_zero(),
+            "rtmp.write_timeout: must be greater than 0".to_owned(),
+        );
+        check(
+            !r.viewer_max_lag.is_zero(),
+            "rtmp.viewer_max_lag: must be greater than 0".to_owned(),
+        );
+        check(
+            r.viewer_max_lag < self.channel.ring_duration,
+            format!(
+                "rtmp.viewer_max_lag: {} must be shorter than channel.ring_duration ({}), or a slow \
+                 viewer falls out of the ring before it is told to skip",
+                fmt_duration(r.viewer_max_lag),
+                fmt_duration(self.channel.ring_duration)
+            ),
+        );
+        check(
+            !r.publish_idle_timeout.is_zero(),
+            "rtmp.publish_idle_timeout: must be greater than 0".to_owned(),
+        );
+
+        // [database]
+        let d = &self.database;
+        let url = d.url.to_ascii_lowercase();
+        check(
+            ["sqlite:", "postgres:", "postgresql:"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme)),
+            format!(
+                "database.url: {:?} must start with sqlite:, postgres: or postgresql:",
+                d.url
+            ),
+        );
+        check(
+            d.max_connections > 0,
+            "database.max_connections: must be greater than 0".to_owned(),
+        );
+
+        // [channel]
+        let c = &self.channel;
+        check(
+            c.ring_duration >= Duration::from_secs(1),
+            format!(
+                "channel.ring_duration: {} must be at least 1s",
+                fmt_duration(c.ring_duration)
+            ),
+        );
+        check(
+            c.ring_max_bytes >= Size::mib(1),
+            format!(
+                "channel.ring_max_bytes: {} must be at least 1MiB",
+                c.ring_max_bytes
+            ),
+        );
+        check(
+            !c.idle_timeout.is_zero(),
+            "channel.idle_timeout: must be greater than 0".to_owned(),
+        );
+        check(
+            !c.restart_window.is_zero(),
+            "channel.restart_window: must be greater than 0".to_owned(),
+        );
+
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The database URL to hand to sqlx. Returned unchanged today; the single place to
+    /// resolve relative paths or `*_file` secrets later.
+    pub fn resolved_database_url(&self) -> String {
+        self.database.url.clone()
+    }
+
+    /// The host to print in user-facing URLs: `server.public_host`, or `"localhost"` if empty.
+    pub fn public_host(&self) -> &str {
+        if self.server.public_host.is_empty() {
+            "localhost"
+        } else {
+            &self.server.public_host
+        }
+    }
+}
+
+fn check_listen(check: &mut impl FnMut(bool, String), key: &str, value: &str) {
+    if let Err(e) = value.parse::<SocketAddr>() {
+        check(
+            false,
+            format!("{key}: {value:?} is not an ip:port socket address: {e}"),
+        );
+    }
+}
+
+fn fmt_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// The `TIDECAST__SECTION__KEY` environment layer, built from explicit pairs.
+///
+/// Unlike figment's `Env`, it does not read the process environment itself (so tests can pass
+/// their own pairs), and it keeps every value a string: figment's `Env` would turn `1.5` into a
+/// float or `8080` into an integer, which a `String` field then rejects. Numbers and bools are
+/// recovered by the lossy extraction in [`Config::load_with_env`].
+struct EnvOverrides {
+    /// (dotted lowercase key path, value) pairs, in input order.
+    pairs: Vec<(String, String)>,
+}
+
+impl EnvOverrides {
+    fn new(env: &[(String, String)]) -> Self {
+        let pairs = env
+            .iter()
+            .filter_map(|(name, value)| {
+                let prefix = name.get(..ENV_PREFIX.len())?;
+                if !prefix.eq_ignore_ascii_case(ENV_PREFIX) {
+                    return None;
+                }
+                let path: Vec<String> = name[ENV_PREFIX.len()..]
+                    .split(ENV_SEPARATOR)
+                    .map(str::to_ascii_lowercase)
+                    .collect();
+                if path.iter().any(String::is_empty) {
+                    return None;
+                }
+                Some((path.join("."), value.clone()))
+            })
+            .collect();
+        Self { pairs }
+    }
+}
+
+impl Provider for EnvOverrides {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(format!("`{ENV_PREFIX}` environment variable(s)")).interpolater(
+            |_: &Profile, keys: &[&str]| {
+                format!(
+                    "{ENV_PREFIX}{}",
+                    keys.join(ENV_SEPARATOR).to_ascii_uppercase()
+                )
+            },
+        )
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut root = Dict::new();
+        for (path, value) in &self.pairs {
+            insert_path(&mut root, path, Value::from(value.clone()));
+        }
+        Ok(Profile::Default.collect(root))
+    }
+}
+
+/// Inserts `value` at dotted `path` in `dict`, creating (or replacing non-dict values with)
+/// intermediate dictionaries. A later insert of the same path wins.
+fn insert_path(dict: &mut Dict, path: &str, value: Value) {
+    match path.split_once('.') {
+        None => {
+            dict.insert(path.to_owned(), value);
+        }
+        Some((head, rest)) => {
+            let entry = dict
+                .entry(head.to_owned())
+                .or_insert_with(|| Value::from(Dict::new()));
+            if entry.as_dict().is_none() {
+                *entry = Value::from(Dict::new());
+            }
+            if let Value::Dict(_, inner) = entry {
+                insert_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// Serde helper: a `Duration` as a humantime string (`"200ms"`, `"10s"`, `"1m 30s"`).
+mod duration_str {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim()).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?}: {e} (expected e.g. \"200ms\", \"10s\", \"2m\")"
+            ))
+        })
+    }
+}
+
+/// A byte size that (de)serializes as a human string like `"64KiB"`, `"8MiB"` or `"4096"`
+/// (a plain integer, as a string or a TOML integer, is bytes).
+///
+/// Units are case-insensitive: `B`; binary `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024); decimal
+/// `KB`, `MB`, `GB`, `TB` (powers of 1000). A fraction is allowed (`"1.5MiB"`) and rounded down
+/// to whole bytes. [`fmt::Display`] writes the largest binary unit that divides the size exactly,
+/// else bytes (`"64KiB"`, `"1000B"`), so display and parse round-trip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Size(pub u64);
+
+impl Size {
+    /// `n` bytes.
+    pub const fn b(n: u64) -> Size {
+        Size(n)
+    }
+
+    /// `n` KiB (1024 bytes each).
+    pub const fn kib(n: u64) -> Size {
+        Size(n * 1024)
+    }
+
+    /// `n` MiB (1024 KiB each).
+    pub const fn mib(n: u64) -> Size {
+        Size(n * 1024 * 1024)
+    }
+
+    /// `n` GiB (1024 MiB each).
+    pub const fn gib(n: u64) -> Size {
+        Size(n * 1024 * 1024 * 1024)
+    }
+
+    /// The size in bytes.
+    pub const fn bytes(self) -> u64 {
+        self.0
+    }
+
+    /// The size in bytes as a `usize`, saturating on 32-bit targets (for buffer sizes).
+    pub fn as_usize(self) -> usize {
+        usize::try_from(self.0).unwrap_or(usize::MAX)
+    }
+}
+
+/// Units accepted by [`Size::from_str`], lowercase, with their multipliers.
+const SIZE_UNITS: &[(&str, u64)] = &[
+    ("", 1),
+    ("b", 1),
+    ("kib", 1 << 10),
+    ("mib", 1 << 20),
+    ("gib", 1 << 30),
+    ("tib", 1 << 40),
+    ("kb", 1_000),
+    ("mb", 1_000_000),
+    ("gb", 1_000_000_000),
+    ("tb", 1_000_000_000_000),
+];
+
+/// Why a size string was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid size {input:?}: {reason} (expected e.g. \"4096\", \"64KiB\", \"8MiB\")")]
+pub struct ParseSizeError {
+    input: String,
+    reason: &'static str,
+}
+
+impl FromStr for Size {
+    type Err = ParseSizeError;
+
+    fn from_str(input: &str) -> Result<Size, ParseSizeError> {
+        let err = |reason| ParseSizeError {
+            input: input.to_owned(),
+            reason,
+        };
+        let s = input.trim();
+        let num_end = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
+        let (num, unit) = (&s[..num_end], s[num_end..].trim_start());
+        let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+        if int.is_empty() || (num.contains('.') && frac.is_empty()) {
+            return Err(err("expected a number followed by an optional unit"));
+        }
+        let unit = unit.to_ascii_lowercase();
+        let mult = SIZE_UNITS
+            .iter()
+            .find(|(name, _)| *name == unit)
+            .map(|&(_, m)| m)
+            .ok_or_else(|| err("unknown unit (use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB)"))?;
+        let too_big = || err("too large");
+        let int: u128 = int.parse().map_err(|_| too_big())?;
+        let mut total = int.checked_mul(u128::from(mult)).ok_or_else(too_big)?;
+        if !frac.is_empty() {
+            // Digits beyond 19 cannot change the result by a whole byte for any unit up to TiB.
+            let frac = &frac[..frac.len().min(19)];
+            let digits: u128 = frac.parse().map_err(|_| err("bad fraction"))?;
+            total += digits * u128::from(mult) / 10u128.pow(frac.len() as u32);
+        }
+        u64::try_from(total).map(Size).map_err(|_| too_big())
+    }
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const BINARY: [(&str, u64); 4] = [
+            ("TiB", 1 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ];
+        if self.0 != 0 {
+            for (name, mult) in BINARY {
+                if self.0.is_multiple_of(mult) {
+                    return write!(f, "{}{name}", self.0 / mult);
+                }
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl Serialize for Size {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
+        struct SizeVisitor;
+
+        impl serde::de::Visitor<'_> for SizeVisitor {
+            type Value = Size;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as \"64KiB\", \"8MiB\" or a number of bytes")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Size, E> {
+                v.parse().map_err(E::custom)
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size(v))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Size, E> {
+                u64::try_from(v)
+                    .map(Size)
+                    .map_err(|_| E::custom(format!("invalid size {v}: must not be negative")))
+            }
+        }
+
+        d.deserialize_any(SizeVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    const DEFAULT_TOML: &str = include_str!("../conf/default.toml");
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn write_toml(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new()
+            .suffix(".toml")
+            .tempfile()
+            .expect("create temp file");
+        std::io::Write::write_all(&mut f, text.as_bytes()).expect("write temp file");
+        f
+    }
+
+    #[test]
+    fn default_toml_equals_default() {
+        let parsed: Config = toml::from_str(DEFAULT_TOML).expect("conf/default.toml parses");
+        assert_eq!(parsed, Config::default());
+
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/default.toml");
+        let loaded = Config::load_with_env(Some(&path), &[]).expect("load default.toml");
+        assert_eq!(loaded, Config::default());
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().expect("defaults validate");
+        let loaded = Config::load_with_env(None, &[]).expect("load with no file");
+        assert_eq!(loaded, Config::default());
+    }
+
+    /// Collects the dotted paths of all leaves of a TOML table.
+    fn leaf_keys(prefix: &str, table: &toml::Table, out: &mut BTreeSet<String>) {
+        for (k, v) in table {
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                toml::Value::Table(t) => leaf_keys(&path, t, out),
+                _ => {
+                    out.insert(path);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn default_toml_names_every_field_and_nothing_else() {
+        let from_struct = toml::Table::try_from(Config::default()).expect("serialize defaults");
+        let from_file: toml::Table = toml::from_str(DEFAULT_TOML).expect("parse default.toml");
+        let (mut want, mut have) = (BTreeSet::new(), BTreeSet::new());
+        leaf_keys("", &from_struct, &mut want);
+        leaf_keys("", &from_file, &mut have);
+        let missing: Vec<_> = want.difference(&have).collect();
+        let extra: Vec<_> = have.difference(&want).collect();
+        assert!(
+            missing.is_empty(),
+            "missing from conf/default.toml: {missing:?}"
+        );
+        assert!(
+            extra.is_empty(),
+            "unknown keys in conf/default.toml: {extra:?}"
+        );
+        // Sections too, so an empty section table would also be noticed.
+        let sections = |t: &toml::Table| t.keys().cloned().collect::<BTreeSet<_>>();
+        assert_eq!(sections(&from_struct), sections(&from_file));
+    }
+
+    #[test]
+    fn default_toml_documents_every_key() {
+        // Every key line must be preceded by a comment line.
+        let mut prev_comment = false;
+        for line in DEFAULT_TOML.lines().map(str::trim) {
+            if line.starts_with('#') {
+                prev_comment = true;
+                continue;
+            }
+            if line.contains('=') {
+                assert!(prev_comment, "key without a comment above it: {line}");
+            }
+            if !line.is_empty() {
+                prev_comment = false;
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_rejected_by_name() {
+        let f = write_toml("[http]\nlistn = \"127.0.0.1:1\"\n");
+        let err = Config::load_with_env(Some(f.path()), &[]).expect_err("unknown key");
+        let msg = err.to_string();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{msg}");
+        assert!(msg.contains("listn"), "{msg}");
+
+        let err = toml::from_str::<Config>("[nope]\nx = 1\n").expect_err("unknown section");
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_in_env_is_rejected_by_name() {
+        let err = Config::load_with_env(None, &env(&[("TIDECAST__RTMP__MAX_CONECTIONS", "5")]))
+            .expect_err("unknown env key");
+        let msg = err.to_string();
+        assert!(msg.contains("max_conections"), "{msg}");
+        assert!(msg.contains("TIDECAST__RTMP__MAX_CONECTIONS"), "{msg}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let err = Config::load_with_env(Some(Path::new("/nonexistent/tidecast.toml")), &[])
+            .expect_err("missing file");
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+    }
+
+    #[test]
+    fn env_beats_file_beats_default() {
+        let f = write_toml(
+            r#"
+            [http]
+            listen = "127.0.0.1:9000"
+            workers = 3
+            [channel]
+            reconnect_grace = "4s"
+            "#,
+        );
+        let cfg = Config::load_with_env(
+            Some(f.path()),
+            &env(&[
+                ("TIDECAST__HTTP__LISTEN", "127.0.0.1:0"),
+                ("TIDECAST__CHANNEL__RECONNECT_GRACE", "2s"),
+                ("TIDECAST__RTMP__MAX_CONNECTIONS", "5"),
+                ("TIDECAST__RTMP__MAX_CHUNK_SIZE", "4096"),
+                ("TIDECAST__CHANNEL__RING_MAX_BYTES", "2MiB"),
+                ("TIDECAST__METRICS__PER_CHANNEL_LABELS", "true"),
+                ("TIDECAST__LOG__FORMAT", "json"),
+                ("TIDECAST__LOG__LEVEL", "tidecast=debug,info"),
+                ("TIDECAST__SERVER__PUBLIC_HOST", "10.0.0.1"),
+                ("TIDECAST__SERVER__DATA_DIR", "/var/lib/tidecast"),
+                ("OTHER_VAR", "ignored"),
+                ("TIDECAST_SINGLE_UNDERSCORE", "ignored"),
+            ]),
+        )
+        .expect("load");
+        // env beats file
+        assert_eq!(cfg.http.listen, "127.0.0.1:0");
+        assert_eq!(cfg.channel.reconnect_grace, Duration::from_secs(2));
+        // file beats default
+        assert_eq!(cfg.http.workers, 3);
+        // env beats default, with non-string types recovered from strings
+        assert_eq!(cfg.rtmp.max_connections, 5);
+        assert_eq!(cfg.rtmp.max_chunk_size, Size(4096));
+        assert_eq!(cfg.channel.ring_max_bytes, Size::mib(2));
+        assert!(cfg.metrics.per_channel_labels);
+        assert_eq!(cfg.log.format, LogFormat::Json);
+        assert_eq!(cfg.log.level, "tidecast=debug,info");
+        assert_eq!(cfg.server.public_host, "10.0.0.1");
+        assert_eq!(cfg.public_host(), "10.0.0.1");
+        assert_eq!(cfg.server.data_dir, PathBuf::from("/var/lib/tidecast"));
+        // untouched keys keep their defaults
+        assert_eq!(cfg.channel.idle_timeout, Duration::from_secs(30));
+        assert_eq!(cfg.rtmp.listen, "0.0.0.0:1935");
+    }
+
+    #[test]
+    fn env_with_wrong_type_is_rejected_by_name() {
+        let err = Config::load_with_env(None, &env(&[("TIDECAST__RTMP__MAX_CONNECTIONS", "lots")]))
+            .expect_err("not a number");
+        assert!(
+            err.to_string().contains("TIDECAST__RTMP__MAX_CONNECTIONS"),
+            "{err}"
+        );
+        let err = Config::load_with_env(
+            None,
+            &env(&[("TIDECAST__RTMP__WRITE_TIMEOUT", "5 parsecs")]),
+        )
+        .expect_err("not a duration");
+        assert!(err.to_string().contains("invalid duration"), "{err}");
+    }
+
+    #[test]
+    fn validation_runs_on_load() {
+        let err = Config::load_with_env(None, &env(&[("TIDECAST__HTTP__LISTEN", "nowhere")]))
+            .expect_err("bad listen");
+        assert!(matches!(err, ConfigError::Invalid(_)), "{err}");
+        assert!(err.to_string().contains("http.listen"), "{err}");
+    }
+
+    #[test]
+    fn validate_reports_every_problem() {
+        let mut cfg = Config::default();
+        cfg.http.listen = "localhost".into();
+        cfg.rtmp.listen = "0.0.0.0:99999".into();
+        cfg.rtmp.max_chunk_size = Size(64);
+        cfg.rtmp.out_chunk_size = Size::mib(16);
+        cfg.rtmp.max_message_size = Size::mib(32);
+        cfg.rtmp.max_connections = 0;
+        cfg.channel.ring_max_bytes = Size::kib(10);
+        cfg.channel.ring_duration = Duration::from_millis(500);
+        cfg.database.url = "mysql://x".into();
+        cfg.database.max_connections = 0;
+        cfg.log.level = "tidecast=loud".into();
+        cfg.server.public_host = "http://example.com".into();
+        let ConfigError::Invalid(problems) = cfg.validate().expect_err("invalid") else {
+            panic!("expected Invalid");
+        };
+        let keys = [
+            "http.listen",
+            "rtmp.listen",
+            "rtmp.max_chunk_size",
+            "rtmp.out_chunk_size",
+            "rtmp.max_message_size",
+            "rtmp.max_connections",
+            "rtmp.viewer_max_lag",
+            "channel.ring_max_bytes",
+            "channel.ring_duration",
+            "database.url",
+            "database.max_connections",
+            "log.level",
+            "server.public_host",
+        ];
+        for key in keys {
+            assert!(
+                problems.iter().any(|p| p.starts_with(key)),
+                "no problem reported for {key}: {problems:#?}"
+            );
+        }
+        assert_eq!(problems.len(), keys.len(), "{problems:#?}");
+        let shown = ConfigError::Invalid(problems).to_string();
+        assert_eq!(shown.lines().count(), keys.len() + 1, "{shown}");
+    }
+
+    #[test]
+    fn validate_accepts_postgres_and_limits() {
+        let mut cfg = Config::default();
+        cfg.database.url = "postgresql://tidecast@db/tidecast".into();
+        cfg.rtmp.max_chunk_size = Size(128);
+        cfg.rtmp.out_chunk_size = Size(RTMP_MAX_24BIT);
+        cfg.rtmp.max_message_size = Size(RTMP_MAX_24BIT);
+        cfg.validate().expect("valid");
+        cfg.database.url = "postgres://x".into();
+        cfg.validate().expect("valid");
+    }
+
+    #[test]
+    fn public_host_defaults_to_localhost() {
+        let mut cfg = Config::default();
+        assert_eq!(cfg.public_host(), "localhost");
+        cfg.server.public_host = "live.example.com:8080".into();
+        assert_eq!(cfg.public_host(), "live.example.com:8080");
+        assert_eq!(cfg.resolved_database_url(), cfg.database.url);
+    }
+
+    #[test]
+    fn size_parses_units() {
+        let cases = [
+            ("4096", 4096),
+            ("0", 0),
+            ("100B", 100),
+            ("64KiB", 64 * 1024),
+            ("64kib", 64 * 1024),
+            ("8 MiB", 8 << 20),
+            (" 8MIB ", 8 << 20),
+            ("1GiB", 1 << 30),
+            ("2TiB", 2 << 40),
+            ("1KB", 1000),
+            ("3mb", 3_000_000),
+            ("1GB", 1_000_000_000),
+            ("1.5KiB", 1536),
+            ("0.5MiB", 512 * 1024),
+            ("18446744073709551615", u64::MAX),
+        ];
+        for (s, want) in cases {
+            assert_eq!(s.parse::<Size>(), Ok(Size(want)), "{s}");
+        }
+        for bad in [
+            "",
+            "KiB",
+            "-1",
+            "1.",
+            ".5KiB",
+            "12XB",
+            "1 2",
+            "1e3",
+            "16EiB",
+            "18446744073709551616",
+            "20000000TiB",
+        ] {
+            assert!(bad.parse::<Size>().is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn size_displays_in_largest_exact_unit() {
+        assert_eq!(Size::kib(64).to_string(), "64KiB");
+        assert_eq!(Size::mib(8).to_string(), "8MiB");
+        assert_eq!(Size::kib(1536).to_string(), "1536KiB");
+        assert_eq!(Size::gib(3).to_string(), "3GiB");
+        assert_eq!(Size(1000).to_string(), "1000B");
+        assert_eq!(Size(0).to_string(), "0B");
+    }
+
+    #[test]
+    fn size_deserializes_from_integer_and_string() {
+        #[derive(Deserialize)]
+        struct T {
+            a: Size,
+            b: Size,
+        }
+        let t: T = toml::from_str("a = 4096\nb = \"4KiB\"").expect("parse");
+        assert_eq!((t.a, t.b), (Size(4096), Size(4096)));
+        assert!(toml::from_str::<T>("a = -1\nb = 1").is_err());
+    }
+
+    #[test]
+    fn duration_strings_round_trip() {
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct T {
+            #[serde(with = "duration_str")]
+            d: Duration,
+        }
+        for (s, d) in [
+            ("200ms", Duration::from_millis(200)),
+            ("10s", Duration::from_secs(10)),
+            ("1m 30s", Duration::from_secs(90)),
+            ("2h", Duration::from_secs(7200)),
+        ] {
+            let t: T = toml::from_str(&format!("d = {s:?}")).expect("parse");
+            assert_eq!(t.d, d);
+            let back = toml::to_string(&t).expect("serialize");
+            assert_eq!(toml::from_str::<T>(&back).expect("reparse"), t);
+        }
+        assert!(toml::from_str::<T>("d = \"10\"").is_err());
+        assert!(toml::from_str::<T>("d = 10").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn size_round_trips(n in any::<u64>()) {
+            let s = Size(n);
+            prop_assert_eq!(s.to_string().parse::<Size>(), Ok(s));
+        }
+
+        #[test]
+        fn size_round_trips_binary_units(n in 0u64..1_000_000, shift in prop::sample::select(vec![0u32, 10, 20, 30, 40])) {
+            let s = Size(n << shift);
+            prop_assert_eq!(s.to_string().parse::<Size>(), Ok(s));
+        }
+
+        #[test]
+        fn duration_round_trips(secs in 0u64..10_000_000_000, nanos in 0u32..1_000_000_000) {
+            let d = Duration::new(secs, nanos);
+            let s = humantime::format_duration(d).to_string();
+            prop_assert_eq!(humantime::parse_duration(&s).ok(), Some(d));
+        }
+
+        #[test]
+        fn whole_config_round_trips_through_toml(
+            grace_ms in 0u64..1_000_000,
+            ring in 1u64..1_000_000_000,
+        ) {
+            let mut cfg = Config::default();
+            cfg.channel.reconnect_grace = Duration::from_millis(grace_ms);
+            cfg.channel.ring_max_bytes = Size(ring);
+            let text = toml::to_string(&cfg).expect("serialize");
+            prop_assert_eq!(toml::from_str::<Config>(&text).expect("reparse"), cfg);
+        }
+    }
+}
