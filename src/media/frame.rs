@@ -75,6 +75,6 @@ impl Frame {
 
     /// Composition offset (`pts - dts`) in the frame's timescale.
     pub fn cts(&self) -> MediaTime {
-        self.pts.sub(self.dts)
+        self.pts.minus(self.dts)
     }
 }

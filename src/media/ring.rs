@@ -92,7 +92,7 @@ impl State {
 
     fn span(&self) -> Duration {
         match (self.frames.front(), self.frames.back()) {
-            (Some(a), Some(b)) => b.dts.sub(a.dts).as_duration(),
+            (Some(a), Some(b)) => b.dts.minus(a.dts).as_duration(),
             _ => Duration::ZERO,
         }
     }
@@ -255,14 +255,14 @@ impl RingWriter {
         if self.rebase {
             self.rebase = false;
             if let Some(last) = s.last_dts {
-                let target = last.add(RESUME_GAP);
-                self.offset = Some(target.sub(frame.dts.rescale(target.timescale)));
+                let target = last.plus(RESUME_GAP);
+                self.offset = Some(target.minus(frame.dts.rescale(target.timescale)));
                 frame.discontinuity = true;
             }
         }
         if let Some(off) = self.offset {
-            frame.dts = frame.dts.add(off);
-            frame.pts = frame.pts.add(off);
+            frame.dts = frame.dts.plus(off);
+            frame.pts = frame.pts.plus(off);
         }
         if s.last_dts.is_none_or(|d| frame.dts > d) {
             s.last_dts = Some(frame.dts);
@@ -427,7 +427,7 @@ impl RingReader {
     pub fn lag(&self) -> Duration {
         let s = self.shared.lock();
         match (s.get(self.cur.next.max(s.first_seq)), s.frames.back()) {
-            (Some(mine), Some(newest)) => newest.dts.sub(mine.dts).as_duration(),
+            (Some(mine), Some(newest)) => newest.dts.minus(mine.dts).as_duration(),
             _ => Duration::ZERO,
         }
     }

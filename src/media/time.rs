@@ -49,12 +49,12 @@ impl MediaTime {
     }
 
     /// `self - other`, expressed in `self`'s timescale.
-    pub fn sub(self, other: MediaTime) -> MediaTime {
+    pub fn minus(self, other: MediaTime) -> MediaTime {
         MediaTime::new(self.ticks - other.rescale(self.timescale).ticks, self.timescale)
     }
 
     /// `self + other`, expressed in `self`'s timescale.
-    pub fn add(self, other: MediaTime) -> MediaTime {
+    pub fn plus(self, other: MediaTime) -> MediaTime {
         MediaTime::new(self.ticks + other.rescale(self.timescale).ticks, self.timescale)
     }
 }
