@@ -1,6 +1,7 @@
 //! tidecast: an actor-based live and VOD media server.
 //! (Crate docs: data flow, actor tree and glossary are written out below as the modules land.)
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod media;

@@ -1,0 +1,109 @@
+//! Password hashing: Argon2id with the OWASP Password Storage Cheat Sheet's minimum parameters
+//! (m = 19456 KiB, t = 2, p = 1), stored as PHC strings (`$argon2id$v=19$m=19456,t=2,p=1$...`).
+//!
+//! Hashing costs tens of milliseconds of CPU and 19 MiB of memory by design, so both functions
+//! run on tokio's blocking pool, never on an async worker or actix arbiter thread
+//! (ARCHITECTURE.md, "Blocking work"). Verification reads the parameters from the stored PHC
+//! string, so hashes made with older parameters keep verifying after these change.
+//!
+//! Errors never contain the password or the hash. `password_hash::Error` implements
+//! `std::error::Error` only with argon2's `std` feature, which we do not enable, so its `Display`
+//! text (which never includes inputs) is folded into the message instead of kept as a source.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use rand::rngs::OsRng;
+
+use crate::error::{Error, ErrorKind};
+
+/// OWASP minimum for Argon2id: memory cost in KiB.
+const ARGON2_M_COST_KIB: u32 = 19_456;
+/// OWASP minimum for Argon2id: iterations.
+const ARGON2_T_COST: u32 = 2;
+/// OWASP minimum for Argon2id: lanes.
+const ARGON2_P_COST: u32 = 1;
+
+fn argon2id() -> Argon2<'static> {
+    let params = Params::new(ARGON2_M_COST_KIB, ARGON2_T_COST, ARGON2_P_COST, None)
+        .expect("OWASP Argon2id parameters are within argon2's limits");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// Hashes `password` with Argon2id and a fresh random salt; returns the PHC string to store.
+pub async fn hash_password(password: String) -> crate::Result<String> {
+    run_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        argon2id()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|hash| hash.to_string())
+            .map_err(|e| Error::internal(format!("hashing password: {e}")))
+    })
+    .await
+}
+
+/// Whether `password` matches the stored PHC string `phc`. A wrong password is `Ok(false)`; a
+/// malformed or unsupported stored hash is an `Internal` error.
+pub async fn verify_password(password: String, phc: String) -> crate::Result<bool> {
+    run_blocking(move || {
+        let parsed = PasswordHash::new(&phc)
+            .map_err(|e| Error::internal(format!("stored password hash is malformed: {e}")))?;
+        match argon2id().verify_password(password.as_bytes(), &parsed) {
+            Ok(()) => Ok(true),
+            Err(argon2::password_hash::Error::Password) => Ok(false),
+            Err(e) => Err(Error::internal(format!("verifying password hash: {e}"))),
+        }
+    })
+    .await
+}
+
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> crate::Result<T> + Send + 'static,
+) -> crate::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::with_source(ErrorKind::Internal, "password hashing task failed", e))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hash_then_verify() {
+        let phc = hash_password("correct horse battery staple".into())
+            .await
+            .unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(!phc.contains("correct horse"));
+        assert!(
+            verify_password("correct horse battery staple".into(), phc.clone())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !verify_password("Correct horse battery staple".into(), phc.clone())
+                .await
+                .unwrap()
+        );
+        assert!(!verify_password(String::new(), phc).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn same_password_gets_a_fresh_salt() {
+        let a = hash_password("hunter2".into()).await.unwrap();
+        let b = hash_password("hunter2".into()).await.unwrap();
+        assert_ne!(a, b);
+    }
+
+    #[tokio::test]
+    async fn malformed_stored_hash_is_internal_and_does_not_echo_it() {
+        let err = verify_password("pw".into(), "not-a-phc-string-secret".into())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Internal);
+        assert!(
+            !err.to_string().contains("not-a-phc-string-secret"),
+            "{err}"
+        );
+    }
+}
