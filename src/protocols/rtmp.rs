@@ -70,6 +70,8 @@ pub enum RtmpError {
     MessageTooLarge { buffered: usize, limit: usize },
     #[error("{what} name is {len} bytes long (limit {limit})")]
     NameTooLong { what: &'static str, len: usize, limit: usize },
+    #[error("media tag rejected: {0}")]
+    Media(String),
     #[error("message serialization failed: {0}")]
     Serialize(#[from] ChunkSerializationError),
 }

@@ -1,0 +1,68 @@
+//! actix-web: the app factory, routes, and the one `ErrorKind` -> HTTP status mapping.
+//!
+//! Today: `/metrics` (Prometheus text format), `/healthz` (the process is up), `/readyz` (the
+//! store answers). LL-HLS, WHIP/WHEP and the `/api/v1` routes mount here as they land.
+
+pub mod error;
+pub mod health;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, HttpServer};
+use tracing::info;
+
+use crate::metrics::metrics;
+use crate::store::Store;
+
+/// Shared state handed to every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+}
+
+/// Count requests by route pattern (never the raw path: it may hold names or tokens) and status.
+async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let start = Instant::now();
+    let res = next.call(req).await?;
+    let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_string());
+    let m = metrics();
+    m.http_requests.with_label_values(&[&route, res.status().as_str()]).inc();
+    m.http_duration_seconds.observe(start.elapsed().as_secs_f64());
+    Ok(res)
+}
+
+/// Register every route on an actix `ServiceConfig` (also used by in-process tests).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/metrics", web::get().to(health::metrics_text))
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz));
+}
+
+/// Bind and start the HTTP server; logs the bound address (port 0 picks a free one).
+pub fn start(listen: &str, workers: usize, state: AppState) -> std::io::Result<(Server, SocketAddr)> {
+    let data = web::Data::new(state);
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::JsonConfig::default().limit(64 * 1024).error_handler(error::json_error))
+            .wrap(from_fn(observe))
+            .configure(configure)
+            .default_service(web::to(error::not_found))
+    })
+    .disable_signals()
+    .shutdown_timeout(5);
+    if workers > 0 {
+        server = server.workers(workers);
+    }
+    let server = server.bind(listen)?;
+    let addr = *server.addrs().first().expect("bind succeeded, so there is an address");
+    info!(protocol = "http", %addr, "listening");
+    Ok((server.run(), addr))
+}
