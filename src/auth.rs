@@ -70,21 +70,11 @@ mod tests {
 
     #[tokio::test]
     async fn hash_then_verify() {
-        let phc = hash_password("correct horse battery staple".into())
-            .await
-            .unwrap();
+        let phc = hash_password("correct horse battery staple".into()).await.unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
         assert!(!phc.contains("correct horse"));
-        assert!(
-            verify_password("correct horse battery staple".into(), phc.clone())
-                .await
-                .unwrap()
-        );
-        assert!(
-            !verify_password("Correct horse battery staple".into(), phc.clone())
-                .await
-                .unwrap()
-        );
+        assert!(verify_password("correct horse battery staple".into(), phc.clone()).await.unwrap());
+        assert!(!verify_password("Correct horse battery staple".into(), phc.clone()).await.unwrap());
         assert!(!verify_password(String::new(), phc).await.unwrap());
     }
 
@@ -97,13 +87,8 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_stored_hash_is_internal_and_does_not_echo_it() {
-        let err = verify_password("pw".into(), "not-a-phc-string-secret".into())
-            .await
-            .unwrap_err();
+        let err = verify_password("pw".into(), "not-a-phc-string-secret".into()).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::Internal);
-        assert!(
-            !err.to_string().contains("not-a-phc-string-secret"),
-            "{err}"
-        );
+        assert!(!err.to_string().contains("not-a-phc-string-secret"), "{err}");
     }
 }

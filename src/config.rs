@@ -69,18 +69,10 @@ impl From<figment::Error> for ConfigError {
             .clone()
             .into_iter()
             // figment puts a line break before " in FILE" for I/O errors; keep one line each.
-            .map(|e| {
-                e.to_string()
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
+            .map(|e| e.to_string().split_whitespace().collect::<Vec<_>>().join(" "))
             .collect::<Vec<_>>()
             .join("\n");
-        ConfigError::Parse {
-            message,
-            source: Box::new(err),
-        }
+        ConfigError::Parse { message, source: Box::new(err) }
     }
 }
 
@@ -147,10 +139,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            level: "info".to_owned(),
-            format: LogFormat::Text,
-        }
+        Self { level: "info".to_owned(), format: LogFormat::Text }
     }
 }
 
@@ -177,10 +166,7 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self {
-            listen: "0.0.0.0:8080".to_owned(),
-            workers: 0,
-        }
+        Self { listen: "0.0.0.0:8080".to_owned(), workers: 0 }
     }
 }
 
@@ -257,10 +243,7 @@ pub struct DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self {
-            url: "sqlite://./data/tidecast.db".to_owned(),
-            max_connections: 8,
-        }
+        Self { url: "sqlite://./data/tidecast.db".to_owned(), max_connections: 8 }
     }
 }
 
@@ -327,10 +310,7 @@ impl Config {
     /// Like [`Config::load`], but reads environment overrides from `env` instead of the
     /// process environment, so tests need not mutate (and race on) process-wide state.
     /// Pairs whose name does not start with `TIDECAST__` are ignored.
-    pub fn load_with_env(
-        file: Option<&Path>,
-        env: &[(String, String)],
-    ) -> Result<Config, ConfigError> {
+    pub fn load_with_env(file: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
@@ -354,10 +334,7 @@ impl Config {
 
         // [server]
         let s = &self.server;
-        check(
-            !s.data_dir.as_os_str().is_empty(),
-            "server.data_dir: must not be empty".to_owned(),
-        );
+        check(!s.data_dir.as_os_str().is_empty(), "server.data_dir: must not be empty".to_owned());
         check(
             !s.public_host.contains("://")
                 && !s.public_host.contains('/')
@@ -367,20 +344,11 @@ impl Config {
                 s.public_host
             ),
         );
-        check(
-            !s.shutdown_timeout.is_zero(),
-            "server.shutdown_timeout: must be greater than 0".to_owned(),
-        );
+        check(!s.shutdown_timeout.is_zero(), "server.shutdown_timeout: must be greater than 0".to_owned());
 
         // [log]
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            check(
-                false,
-                format!(
-                    "log.level: {:?} is not a valid filter directive: {e}",
-                    self.log.level
-                ),
-            );
+            check(false, format!("log.level: {:?} is not a valid filter directive: {e}", self.log.level));
         }
 
         // [http]
@@ -389,18 +357,11 @@ impl Config {
         // [rtmp]
         let r = &self.rtmp;
         check_listen(&mut check, "rtmp.listen", &r.listen);
-        check(
-            r.max_connections > 0,
-            "rtmp.max_connections: must be greater than 0".to_owned(),
-        );
-        check(
-            !r.handshake_timeout.is_zero(),
-            "rtmp.handshake_timeout: must be greater than 0".to_owned(),
-        );
-        for (key, size) in [
-            ("rtmp.max_chunk_size", r.max_chunk_size),
-            ("rtmp.out_chunk_size", r.out_chunk_size),
-        ] {
+        check(r.max_connections > 0, "rtmp.max_connections: must be greater than 0".to_owned());
+        check(!r.handshake_timeout.is_zero(), "rtmp.handshake_timeout: must be greater than 0".to_owned());
+        for (key, size) in
+            [("rtmp.max_chunk_size", r.max_chunk_size), ("rtmp.out_chunk_size", r.out_chunk_size)]
+        {
             check(
                 (RTMP_MIN_CHUNK..=RTMP_MAX_24BIT).contains(&size.bytes()),
                 format!(
@@ -421,19 +382,10 @@ impl Config {
         );
         check(
             (1..=4096).contains(&r.max_stream_name_len),
-            format!(
-                "rtmp.max_stream_name_len: {} must be between 1 and 4096",
-                r.max_stream_name_len
-            ),
+            format!("rtmp.max_stream_name_len: {} must be between 1 and 4096", r.max_stream_name_len),
         );
-        check(
-            !r.write_timeout.is_zero(),
-            "rtmp.write_timeout: must be greater than 0".to_owned(),
-        );
-        check(
-            !r.viewer_max_lag.is_zero(),
-            "rtmp.viewer_max_lag: must be greater than 0".to_owned(),
-        );
+        check(!r.write_timeout.is_zero(), "rtmp.write_timeout: must be greater than 0".to_owned());
+        check(!r.viewer_max_lag.is_zero(), "rtmp.viewer_max_lag: must be greater than 0".to_owned());
         check(
             r.viewer_max_lag < self.channel.ring_duration,
             format!(
@@ -452,43 +404,23 @@ impl Config {
         let d = &self.database;
         let url = d.url.to_ascii_lowercase();
         check(
-            ["sqlite:", "postgres:", "postgresql:"]
-                .iter()
-                .any(|scheme| url.starts_with(scheme)),
-            format!(
-                "database.url: {:?} must start with sqlite:, postgres: or postgresql:",
-                d.url
-            ),
+            ["sqlite:", "postgres:", "postgresql:"].iter().any(|scheme| url.starts_with(scheme)),
+            format!("database.url: {:?} must start with sqlite:, postgres: or postgresql:", d.url),
         );
-        check(
-            d.max_connections > 0,
-            "database.max_connections: must be greater than 0".to_owned(),
-        );
+        check(d.max_connections > 0, "database.max_connections: must be greater than 0".to_owned());
 
         // [channel]
         let c = &self.channel;
         check(
             c.ring_duration >= Duration::from_secs(1),
-            format!(
-                "channel.ring_duration: {} must be at least 1s",
-                fmt_duration(c.ring_duration)
-            ),
+            format!("channel.ring_duration: {} must be at least 1s", fmt_duration(c.ring_duration)),
         );
         check(
             c.ring_max_bytes >= Size::mib(1),
-            format!(
-                "channel.ring_max_bytes: {} must be at least 1MiB",
-                c.ring_max_bytes
-            ),
+            format!("channel.ring_max_bytes: {} must be at least 1MiB", c.ring_max_bytes),
         );
-        check(
-            !c.idle_timeout.is_zero(),
-            "channel.idle_timeout: must be greater than 0".to_owned(),
-        );
-        check(
-            !c.restart_window.is_zero(),
-            "channel.restart_window: must be greater than 0".to_owned(),
-        );
+        check(!c.idle_timeout.is_zero(), "channel.idle_timeout: must be greater than 0".to_owned());
+        check(!c.restart_window.is_zero(), "channel.restart_window: must be greater than 0".to_owned());
 
         if problems.is_empty() {
             Ok(())
@@ -515,10 +447,7 @@ impl Config {
 
 fn check_listen(check: &mut impl FnMut(bool, String), key: &str, value: &str) {
     if let Err(e) = value.parse::<SocketAddr>() {
-        check(
-            false,
-            format!("{key}: {value:?} is not an ip:port socket address: {e}"),
-        );
+        check(false, format!("{key}: {value:?} is not an ip:port socket address: {e}"));
     }
 }
 
@@ -546,10 +475,8 @@ impl EnvOverrides {
                 if !prefix.eq_ignore_ascii_case(ENV_PREFIX) {
                     return None;
                 }
-                let path: Vec<String> = name[ENV_PREFIX.len()..]
-                    .split(ENV_SEPARATOR)
-                    .map(str::to_ascii_lowercase)
-                    .collect();
+                let path: Vec<String> =
+                    name[ENV_PREFIX.len()..].split(ENV_SEPARATOR).map(str::to_ascii_lowercase).collect();
                 if path.iter().any(String::is_empty) {
                     return None;
                 }
@@ -564,10 +491,7 @@ impl Provider for EnvOverrides {
     fn metadata(&self) -> Metadata {
         Metadata::named(format!("`{ENV_PREFIX}` environment variable(s)")).interpolater(
             |_: &Profile, keys: &[&str]| {
-                format!(
-                    "{ENV_PREFIX}{}",
-                    keys.join(ENV_SEPARATOR).to_ascii_uppercase()
-                )
+                format!("{ENV_PREFIX}{}", keys.join(ENV_SEPARATOR).to_ascii_uppercase())
             },
         )
     }
@@ -589,9 +513,7 @@ fn insert_path(dict: &mut Dict, path: &str, value: Value) {
             dict.insert(path.to_owned(), value);
         }
         Some((head, rest)) => {
-            let entry = dict
-                .entry(head.to_owned())
-                .or_insert_with(|| Value::from(Dict::new()));
+            let entry = dict.entry(head.to_owned()).or_insert_with(|| Value::from(Dict::new()));
             if entry.as_dict().is_none() {
                 *entry = Value::from(Dict::new());
             }
@@ -690,14 +612,9 @@ impl FromStr for Size {
     type Err = ParseSizeError;
 
     fn from_str(input: &str) -> Result<Size, ParseSizeError> {
-        let err = |reason| ParseSizeError {
-            input: input.to_owned(),
-            reason,
-        };
+        let err = |reason| ParseSizeError { input: input.to_owned(), reason };
         let s = input.trim();
-        let num_end = s
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(s.len());
+        let num_end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
         let (num, unit) = (&s[..num_end], s[num_end..].trim_start());
         let (int, frac) = num.split_once('.').unwrap_or((num, ""));
         if int.is_empty() || (num.contains('.') && frac.is_empty()) {
@@ -724,12 +641,8 @@ impl FromStr for Size {
 
 impl fmt::Display for Size {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const BINARY: [(&str, u64); 4] = [
-            ("TiB", 1 << 40),
-            ("GiB", 1 << 30),
-            ("MiB", 1 << 20),
-            ("KiB", 1 << 10),
-        ];
+        const BINARY: [(&str, u64); 4] =
+            [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
         if self.0 != 0 {
             for (name, mult) in BINARY {
                 if self.0.is_multiple_of(mult) {
@@ -786,17 +699,11 @@ mod tests {
     const DEFAULT_TOML: &str = include_str!("../conf/default.toml");
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn write_toml(text: &str) -> tempfile::NamedTempFile {
-        let mut f = tempfile::Builder::new()
-            .suffix(".toml")
-            .tempfile()
-            .expect("create temp file");
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().expect("create temp file");
         std::io::Write::write_all(&mut f, text.as_bytes()).expect("write temp file");
         f
     }
@@ -821,11 +728,7 @@ mod tests {
     /// Collects the dotted paths of all leaves of a TOML table.
     fn leaf_keys(prefix: &str, table: &toml::Table, out: &mut BTreeSet<String>) {
         for (k, v) in table {
-            let path = if prefix.is_empty() {
-                k.clone()
-            } else {
-                format!("{prefix}.{k}")
-            };
+            let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
             match v {
                 toml::Value::Table(t) => leaf_keys(&path, t, out),
                 _ => {
@@ -844,14 +747,8 @@ mod tests {
         leaf_keys("", &from_file, &mut have);
         let missing: Vec<_> = want.difference(&have).collect();
         let extra: Vec<_> = have.difference(&want).collect();
-        assert!(
-            missing.is_empty(),
-            "missing from conf/default.toml: {missing:?}"
-        );
-        assert!(
-            extra.is_empty(),
-            "unknown keys in conf/default.toml: {extra:?}"
-        );
+        assert!(missing.is_empty(), "missing from conf/default.toml: {missing:?}");
+        assert!(extra.is_empty(), "unknown keys in conf/default.toml: {extra:?}");
         // Sections too, so an empty section table would also be noticed.
         let sections = |t: &toml::Table| t.keys().cloned().collect::<BTreeSet<_>>();
         assert_eq!(sections(&from_struct), sections(&from_file));
@@ -956,15 +853,9 @@ mod tests {
     fn env_with_wrong_type_is_rejected_by_name() {
         let err = Config::load_with_env(None, &env(&[("TIDECAST__RTMP__MAX_CONNECTIONS", "lots")]))
             .expect_err("not a number");
-        assert!(
-            err.to_string().contains("TIDECAST__RTMP__MAX_CONNECTIONS"),
-            "{err}"
-        );
-        let err = Config::load_with_env(
-            None,
-            &env(&[("TIDECAST__RTMP__WRITE_TIMEOUT", "5 parsecs")]),
-        )
-        .expect_err("not a duration");
+        assert!(err.to_string().contains("TIDECAST__RTMP__MAX_CONNECTIONS"), "{err}");
+        let err = Config::load_with_env(None, &env(&[("TIDECAST__RTMP__WRITE_TIMEOUT", "5 parsecs")]))
+            .expect_err("not a duration");
         assert!(err.to_string().contains("invalid duration"), "{err}");
     }
 

@@ -147,7 +147,7 @@ mod tests {
 
     #[test]
     fn display_includes_kind_message_and_source() {
-        let io = std::io::Error::new(std::io::ErrorKind::Other, "disk gone");
+        let io = std::io::Error::other("disk gone");
         let e = Error::with_source(ErrorKind::Unavailable, "archive write", io);
         assert_eq!(e.to_string(), "unavailable: archive write: disk gone");
         assert_eq!(e.kind.http_status(), 503);

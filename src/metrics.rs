@@ -7,8 +7,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -61,15 +61,20 @@ impl Metrics {
         #[cfg(target_os = "linux")]
         r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
             .expect("process collector registers once");
-        let channels_live = IntGauge::new("tidecast_channels_live", "Channels with a publisher, including reconnect grace")
-            .expect("valid");
+        let channels_live =
+            IntGauge::new("tidecast_channels_live", "Channels with a publisher, including reconnect grace")
+                .expect("valid");
         r.register(Box::new(channels_live.clone())).expect("registered once");
-        let channel_restarts = IntCounter::new("tidecast_channel_restarts_total", "Channel actors restarted after dying")
-            .expect("valid");
+        let channel_restarts =
+            IntCounter::new("tidecast_channel_restarts_total", "Channel actors restarted after dying")
+                .expect("valid");
         r.register(Box::new(channel_restarts.clone())).expect("registered once");
         let first_frame_seconds = HistogramVec::new(
-            HistogramOpts::new("tidecast_viewer_first_frame_seconds", "Play request to first media byte written")
-                .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+            HistogramOpts::new(
+                "tidecast_viewer_first_frame_seconds",
+                "Play request to first media byte written",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
             &["protocol"],
         )
         .expect("valid");
@@ -81,11 +86,26 @@ impl Metrics {
         .expect("valid");
         r.register(Box::new(http_duration_seconds.clone())).expect("registered once");
         Metrics {
-            ingest_sessions: gauge_vec(&r, "tidecast_ingest_sessions", "Live publisher connections", &["protocol"]),
-            ingest_bytes: counter_vec(&r, "tidecast_ingest_bytes_total", "Bytes received from publishers", &["protocol"]),
+            ingest_sessions: gauge_vec(
+                &r,
+                "tidecast_ingest_sessions",
+                "Live publisher connections",
+                &["protocol"],
+            ),
+            ingest_bytes: counter_vec(
+                &r,
+                "tidecast_ingest_bytes_total",
+                "Bytes received from publishers",
+                &["protocol"],
+            ),
             channels_live,
             viewers: gauge_vec(&r, "tidecast_viewers", "Viewers attached", &["protocol"]),
-            egress_bytes: counter_vec(&r, "tidecast_egress_bytes_total", "Bytes sent to viewers", &["protocol"]),
+            egress_bytes: counter_vec(
+                &r,
+                "tidecast_egress_bytes_total",
+                "Bytes sent to viewers",
+                &["protocol"],
+            ),
             frames_dropped: counter_vec(
                 &r,
                 "tidecast_frames_dropped_total",
@@ -98,7 +118,12 @@ impl Metrics {
                 "Viewers disconnected by the server",
                 &["protocol", "reason"],
             ),
-            auth_failures: counter_vec(&r, "tidecast_auth_failures_total", "Refused credentials", &["protocol"]),
+            auth_failures: counter_vec(
+                &r,
+                "tidecast_auth_failures_total",
+                "Refused credentials",
+                &["protocol"],
+            ),
             connections_rejected: counter_vec(
                 &r,
                 "tidecast_connections_rejected_total",
@@ -113,7 +138,12 @@ impl Metrics {
             ),
             channel_restarts,
             first_frame_seconds,
-            http_requests: counter_vec(&r, "tidecast_http_requests_total", "HTTP requests", &["route", "status"]),
+            http_requests: counter_vec(
+                &r,
+                "tidecast_http_requests_total",
+                "HTTP requests",
+                &["route", "status"],
+            ),
             http_duration_seconds,
             registry: r,
         }
@@ -122,9 +152,7 @@ impl Metrics {
     /// The text exposition of every collector.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("encoding to a Vec cannot fail");
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("encoding to a Vec cannot fail");
         String::from_utf8(buf).expect("the text format is UTF-8")
     }
 }

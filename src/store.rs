@@ -121,16 +121,12 @@ impl Store {
                 })?;
             }
         }
-        let mut pool_opts = SqlitePoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(ACQUIRE_TIMEOUT);
+        let mut pool_opts =
+            SqlitePoolOptions::new().max_connections(max_connections).acquire_timeout(ACQUIRE_TIMEOUT);
         if in_memory {
             // An in-memory database lives only as long as one connection to it does: keep one
             // open forever so the pool reaping idle connections does not wipe the data.
-            pool_opts = pool_opts
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None);
+            pool_opts = pool_opts.min_connections(1).idle_timeout(None).max_lifetime(None);
         }
         let pool = pool_opts.connect_with(opts).await.map_err(|e| {
             Error::with_source(
@@ -139,35 +135,23 @@ impl Store {
                 e,
             )
         })?;
-        Ok(Store {
-            pool: Pool::Sqlite(pool),
-        })
+        Ok(Store { pool: Pool::Sqlite(pool) })
     }
 
     async fn connect_postgres(url: &str, max_connections: u32) -> crate::Result<Store> {
         let opts = PgConnectOptions::from_str(url)
             .map_err(|e| Error::with_source(ErrorKind::InvalidArgument, "bad PostgreSQL URL", e))?;
-        let target = format!(
-            "{}:{}/{}",
-            opts.get_host(),
-            opts.get_port(),
-            opts.get_database().unwrap_or("(default)")
-        );
+        let target =
+            format!("{}:{}/{}", opts.get_host(), opts.get_port(), opts.get_database().unwrap_or("(default)"));
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(opts)
             .await
             .map_err(|e| {
-                Error::with_source(
-                    ErrorKind::Unavailable,
-                    format!("connecting to PostgreSQL at {target}"),
-                    e,
-                )
+                Error::with_source(ErrorKind::Unavailable, format!("connecting to PostgreSQL at {target}"), e)
             })?;
-        Ok(Store {
-            pool: Pool::Postgres(pool),
-        })
+        Ok(Store { pool: Pool::Postgres(pool) })
     }
 
     /// Applies the embedded migrations for this backend. Idempotent: already-applied migrations
@@ -178,16 +162,13 @@ impl Store {
             Pool::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await,
             Pool::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await,
         };
-        result
-            .map_err(|e| Error::with_source(ErrorKind::Internal, "running database migrations", e))
+        result.map_err(|e| Error::with_source(ErrorKind::Internal, "running database migrations", e))
     }
 
     /// `SELECT 1`: the database answers. Used by `/readyz`.
     pub async fn ping(&self) -> crate::Result<()> {
-        let one: i32 = with_pool!(self, |pool| sqlx::query_scalar("SELECT 1")
-            .fetch_one(pool)
-            .await)
-        .map_err(|e| Error::with_source(ErrorKind::Unavailable, "database ping failed", e))?;
+        let one: i32 = with_pool!(self, |pool| sqlx::query_scalar("SELECT 1").fetch_one(pool).await)
+            .map_err(|e| Error::with_source(ErrorKind::Unavailable, "database ping failed", e))?;
         debug_assert_eq!(one, 1);
         Ok(())
     }
@@ -208,9 +189,7 @@ impl Store {
 
 /// Now, in unix milliseconds.
 fn now_ms() -> i64 {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("system clock is after 1970");
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).expect("system clock is after 1970");
     i64::try_from(since_epoch.as_millis()).expect("unix milliseconds fit in i64 until year 292M")
 }
 
@@ -226,11 +205,5 @@ fn unique_violation_column<'a>(e: &sqlx::Error, columns: &[&'a str]) -> Option<&
         return None;
     }
     let haystack = format!("{} {}", db.constraint().unwrap_or(""), db.message());
-    Some(
-        columns
-            .iter()
-            .copied()
-            .find(|c| haystack.contains(c))
-            .unwrap_or(""),
-    )
+    Some(columns.iter().copied().find(|c| haystack.contains(c)).unwrap_or(""))
 }

@@ -33,9 +33,14 @@ pub struct ChannelSettings {
 enum Publisher {
     /// No publisher; the ring (if any frames were ever written) is closed.
     Offline,
-    Live { session_id: u64, cancel: CancellationToken },
+    Live {
+        session_id: u64,
+        cancel: CancellationToken,
+    },
     /// The publisher dropped; the live session continues if it comes back before the timer.
-    Grace { timer: SpawnHandle },
+    Grace {
+        timer: SpawnHandle,
+    },
 }
 
 pub struct Channel {
@@ -52,7 +57,11 @@ pub struct Channel {
 }
 
 impl Channel {
-    pub fn new(name: String, settings: ChannelSettings, directory: Arc<DashMap<String, Addr<Channel>>>) -> Self {
+    pub fn new(
+        name: String,
+        settings: ChannelSettings,
+        directory: Arc<DashMap<String, Addr<Channel>>>,
+    ) -> Self {
         Channel {
             name,
             settings,
@@ -167,7 +176,8 @@ impl Handler<PublisherLeft> for Channel {
     type Result = ();
 
     fn handle(&mut self, msg: PublisherLeft, ctx: &mut Self::Context) {
-        let is_current = matches!(&self.publisher, Publisher::Live { session_id, .. } if *session_id == msg.session_id);
+        let is_current =
+            matches!(&self.publisher, Publisher::Live { session_id, .. } if *session_id == msg.session_id);
         if !is_current {
             return;
         }

@@ -59,10 +59,7 @@ impl ChannelRegistry {
 
     /// Names of channels that are degraded now (restarted too often recently).
     fn is_refused(&self, name: &str) -> bool {
-        self.restarts
-            .get(name)
-            .and_then(|h| h.refused_until)
-            .is_some_and(|t| Instant::now() < t)
+        self.restarts.get(name).and_then(|h| h.refused_until).is_some_and(|t| Instant::now() < t)
     }
 
     /// The live actor for `name`, starting (or restarting) one if needed.
@@ -124,15 +121,14 @@ impl Handler<AuthorizePublish> for ChannelRegistry {
 
     fn handle(&mut self, msg: AuthorizePublish, _: &mut Self::Context) -> Self::Result {
         let store = self.store.clone();
-        Box::pin(
-            async move { store.authorize_stream_key(&msg.stream_key.0).await }
-                .into_actor(self)
-                .map(|res, act, _| {
-                    let record = res?.ok_or_else(|| Error::new(ErrorKind::Unauthenticated, "stream key rejected"))?;
-                    let addr = act.channel_for(&record.name)?;
-                    Ok((record, addr))
-                }),
-        )
+        Box::pin(async move { store.authorize_stream_key(&msg.stream_key.0).await }.into_actor(self).map(
+            |res, act, _| {
+                let record =
+                    res?.ok_or_else(|| Error::new(ErrorKind::Unauthenticated, "stream key rejected"))?;
+                let addr = act.channel_for(&record.name)?;
+                Ok((record, addr))
+            },
+        ))
     }
 }
 
@@ -160,7 +156,10 @@ impl Handler<ResolvePlay> for ChannelRegistry {
                 let (name, rec) = res?;
                 let rec = rec.ok_or_else(|| Error::not_found(format!("no channel '{name}'")))?;
                 if rec.visibility != Visibility::Public {
-                    return Err(Error::new(ErrorKind::PermissionDenied, format!("channel '{name}' is not public")));
+                    return Err(Error::new(
+                        ErrorKind::PermissionDenied,
+                        format!("channel '{name}' is not public"),
+                    ));
                 }
                 match act.directory.get(&name).map(|a| a.clone()) {
                     Some(addr) if addr.connected() => Ok(addr),

@@ -38,7 +38,10 @@ use crate::media::ring::RingReader;
 use crate::media::time::MediaTime;
 use crate::metrics::metrics;
 use crate::protocols::flv::{self, AudioTag, VideoTag};
-use crate::protocols::rtmp::{media_chunks, ConnEvent, RtmpError, RtmpLimits, RtmpServerConn, Secret, MSG_AUDIO, MSG_VIDEO, SHARED_STREAM_ID};
+use crate::protocols::rtmp::{
+    media_chunks, ConnEvent, RtmpError, RtmpLimits, RtmpServerConn, Secret, MSG_AUDIO, MSG_VIDEO,
+    SHARED_STREAM_ID,
+};
 
 const PROTOCOL: &str = "rtmp";
 /// The RTMP application name broadcasters use (`rtmp://HOST/live`).
@@ -225,8 +228,13 @@ async fn negotiate(
                         conn.accept(request_id, &mut out).map_err(SessionEnd::Protocol)?;
                     } else {
                         info!(app = %app, "unknown application; rejecting");
-                        conn.reject(request_id, "NetConnection.Connect.Rejected", "unknown application", &mut out)
-                            .map_err(SessionEnd::Protocol)?;
+                        conn.reject(
+                            request_id,
+                            "NetConnection.Connect.Rejected",
+                            "unknown application",
+                            &mut out,
+                        )
+                        .map_err(SessionEnd::Protocol)?;
                     }
                 }
                 ConnEvent::PublishRequested { request_id, stream_key, .. } => {
@@ -279,7 +287,12 @@ async fn reject_full(stream: TcpStream, _ctx: Arc<RtmpContext>) {
             if let ConnEvent::ConnectRequested { request_id, .. } = ev {
                 let mut out = Vec::new();
                 if conn
-                    .reject(request_id, "NetConnection.Connect.Rejected", "server is at its connection limit", &mut out)
+                    .reject(
+                        request_id,
+                        "NetConnection.Connect.Rejected",
+                        "server is at its connection limit",
+                        &mut out,
+                    )
                     .is_ok()
                 {
                     let _ = wr.write_all(&out).await;
@@ -350,7 +363,14 @@ impl Ingest {
                 }
                 let dts = MediaTime::from_millis(dts);
                 let pts = MediaTime::from_millis(dts.ticks + cts_ms as i64);
-                self.writer.push(Frame::new(TrackKind::Video, dts, pts, keyframe, data, self.shared_tracks.clone()));
+                self.writer.push(Frame::new(
+                    TrackKind::Video,
+                    dts,
+                    pts,
+                    keyframe,
+                    data,
+                    self.shared_tracks.clone(),
+                ));
             }
             VideoTag::EndOfSequence | VideoTag::Ignored => {}
         }
@@ -372,6 +392,7 @@ impl Ingest {
                 let t = MediaTime::from_millis(dts);
                 self.writer.push(Frame::new(TrackKind::Audio, t, t, false, data, self.shared_tracks.clone()));
             }
+            AudioTag::Ignored => {}
         }
         Ok(())
     }
@@ -387,7 +408,8 @@ async fn publish(
     rest: Vec<ConnEvent>,
 ) -> Result<(), SessionEnd> {
     let session_id = next_session_id();
-    let authorized = ctx.registry.send(AuthorizePublish { stream_key }).await.map_err(Error::from).and_then(|r| r);
+    let authorized =
+        ctx.registry.send(AuthorizePublish { stream_key }).await.map_err(Error::from).and_then(|r| r);
     let (record, channel) = match authorized {
         Ok(x) => x,
         Err(e) => {
@@ -440,7 +462,12 @@ async fn ingest_loop(
     let _live = GaugeGuard::new(metrics().ingest_sessions.with_label_values(&[PROTOCOL]));
     let bytes_in = metrics().ingest_bytes.with_label_values(&[PROTOCOL]);
     let shared_tracks = writer.tracks();
-    let mut ingest = Ingest { writer, tracks: (*shared_tracks).clone(), shared_tracks, clock: TimestampUnwrapper::default() };
+    let mut ingest = Ingest {
+        writer,
+        tracks: (*shared_tracks).clone(),
+        shared_tracks,
+        clock: TimestampUnwrapper::default(),
+    };
     let mut events = rest;
     let mut buf = vec![0u8; PUBLISH_READ_BUF];
     loop {
@@ -529,7 +556,8 @@ async fn write_all_vectored(wr: &mut OwnedWriteHalf, bufs: &mut [Bytes]) -> std:
     let mut idx = 0;
     let mut total = 0u64;
     while idx < bufs.len() {
-        let slices: Vec<IoSlice<'_>> = bufs[idx..].iter().take(WRITE_BATCH).map(|b| IoSlice::new(b)).collect();
+        let slices: Vec<IoSlice<'_>> =
+            bufs[idx..].iter().take(WRITE_BATCH).map(|b| IoSlice::new(b)).collect();
         let mut n = wr.write_vectored(&slices).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
@@ -563,7 +591,8 @@ async fn play(
     stream_id: u32,
     started: Instant,
 ) -> Result<(), SessionEnd> {
-    let resolved = ctx.registry.send(ResolvePlay { name: name.clone() }).await.map_err(Error::from).and_then(|r| r);
+    let resolved =
+        ctx.registry.send(ResolvePlay { name: name.clone() }).await.map_err(Error::from).and_then(|r| r);
     let reader = match resolved {
         Ok(channel) => channel.send(AddReader).await.map_err(Error::from).and_then(|r| r),
         Err(e) => Err(e),
@@ -672,7 +701,10 @@ async fn viewer_loop(
             match tokio::time::timeout(ctx.write_timeout, write_all_vectored(wr, &mut wire)).await {
                 Err(_) => {
                     metrics().viewers_cut.with_label_values(&[PROTOCOL, "stalled"]).inc();
-                    info!(timeout_ms = ctx.write_timeout.as_millis() as u64, "viewer stopped reading; disconnecting");
+                    info!(
+                        timeout_ms = ctx.write_timeout.as_millis() as u64,
+                        "viewer stopped reading; disconnecting"
+                    );
                     return Ok(());
                 }
                 Ok(Err(e)) => return Err(SessionEnd::Io(e)),
@@ -681,7 +713,10 @@ async fn viewer_loop(
                     if !first_written {
                         first_written = true;
                         let ms = started.elapsed();
-                        metrics().first_frame_seconds.with_label_values(&[PROTOCOL]).observe(ms.as_secs_f64());
+                        metrics()
+                            .first_frame_seconds
+                            .with_label_values(&[PROTOCOL])
+                            .observe(ms.as_secs_f64());
                         debug!(first_frame_ms = ms.as_millis() as u64, "first frame written");
                     }
                 }

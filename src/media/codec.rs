@@ -75,30 +75,13 @@ pub struct Tracks {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
     #[error("{record}: truncated at byte {offset}: need {needed} bytes, have {have}")]
-    Truncated {
-        record: &'static str,
-        offset: usize,
-        needed: usize,
-        have: usize,
-    },
+    Truncated { record: &'static str, offset: usize, needed: usize, have: usize },
     #[error("{record}: bitstream ends at bit {bit_offset} (byte {})", .bit_offset / 8)]
-    BitstreamEnd {
-        record: &'static str,
-        bit_offset: usize,
-    },
+    BitstreamEnd { record: &'static str, bit_offset: usize },
     #[error("{record}: unsupported version {version} at byte 0 (expected {expected})")]
-    UnsupportedVersion {
-        record: &'static str,
-        version: u8,
-        expected: u8,
-    },
+    UnsupportedVersion { record: &'static str, version: u8, expected: u8 },
     #[error("{record}: invalid {field} at byte {offset}: {reason}")]
-    Invalid {
-        record: &'static str,
-        offset: usize,
-        field: &'static str,
-        reason: String,
-    },
+    Invalid { record: &'static str, offset: usize, field: &'static str, reason: String },
 }
 
 impl VideoConfig {
@@ -108,11 +91,7 @@ impl VideoConfig {
         let mut r = ByteReader::new(&record, RECORD);
         let version = r.u8()?;
         if version != 1 {
-            return Err(CodecError::UnsupportedVersion {
-                record: RECORD,
-                version,
-                expected: 1,
-            });
+            return Err(CodecError::UnsupportedVersion { record: RECORD, version, expected: 1 });
         }
         let profile = r.u8()?;
         let compat = r.u8()?;
@@ -149,11 +128,7 @@ impl VideoConfig {
         let mut r = ByteReader::new(&record, RECORD);
         let version = r.u8()?;
         if version != 1 {
-            return Err(CodecError::UnsupportedVersion {
-                record: RECORD,
-                version,
-                expected: 1,
-            });
+            return Err(CodecError::UnsupportedVersion { record: RECORD, version, expected: 1 });
         }
         let ptl = r.u8()?;
         let compat = r.u32()?;
@@ -178,26 +153,14 @@ impl VideoConfig {
         // hex, tier letter + level, then the constraint bytes with trailing zero bytes omitted.
         let space = ["", "A", "B", "C"][usize::from(ptl >> 6)];
         let tier = if ptl & 0x20 != 0 { 'H' } else { 'L' };
-        let mut codec_string = format!(
-            "hvc1.{space}{}.{:x}.{tier}{level}",
-            ptl & 0x1f,
-            compat.reverse_bits()
-        );
-        let used = constraints
-            .iter()
-            .rposition(|&b| b != 0)
-            .map_or(0, |i| i + 1);
+        let mut codec_string =
+            format!("hvc1.{space}{}.{:x}.{tier}{level}", ptl & 0x1f, compat.reverse_bits());
+        let used = constraints.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
         for b in &constraints[..used] {
             write!(codec_string, ".{b:X}").expect("writing to a String cannot fail");
         }
         let (width, height) = picture_size(RECORD, first_sps.map(params::h265_sps_size));
-        Ok(VideoConfig {
-            codec: VideoCodec::H265,
-            codec_string,
-            width,
-            height,
-            record,
-        })
+        Ok(VideoConfig { codec: VideoCodec::H265, codec_string, width, height, record })
     }
 
     /// Parses an AV1CodecConfigurationRecord (`av1C`, AV1-ISOBMFF §2.3.3). The codec string is
@@ -216,11 +179,7 @@ impl VideoConfig {
             });
         }
         if b0 & 0x7f != 1 {
-            return Err(CodecError::UnsupportedVersion {
-                record: RECORD,
-                version: b0 & 0x7f,
-                expected: 1,
-            });
+            return Err(CodecError::UnsupportedVersion { record: RECORD, version: b0 & 0x7f, expected: 1 });
         }
         let b1 = r.u8()?;
         let b2 = r.u8()?;
@@ -248,10 +207,7 @@ impl VideoConfig {
 }
 
 /// The picture size, or 0x0 when the parameter set is absent or unparsable (see the module docs).
-fn picture_size(
-    record: &'static str,
-    size: Option<Result<params::PictureSize, CodecError>>,
-) -> (u32, u32) {
+fn picture_size(record: &'static str, size: Option<Result<params::PictureSize, CodecError>>) -> (u32, u32) {
     match size {
         Some(Ok(s)) => (s.width, s.height),
         Some(Err(e)) => {
@@ -263,9 +219,8 @@ fn picture_size(
 }
 
 /// AAC sampling frequencies by `samplingFrequencyIndex` (ISO/IEC 14496-3 Table 1.18).
-const AAC_SAMPLE_RATES: [u32; 13] = [
-    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
-];
+const AAC_SAMPLE_RATES: [u32; 13] =
+    [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
 
 impl AudioConfig {
     /// Parses an AudioSpecificConfig (ISO/IEC 14496-3 §1.6.2.1). `sample_rate` is the core
@@ -325,11 +280,7 @@ impl AudioConfig {
         let version = r.u8()?;
         // RFC 7845 §5.1: only the major version (upper nibble) must be 0.
         if version >> 4 != 0 {
-            return Err(CodecError::UnsupportedVersion {
-                record: RECORD,
-                version,
-                expected: 1,
-            });
+            return Err(CodecError::UnsupportedVersion { record: RECORD, version, expected: 1 });
         }
         let channels = r.u8()?;
         if channels == 0 {

@@ -74,8 +74,7 @@ impl PartialOrd for MediaTime {
 impl Ord for MediaTime {
     fn cmp(&self, other: &Self) -> Ordering {
         // Cross-multiply in i128: exact for any i64 ticks and u32 timescales.
-        (self.ticks as i128 * other.timescale as i128)
-            .cmp(&(other.ticks as i128 * self.timescale as i128))
+        (self.ticks as i128 * other.timescale as i128).cmp(&(other.ticks as i128 * self.timescale as i128))
     }
 }
 

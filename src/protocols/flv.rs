@@ -57,11 +57,7 @@ pub enum AudioTag {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FlvError {
     #[error("FLV {what} truncated: need {needed} bytes, have {have}")]
-    Truncated {
-        what: &'static str,
-        needed: usize,
-        have: usize,
-    },
+    Truncated { what: &'static str, needed: usize, have: usize },
     #[error(
         "unsupported FLV {kind} codec id {codec_id} ({}); publish H.264, H.265 or AV1 video and AAC or Opus audio",
         legacy_codec_name(.kind, *.codec_id)
@@ -114,21 +110,14 @@ mod packet {
 
 /// Parses one video message body (FLV VIDEODATA or enhanced ExVideoTagHeader + body).
 pub fn parse_video_tag(body: Bytes) -> Result<VideoTag, FlvError> {
-    let b0 = *body.first().ok_or(FlvError::Truncated {
-        what: "video tag header",
-        needed: 1,
-        have: 0,
-    })?;
+    let b0 = *body.first().ok_or(FlvError::Truncated { what: "video tag header", needed: 1, have: 0 })?;
     if b0 & 0x80 != 0 {
         return parse_ex_video_tag(body, b0);
     }
     let frame_type = b0 >> 4;
     let codec_id = b0 & 0x0f;
     if codec_id != CODEC_ID_AVC {
-        return Err(FlvError::UnsupportedCodec {
-            codec_id,
-            kind: "video",
-        });
+        return Err(FlvError::UnsupportedCodec { codec_id, kind: "video" });
     }
     if frame_type == FRAME_TYPE_COMMAND {
         return Ok(VideoTag::Ignored);
@@ -137,9 +126,7 @@ pub fn parse_video_tag(body: Bytes) -> Result<VideoTag, FlvError> {
     let packet_type = body[1];
     let cts_ms = si24(&body[2..5]);
     match packet_type {
-        0 => Ok(VideoTag::SequenceHeader(VideoConfig::from_avc_record(
-            body.slice(5..),
-        )?)),
+        0 => Ok(VideoTag::SequenceHeader(VideoConfig::from_avc_record(body.slice(5..))?)),
         1 => Ok(VideoTag::Frame {
             codec: VideoCodec::H264,
             keyframe: frame_type == FRAME_TYPE_KEY,
@@ -147,10 +134,7 @@ pub fn parse_video_tag(body: Bytes) -> Result<VideoTag, FlvError> {
             data: body.slice(5..),
         }),
         2 => Ok(VideoTag::EndOfSequence),
-        _ => Err(FlvError::UnsupportedPacketType {
-            packet_type,
-            fourcc: "avc1".into(),
-        }),
+        _ => Err(FlvError::UnsupportedPacketType { packet_type, fourcc: "avc1".into() }),
     }
 }
 
@@ -160,10 +144,7 @@ fn parse_ex_video_tag(body: Bytes, b0: u8) -> Result<VideoTag, FlvError> {
     // Multitrack and ModEx put more headers before the FourCC; we do not read them (yet), and
     // must not misread them as a FourCC.
     if matches!(packet_type, packet::MULTITRACK | packet::MOD_EX) {
-        return Err(FlvError::UnsupportedPacketType {
-            packet_type,
-            fourcc: String::new(),
-        });
+        return Err(FlvError::UnsupportedPacketType { packet_type, fourcc: String::new() });
     }
     // enhanced-rtmp v2: a command frame carries one VideoCommand byte and no FourCC.
     if frame_type == FRAME_TYPE_COMMAND && packet_type != packet::METADATA {
@@ -175,11 +156,7 @@ fn parse_ex_video_tag(body: Bytes, b0: u8) -> Result<VideoTag, FlvError> {
         AVC1 => VideoCodec::H264,
         HVC1 => VideoCodec::H265,
         AV01 => VideoCodec::Av1,
-        other => {
-            return Err(FlvError::UnsupportedFourCc {
-                fourcc: fourcc_string(other),
-            })
-        }
+        other => return Err(FlvError::UnsupportedFourCc { fourcc: fourcc_string(other) }),
     };
     let payload = body.slice(5..);
     match packet_type {
@@ -200,72 +177,42 @@ fn parse_ex_video_tag(body: Bytes, b0: u8) -> Result<VideoTag, FlvError> {
             } else {
                 (0, payload)
             };
-            Ok(VideoTag::Frame {
-                codec,
-                keyframe: frame_type == FRAME_TYPE_KEY,
-                cts_ms,
-                data,
-            })
+            Ok(VideoTag::Frame { codec, keyframe: frame_type == FRAME_TYPE_KEY, cts_ms, data })
         }
         packet::SEQUENCE_END => Ok(VideoTag::EndOfSequence),
         packet::METADATA => Ok(VideoTag::Ignored),
-        _ => Err(FlvError::UnsupportedPacketType {
-            packet_type,
-            fourcc: fourcc_string(fourcc),
-        }),
+        _ => Err(FlvError::UnsupportedPacketType { packet_type, fourcc: fourcc_string(fourcc) }),
     }
 }
 
 /// Parses one audio message body (FLV AUDIODATA or enhanced ExAudioTagHeader + body).
 pub fn parse_audio_tag(body: Bytes) -> Result<AudioTag, FlvError> {
-    let b0 = *body.first().ok_or(FlvError::Truncated {
-        what: "audio tag header",
-        needed: 1,
-        have: 0,
-    })?;
+    let b0 = *body.first().ok_or(FlvError::Truncated { what: "audio tag header", needed: 1, have: 0 })?;
     let sound_format = b0 >> 4;
     match sound_format {
         SOUND_FORMAT_AAC => {
             need(&body, 2, "AAC audio tag header")?;
             match body[1] {
-                0 => Ok(AudioTag::SequenceHeader(AudioConfig::from_aac_asc(
-                    body.slice(2..),
-                )?)),
-                1 => Ok(AudioTag::Frame {
-                    codec: AudioCodec::Aac,
-                    data: body.slice(2..),
-                }),
-                packet_type => Err(FlvError::UnsupportedPacketType {
-                    packet_type,
-                    fourcc: "mp4a".into(),
-                }),
+                0 => Ok(AudioTag::SequenceHeader(AudioConfig::from_aac_asc(body.slice(2..))?)),
+                1 => Ok(AudioTag::Frame { codec: AudioCodec::Aac, data: body.slice(2..) }),
+                packet_type => Err(FlvError::UnsupportedPacketType { packet_type, fourcc: "mp4a".into() }),
             }
         }
         SOUND_FORMAT_EX_HEADER => parse_ex_audio_tag(body, b0 & 0x0f),
-        codec_id => Err(FlvError::UnsupportedCodec {
-            codec_id,
-            kind: "audio",
-        }),
+        codec_id => Err(FlvError::UnsupportedCodec { codec_id, kind: "audio" }),
     }
 }
 
 fn parse_ex_audio_tag(body: Bytes, packet_type: u8) -> Result<AudioTag, FlvError> {
     if matches!(packet_type, packet::MULTITRACK_AUDIO | packet::MOD_EX) {
-        return Err(FlvError::UnsupportedPacketType {
-            packet_type,
-            fourcc: String::new(),
-        });
+        return Err(FlvError::UnsupportedPacketType { packet_type, fourcc: String::new() });
     }
     need(&body, 5, "enhanced audio tag header")?;
     let fourcc = [body[1], body[2], body[3], body[4]];
     let codec = match fourcc {
         OPUS => AudioCodec::Opus,
         MP4A => AudioCodec::Aac,
-        other => {
-            return Err(FlvError::UnsupportedFourCc {
-                fourcc: fourcc_string(other),
-            })
-        }
+        other => return Err(FlvError::UnsupportedFourCc { fourcc: fourcc_string(other) }),
     };
     let payload = body.slice(5..);
     match packet_type {
@@ -273,15 +220,9 @@ fn parse_ex_audio_tag(body: Bytes, packet_type: u8) -> Result<AudioTag, FlvError
             AudioCodec::Aac => AudioConfig::from_aac_asc(payload)?,
             AudioCodec::Opus => AudioConfig::from_opus_head(payload)?,
         })),
-        packet::CODED_FRAMES => Ok(AudioTag::Frame {
-            codec,
-            data: payload,
-        }),
+        packet::CODED_FRAMES => Ok(AudioTag::Frame { codec, data: payload }),
         packet::SEQUENCE_END | packet::MULTICHANNEL_CONFIG => Ok(AudioTag::Ignored),
-        _ => Err(FlvError::UnsupportedPacketType {
-            packet_type,
-            fourcc: fourcc_string(fourcc),
-        }),
+        _ => Err(FlvError::UnsupportedPacketType { packet_type, fourcc: fourcc_string(fourcc) }),
     }
 }
 
@@ -305,11 +246,7 @@ pub fn video_sequence_header(cfg: &VideoConfig) -> Bytes {
 /// The tag body carrying one video frame. `cts_ms` is clamped to the SI24 range (±2.3 hours,
 /// far beyond any real reorder delay) and dropped for AV1, whose tags have no composition time.
 pub fn video_frame(codec: VideoCodec, keyframe: bool, cts_ms: i32, data: &[u8]) -> Bytes {
-    let frame_type = if keyframe {
-        FRAME_TYPE_KEY
-    } else {
-        FRAME_TYPE_INTER
-    };
+    let frame_type = if keyframe { FRAME_TYPE_KEY } else { FRAME_TYPE_INTER };
     let mut out = BytesMut::with_capacity(8 + data.len());
     match codec {
         VideoCodec::H264 => {
@@ -370,11 +307,7 @@ fn video_fourcc(codec: VideoCodec) -> [u8; 4] {
 
 fn need(data: &[u8], needed: usize, what: &'static str) -> Result<(), FlvError> {
     if data.len() < needed {
-        return Err(FlvError::Truncated {
-            what,
-            needed,
-            have: data.len(),
-        });
+        return Err(FlvError::Truncated { what, needed, have: data.len() });
     }
     Ok(())
 }
@@ -391,10 +324,7 @@ fn put_si24(out: &mut BytesMut, v: i32) {
 
 /// A FourCC for an error message: printable ASCII as is, anything else escaped.
 fn fourcc_string(f: [u8; 4]) -> String {
-    f.iter()
-        .flat_map(|&b| std::ascii::escape_default(b))
-        .map(char::from)
-        .collect()
+    f.iter().flat_map(|&b| std::ascii::escape_default(b)).map(char::from).collect()
 }
 
 /// Names for legacy codec ids, so an operator reading the log knows what the encoder sent.

@@ -294,12 +294,18 @@ impl RtmpServerConn {
                 self.check_name("stream", &stream_key)?;
                 ConnEvent::PublishRequested { request_id, app: app_name, stream_key: Secret(stream_key) }
             }
-            ServerSessionEvent::PlayStreamRequested { request_id, app_name, stream_key, stream_id, .. } => {
+            ServerSessionEvent::PlayStreamRequested {
+                request_id, app_name, stream_key, stream_id, ..
+            } => {
                 self.check_name("stream", &stream_key)?;
                 ConnEvent::PlayRequested { request_id, app: app_name, name: stream_key, stream_id }
             }
-            ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => ConnEvent::Audio { data, timestamp },
-            ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => ConnEvent::Video { data, timestamp },
+            ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
+                ConnEvent::Audio { data, timestamp }
+            }
+            ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
+                ConnEvent::Video { data, timestamp }
+            }
             ServerSessionEvent::PublishStreamFinished { .. } => ConnEvent::PublishFinished,
             ServerSessionEvent::PlayStreamFinished { .. } => ConnEvent::PlayFinished,
             // releaseStream, FCPublish, onMetaData, acks, pings: nothing for the application.
@@ -329,10 +335,17 @@ pub fn media_chunks(
 mod tests {
     use super::*;
     use rml_rtmp::chunk_io::ChunkDeserializer;
-    use rml_rtmp::sessions::{ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType};
+    use rml_rtmp::sessions::{
+        ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
+    };
 
     fn limits() -> RtmpLimits {
-        RtmpLimits { max_chunk_size: 65536, max_message_size: 1 << 20, max_name_len: 64, out_chunk_size: 4096 }
+        RtmpLimits {
+            max_chunk_size: 65536,
+            max_message_size: 1 << 20,
+            max_name_len: 64,
+            out_chunk_size: 4096,
+        }
     }
 
     /// Drive a full client handshake + connect + publish through `conn`, splitting every byte
@@ -343,11 +356,12 @@ mod tests {
         let mut to_server = client_hs.generate_outbound_p0_and_p1().unwrap();
         let mut events = Vec::new();
         let mut to_client = Vec::new();
-        let feed = |conn: &mut RtmpServerConn, bytes: &[u8], out: &mut Vec<u8>, events: &mut Vec<ConnEvent>| {
-            for piece in bytes.chunks(split.max(1)) {
-                conn.handle_input(piece, out, events).unwrap();
-            }
-        };
+        let feed =
+            |conn: &mut RtmpServerConn, bytes: &[u8], out: &mut Vec<u8>, events: &mut Vec<ConnEvent>| {
+                for piece in bytes.chunks(split.max(1)) {
+                    conn.handle_input(piece, out, events).unwrap();
+                }
+            };
         // Handshake.
         let mut client_done = false;
         let mut leftover = Vec::new();
@@ -382,15 +396,19 @@ mod tests {
         if let ClientSessionResult::OutboundResponse(p) = client.request_connection("live".into()).unwrap() {
             to_server.extend(p.bytes);
         }
-        let pump = |conn: &mut RtmpServerConn, client: &mut ClientSession, to_server: &mut Vec<u8>, events: &mut Vec<ConnEvent>| {
+        let pump = |conn: &mut RtmpServerConn,
+                    client: &mut ClientSession,
+                    to_server: &mut Vec<u8>,
+                    events: &mut Vec<ConnEvent>| {
             for _ in 0..10 {
                 let mut out = Vec::new();
                 let before = events.len();
                 feed(conn, to_server, &mut out, events);
                 to_server.clear();
-                for ev in events[before..].to_vec() {
+                for ev in events[before..].iter().cloned() {
                     match ev {
-                        ConnEvent::ConnectRequested { request_id, .. } | ConnEvent::PublishRequested { request_id, .. } => {
+                        ConnEvent::ConnectRequested { request_id, .. }
+                        | ConnEvent::PublishRequested { request_id, .. } => {
                             conn.accept(request_id, &mut out).unwrap()
                         }
                         _ => {}
@@ -416,8 +434,13 @@ mod tests {
             }
         };
         pump(&mut conn, &mut client, &mut to_server, &mut events);
-        if let ClientSessionResult::OutboundResponse(p) =
-            client.publish_video_data(Bytes::from_static(&[0x17, 1, 0, 0, 0, 1, 2, 3]), RtmpTimestamp::new(40), false).unwrap()
+        if let ClientSessionResult::OutboundResponse(p) = client
+            .publish_video_data(
+                Bytes::from_static(&[0x17, 1, 0, 0, 0, 1, 2, 3]),
+                RtmpTimestamp::new(40),
+                false,
+            )
+            .unwrap()
         {
             to_server.extend(p.bytes);
         }
@@ -430,7 +453,9 @@ mod tests {
             .iter()
             .map(|e| match e {
                 ConnEvent::ConnectRequested { app, .. } => format!("connect {app}"),
-                ConnEvent::PublishRequested { app, stream_key, .. } => format!("publish {app} {}", stream_key.0),
+                ConnEvent::PublishRequested { app, stream_key, .. } => {
+                    format!("publish {app} {}", stream_key.0)
+                }
                 ConnEvent::Video { data, timestamp } => format!("video {} {}", data.len(), timestamp.value),
                 other => format!("{other:?}"),
             })

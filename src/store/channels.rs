@@ -199,10 +199,7 @@ struct ChannelKeyRow {
 impl Store {
     /// Creates a channel with a fresh stream key. The key is returned once and only its hash is
     /// stored. A duplicate name is `AlreadyExists`.
-    pub async fn create_channel(
-        &self,
-        new: NewChannel,
-    ) -> crate::Result<(ChannelRecord, StreamKey)> {
+    pub async fn create_channel(&self, new: NewChannel) -> crate::Result<(ChannelRecord, StreamKey)> {
         validate_channel_name(&new.name)?;
         let title = new.title.unwrap_or_else(|| new.name.clone());
         if title.chars().count() > MAX_CHANNEL_TITLE_LEN {
@@ -236,25 +233,21 @@ impl Store {
 
     pub async fn channel_by_name(&self, name: &str) -> crate::Result<Option<ChannelRecord>> {
         let sql = format!("SELECT {CHANNEL_COLUMNS} FROM channels WHERE name = $1");
-        let row: Option<ChannelRow> = with_pool!(self, |pool| {
-            sqlx::query_as(&sql).bind(name).fetch_optional(pool).await
-        })?;
+        let row: Option<ChannelRow> =
+            with_pool!(self, |pool| { sqlx::query_as(&sql).bind(name).fetch_optional(pool).await })?;
         row.map(ChannelRecord::try_from).transpose()
     }
 
     /// Every channel, ordered by name.
     pub async fn list_channels(&self) -> crate::Result<Vec<ChannelRecord>> {
         let sql = format!("SELECT {CHANNEL_COLUMNS} FROM channels ORDER BY name");
-        let rows: Vec<ChannelRow> =
-            with_pool!(self, |pool| sqlx::query_as(&sql).fetch_all(pool).await)?;
+        let rows: Vec<ChannelRow> = with_pool!(self, |pool| sqlx::query_as(&sql).fetch_all(pool).await)?;
         rows.into_iter().map(ChannelRecord::try_from).collect()
     }
 
     pub async fn count_channels(&self) -> crate::Result<i64> {
         let n: i64 = with_pool!(self, |pool| {
-            sqlx::query_scalar("SELECT COUNT(*) FROM channels")
-                .fetch_one(pool)
-                .await
+            sqlx::query_scalar("SELECT COUNT(*) FROM channels").fetch_one(pool).await
         })?;
         Ok(n)
     }
@@ -267,15 +260,13 @@ impl Store {
         let hash = key.hash();
         let now = now_ms();
         let affected = with_pool!(self, |pool| {
-            sqlx::query(
-                "UPDATE channels SET stream_key_hash = $1, updated_at_ms = $2 WHERE name = $3",
-            )
-            .bind(&hash[..])
-            .bind(now)
-            .bind(name)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected())
+            sqlx::query("UPDATE channels SET stream_key_hash = $1, updated_at_ms = $2 WHERE name = $3")
+                .bind(&hash[..])
+                .bind(now)
+                .bind(name)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
         })
         .map_err(|e| {
             if unique_violation_column(&e, &[]).is_some() {
@@ -302,15 +293,10 @@ impl Store {
             return Ok(None);
         }
         let hash = hash_stream_key(key);
-        let sql = format!(
-            "SELECT {CHANNEL_COLUMNS}, stream_key_hash FROM channels WHERE stream_key_hash = $1"
-        );
-        let row: Option<ChannelKeyRow> = with_pool!(self, |pool| {
-            sqlx::query_as(&sql)
-                .bind(&hash[..])
-                .fetch_optional(pool)
-                .await
-        })?;
+        let sql =
+            format!("SELECT {CHANNEL_COLUMNS}, stream_key_hash FROM channels WHERE stream_key_hash = $1");
+        let row: Option<ChannelKeyRow> =
+            with_pool!(self, |pool| { sqlx::query_as(&sql).bind(&hash[..]).fetch_optional(pool).await })?;
         match row {
             Some(row) if bool::from(row.stream_key_hash.as_slice().ct_eq(&hash[..])) => {
                 Ok(Some(row.channel.try_into()?))
@@ -344,11 +330,9 @@ fn create_channel_error(name: &str, owner_id: Option<i64>, e: sqlx::Error) -> Er
         Some("stream_key_hash") => {
             Error::with_source(ErrorKind::Internal, "generated stream key collided", e)
         }
-        Some(_) => Error::with_source(
-            ErrorKind::AlreadyExists,
-            format!("channel '{name}' already exists"),
-            e,
-        ),
+        Some(_) => {
+            Error::with_source(ErrorKind::AlreadyExists, format!("channel '{name}' already exists"), e)
+        }
         None if is_foreign_key_violation(&e) => Error::with_source(
             ErrorKind::FailedPrecondition,
             format!("owner user {} does not exist", owner_id.unwrap_or_default()),

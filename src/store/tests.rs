@@ -35,13 +35,7 @@ impl TestDb {
         let store = Store::connect(&url, 4).await.unwrap();
         store.migrate().await.unwrap();
         assert_eq!(store.backend(), Backend::Sqlite);
-        TestDb {
-            label: "sqlite",
-            store,
-            url,
-            _dir: Some(dir),
-            _pg: None,
-        }
+        TestDb { label: "sqlite", store, url, _dir: Some(dir), _pg: None }
     }
 
     async fn postgres() -> TestDb {
@@ -53,22 +47,13 @@ impl TestDb {
             COUNTER.fetch_add(1, Ordering::Relaxed),
             hex::encode(rand::random::<[u8; 4]>())
         );
-        admin
-            .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
-            .await
-            .unwrap();
+        admin.execute(format!(r#"CREATE DATABASE "{name}""#).as_str()).await.unwrap();
         admin.close().await.unwrap();
         let url = with_database(&admin_url, &name);
         let store = Store::connect(&url, 4).await.unwrap();
         store.migrate().await.unwrap();
         assert_eq!(store.backend(), Backend::Postgres);
-        TestDb {
-            label: "postgres",
-            store,
-            url,
-            _dir: None,
-            _pg: Some(PgCleanup { admin_url, name }),
-        }
+        TestDb { label: "postgres", store, url, _dir: None, _pg: Some(PgCleanup { admin_url, name }) }
     }
 }
 
@@ -125,9 +110,7 @@ impl Drop for PgCleanup {
         let admin_url = self.admin_url.clone();
         let sql = format!(r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#, self.name);
         let result = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async {
                 let mut admin = PgConnection::connect(&admin_url).await?;
                 admin.execute(sql.as_str()).await?;
@@ -143,22 +126,14 @@ impl Drop for PgCleanup {
 }
 
 fn new_channel(name: &str) -> NewChannel {
-    NewChannel {
-        name: name.to_string(),
-        title: None,
-        owner_id: None,
-        visibility: Visibility::Public,
-    }
+    NewChannel { name: name.to_string(), title: None, owner_id: None, visibility: Visibility::Public }
 }
 
 #[tokio::test]
 async fn migrate_twice_is_idempotent_and_ping_works() {
     for db in TestDb::both().await {
         let store = &db.store;
-        store
-            .migrate()
-            .await
-            .unwrap_or_else(|e| panic!("{}: {e}", db.label));
+        store.migrate().await.unwrap_or_else(|e| panic!("{}: {e}", db.label));
         store.ping().await.unwrap();
         assert_eq!(store.count_channels().await.unwrap(), 0, "{}", db.label);
         store.close().await;
@@ -185,9 +160,7 @@ async fn create_list_get_channel() {
         assert!(beta.created_at_ms > 0 && beta.created_at_ms == beta.updated_at_ms);
         assert!(key.expose().starts_with("live_"), "{label}");
         assert_eq!(key.expose().len(), "live_".len() + 64);
-        assert!(key.expose()["live_".len()..]
-            .chars()
-            .all(|c| c.is_ascii_hexdigit()));
+        assert!(key.expose()["live_".len()..].chars().all(|c| c.is_ascii_hexdigit()));
 
         let (alpha, _) = store.create_channel(new_channel("alpha")).await.unwrap();
         assert_eq!(alpha.title, "alpha", "title defaults to the name");
@@ -200,22 +173,13 @@ async fn create_list_get_channel() {
         assert_eq!(store.channel_by_name("beta").await.unwrap(), Some(beta));
         assert_eq!(store.channel_by_name("gamma").await.unwrap(), None);
 
-        store
-            .set_visibility("alpha", Visibility::Private)
-            .await
-            .unwrap();
+        store.set_visibility("alpha", Visibility::Private).await.unwrap();
         let alpha = store.channel_by_name("alpha").await.unwrap().unwrap();
         assert_eq!(alpha.visibility, Visibility::Private, "{label}");
-        let err = store
-            .set_visibility("gamma", Visibility::Private)
-            .await
-            .unwrap_err();
+        let err = store.set_visibility("gamma", Visibility::Private).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::NotFound);
 
-        let err = store
-            .create_channel(new_channel("Not Valid"))
-            .await
-            .unwrap_err();
+        let err = store.create_channel(new_channel("Not Valid")).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::InvalidArgument);
     }
 }
@@ -238,12 +202,7 @@ async fn channel_owner_must_exist() {
         let mut new = new_channel("orphan");
         new.owner_id = Some(4242);
         let err = db.store.create_channel(new).await.unwrap_err();
-        assert_eq!(
-            err.kind,
-            ErrorKind::FailedPrecondition,
-            "{}: {err}",
-            db.label
-        );
+        assert_eq!(err.kind, ErrorKind::FailedPrecondition, "{}: {err}", db.label);
     }
 }
 
@@ -256,24 +215,14 @@ async fn authorize_stream_key_accepts_only_the_right_key() {
 
         let found = store.authorize_stream_key(key.expose()).await.unwrap();
         assert_eq!(found, Some(chan), "{}", db.label);
-        let found = store
-            .authorize_stream_key(other_key.expose())
-            .await
-            .unwrap()
-            .unwrap();
+        let found = store.authorize_stream_key(other_key.expose()).await.unwrap().unwrap();
         assert_eq!(found.name, "other");
 
         let wrong = format!("{}0", &key.expose()[..key.expose().len() - 1]);
         assert_eq!(store.authorize_stream_key(&wrong).await.unwrap(), None);
         assert_eq!(store.authorize_stream_key("").await.unwrap(), None);
         assert_eq!(store.authorize_stream_key("studio").await.unwrap(), None);
-        assert_eq!(
-            store
-                .authorize_stream_key(&"x".repeat(10_000))
-                .await
-                .unwrap(),
-            None
-        );
+        assert_eq!(store.authorize_stream_key(&"x".repeat(10_000)).await.unwrap(), None);
     }
 }
 
@@ -284,17 +233,8 @@ async fn rotate_stream_key_invalidates_the_old_key() {
         let (_, old) = store.create_channel(new_channel("rotating")).await.unwrap();
         let new = store.rotate_stream_key("rotating").await.unwrap();
         assert_ne!(old.expose(), new.expose());
-        assert_eq!(
-            store.authorize_stream_key(old.expose()).await.unwrap(),
-            None,
-            "{}",
-            db.label
-        );
-        let found = store
-            .authorize_stream_key(new.expose())
-            .await
-            .unwrap()
-            .unwrap();
+        assert_eq!(store.authorize_stream_key(old.expose()).await.unwrap(), None, "{}", db.label);
+        let found = store.authorize_stream_key(new.expose()).await.unwrap().unwrap();
         assert_eq!(found.name, "rotating");
         assert!(found.updated_at_ms >= found.created_at_ms);
 
@@ -306,30 +246,14 @@ async fn rotate_stream_key_invalidates_the_old_key() {
 #[tokio::test]
 async fn data_survives_close_and_reopen() {
     for db in TestDb::both().await {
-        let (chan, key) = db
-            .store
-            .create_channel(new_channel("durable"))
-            .await
-            .unwrap();
+        let (chan, key) = db.store.create_channel(new_channel("durable")).await.unwrap();
         db.store.close().await;
-        assert!(
-            db.store.ping().await.is_err(),
-            "closed pool must not answer"
-        );
+        assert!(db.store.ping().await.is_err(), "closed pool must not answer");
 
         let reopened = Store::connect(&db.url, 2).await.unwrap();
         reopened.migrate().await.unwrap();
-        assert_eq!(
-            reopened.channel_by_name("durable").await.unwrap(),
-            Some(chan),
-            "{}",
-            db.label
-        );
-        assert!(reopened
-            .authorize_stream_key(key.expose())
-            .await
-            .unwrap()
-            .is_some());
+        assert_eq!(reopened.channel_by_name("durable").await.unwrap(), Some(chan), "{}", db.label);
+        assert!(reopened.authorize_stream_key(key.expose()).await.unwrap().is_some());
         reopened.close().await;
     }
 }
@@ -350,19 +274,13 @@ async fn users_are_found_by_email_ignoring_case() {
             .unwrap();
         assert_eq!(user.email, "ada@example.com", "{label}");
         assert!(user.is_admin);
-        assert!(
-            !format!("{user:?}").contains("argon2id"),
-            "Debug must redact the hash"
-        );
+        assert!(!format!("{user:?}").contains("argon2id"), "Debug must redact the hash");
 
         let by_email = store.user_by_email("ADA@example.com").await.unwrap();
         assert_eq!(by_email.as_ref(), Some(&user), "{label}");
         assert_eq!(store.user_by_id(user.id).await.unwrap(), Some(user.clone()));
         assert_eq!(store.user_by_id(user.id + 1000).await.unwrap(), None);
-        assert_eq!(
-            store.user_by_email("nobody@example.com").await.unwrap(),
-            None
-        );
+        assert_eq!(store.user_by_email("nobody@example.com").await.unwrap(), None);
 
         let dup_email = NewUser {
             email: "ADA@example.com".into(),
@@ -390,10 +308,7 @@ async fn users_are_found_by_email_ignoring_case() {
             password_hash: None,
             is_admin: false,
         };
-        assert_eq!(
-            store.create_user(bad).await.unwrap_err().kind,
-            ErrorKind::InvalidArgument
-        );
+        assert_eq!(store.create_user(bad).await.unwrap_err().kind, ErrorKind::InvalidArgument);
 
         // A channel owned by the user keeps the link.
         let mut new = new_channel("adas-channel");
@@ -409,17 +324,7 @@ fn channel_name_validation() {
         assert!(validate_channel_name(ok).is_ok(), "{ok:?} should be valid");
     }
     let too_long = "a".repeat(65);
-    for bad in [
-        "",
-        "-lead",
-        "_lead",
-        "Upper",
-        "with space",
-        "dot.name",
-        "é",
-        "a/b",
-        &too_long,
-    ] {
+    for bad in ["", "-lead", "_lead", "Upper", "with space", "dot.name", "é", "a/b", &too_long] {
         let err = validate_channel_name(bad).unwrap_err();
         assert_eq!(err.kind, ErrorKind::InvalidArgument, "{bad:?}");
     }
@@ -445,33 +350,17 @@ fn stream_key_hash_is_sha256() {
 
 #[test]
 fn visibility_round_trips() {
-    for v in [
-        Visibility::Public,
-        Visibility::Subscribers,
-        Visibility::Private,
-    ] {
+    for v in [Visibility::Public, Visibility::Subscribers, Visibility::Private] {
         assert_eq!(v.as_str().parse::<Visibility>().unwrap(), v);
-        assert_eq!(
-            serde_json::to_string(&v).unwrap(),
-            format!("\"{}\"", v.as_str())
-        );
-        assert_eq!(
-            serde_json::from_str::<Visibility>(&format!("\"{v}\"")).unwrap(),
-            v
-        );
+        assert_eq!(serde_json::to_string(&v).unwrap(), format!("\"{}\"", v.as_str()));
+        assert_eq!(serde_json::from_str::<Visibility>(&format!("\"{v}\"")).unwrap(), v);
     }
-    assert_eq!(
-        "Public".parse::<Visibility>().unwrap_err().kind,
-        ErrorKind::InvalidArgument
-    );
+    assert_eq!("Public".parse::<Visibility>().unwrap_err().kind, ErrorKind::InvalidArgument);
 }
 
 #[test]
 fn database_url_rewrite() {
-    assert_eq!(
-        with_database("postgres://u@h:5432/postgres", "t"),
-        "postgres://u@h:5432/t"
-    );
+    assert_eq!(with_database("postgres://u@h:5432/postgres", "t"), "postgres://u@h:5432/t");
     assert_eq!(
         with_database("postgres://u@h/postgres?sslmode=disable", "t"),
         "postgres://u@h/t?sslmode=disable"
@@ -481,9 +370,7 @@ fn database_url_rewrite() {
 
 #[tokio::test]
 async fn connect_rejects_unknown_scheme_without_echoing_url() {
-    let err = Store::connect("mysql://user:s3cret@host/db", 1)
-        .await
-        .unwrap_err();
+    let err = Store::connect("mysql://user:s3cret@host/db", 1).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::InvalidArgument);
     assert!(!err.to_string().contains("s3cret"));
 }
@@ -494,11 +381,7 @@ async fn in_memory_sqlite_works_across_pooled_connections() {
     store.migrate().await.unwrap();
     store.create_channel(new_channel("mem")).await.unwrap();
     // Several concurrent reads force several connections; all must see the same database.
-    let (a, b, c) = tokio::join!(
-        store.count_channels(),
-        store.channel_by_name("mem"),
-        store.list_channels()
-    );
+    let (a, b, c) = tokio::join!(store.count_channels(), store.channel_by_name("mem"), store.list_channels());
     assert_eq!(a.unwrap(), 1);
     assert!(b.unwrap().is_some());
     assert_eq!(c.unwrap().len(), 1);

@@ -36,10 +36,7 @@ impl fmt::Debug for User {
             .field("id", &self.id)
             .field("email", &self.email)
             .field("username", &self.username)
-            .field(
-                "password_hash",
-                &self.password_hash.as_ref().map(|_| "<redacted>"),
-            )
+            .field("password_hash", &self.password_hash.as_ref().map(|_| "<redacted>"))
             .field("is_admin", &self.is_admin)
             .field("created_at_ms", &self.created_at_ms)
             .finish()
@@ -61,10 +58,7 @@ impl fmt::Debug for NewUser {
         f.debug_struct("NewUser")
             .field("email", &self.email)
             .field("username", &self.username)
-            .field(
-                "password_hash",
-                &self.password_hash.as_ref().map(|_| "<redacted>"),
-            )
+            .field("password_hash", &self.password_hash.as_ref().map(|_| "<redacted>"))
             .field("is_admin", &self.is_admin)
             .finish()
     }
@@ -84,15 +78,11 @@ impl Store {
         let plausible = matches!(email.split_once('@'), Some((local, domain))
             if !local.is_empty() && !domain.is_empty());
         if !plausible || email.len() > MAX_EMAIL_LEN {
-            return Err(Error::invalid(
-                "email must look like name@domain, at most 254 bytes",
-            ));
+            return Err(Error::invalid("email must look like name@domain, at most 254 bytes"));
         }
         let username = new.username.trim();
         if username.is_empty() || username.chars().count() > MAX_USERNAME_LEN {
-            return Err(Error::invalid(format!(
-                "username must be 1-{MAX_USERNAME_LEN} characters"
-            )));
+            return Err(Error::invalid(format!("username must be 1-{MAX_USERNAME_LEN} characters")));
         }
         let sql = format!(
             "INSERT INTO users (email, username, password_hash, is_admin, created_at_ms) \
@@ -110,40 +100,33 @@ impl Store {
                 .fetch_one(pool)
                 .await
         })
-        .map_err(
-            |e| match unique_violation_column(&e, &["email", "username"]) {
-                Some("email") => Error::with_source(
-                    ErrorKind::AlreadyExists,
-                    format!("a user with email '{email}' already exists"),
-                    e,
-                ),
-                Some("username") => Error::with_source(
-                    ErrorKind::AlreadyExists,
-                    format!("a user named '{username}' already exists"),
-                    e,
-                ),
-                Some(_) => Error::with_source(ErrorKind::AlreadyExists, "user already exists", e),
-                None => Error::from(e),
-            },
-        )
+        .map_err(|e| match unique_violation_column(&e, &["email", "username"]) {
+            Some("email") => Error::with_source(
+                ErrorKind::AlreadyExists,
+                format!("a user with email '{email}' already exists"),
+                e,
+            ),
+            Some("username") => Error::with_source(
+                ErrorKind::AlreadyExists,
+                format!("a user named '{username}' already exists"),
+                e,
+            ),
+            Some(_) => Error::with_source(ErrorKind::AlreadyExists, "user already exists", e),
+            None => Error::from(e),
+        })
     }
 
     /// Looks a user up by email, ignoring case.
     pub async fn user_by_email(&self, email: &str) -> crate::Result<Option<User>> {
         let email = normalize_email(email);
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1");
-        let user = with_pool!(self, |pool| {
-            sqlx::query_as(&sql).bind(&email).fetch_optional(pool).await
-        })?;
+        let user = with_pool!(self, |pool| { sqlx::query_as(&sql).bind(&email).fetch_optional(pool).await })?;
         Ok(user)
     }
 
     pub async fn user_by_id(&self, id: i64) -> crate::Result<Option<User>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
-        let user = with_pool!(self, |pool| sqlx::query_as(&sql)
-            .bind(id)
-            .fetch_optional(pool)
-            .await)?;
+        let user = with_pool!(self, |pool| sqlx::query_as(&sql).bind(id).fetch_optional(pool).await)?;
         Ok(user)
     }
 }

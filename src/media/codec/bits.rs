@@ -14,11 +14,7 @@ pub(super) struct ByteReader<'a> {
 
 impl<'a> ByteReader<'a> {
     pub(super) fn new(data: &'a [u8], record: &'static str) -> Self {
-        ByteReader {
-            data,
-            pos: 0,
-            record,
-        }
+        ByteReader { data, pos: 0, record }
     }
 
     pub(super) fn pos(&self) -> usize {
@@ -75,11 +71,7 @@ pub(super) struct BitReader<'a> {
 
 impl<'a> BitReader<'a> {
     pub(super) fn new(data: &'a [u8], record: &'static str) -> Self {
-        BitReader {
-            data,
-            pos: 0,
-            record,
-        }
+        BitReader { data, pos: 0, record }
     }
 
     pub(super) fn byte_offset(&self) -> usize {
@@ -87,19 +79,11 @@ impl<'a> BitReader<'a> {
     }
 
     fn end(&self) -> CodecError {
-        CodecError::BitstreamEnd {
-            record: self.record,
-            bit_offset: self.pos,
-        }
+        CodecError::BitstreamEnd { record: self.record, bit_offset: self.pos }
     }
 
     pub(super) fn invalid(&self, field: &'static str, reason: String) -> CodecError {
-        CodecError::Invalid {
-            record: self.record,
-            offset: self.byte_offset(),
-            field,
-            reason,
-        }
+        CodecError::Invalid { record: self.record, offset: self.byte_offset(), field, reason }
     }
 
     pub(super) fn bit(&mut self) -> Result<bool, CodecError> {
@@ -198,9 +182,6 @@ mod tests {
 
     #[test]
     fn emulation_prevention() {
-        assert_eq!(
-            strip_emulation_prevention(&[0, 0, 3, 1, 0, 0, 3, 0, 3]),
-            vec![0, 0, 1, 0, 0, 0, 3]
-        );
+        assert_eq!(strip_emulation_prevention(&[0, 0, 3, 1, 0, 0, 3, 0, 3]), vec![0, 0, 1, 0, 0, 0, 3]);
     }
 }

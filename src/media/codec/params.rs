@@ -22,18 +22,11 @@ fn crop(
     window: [u64; 4],
 ) -> Result<PictureSize, CodecError> {
     let [left, right, top, bottom] = window;
-    let w = (left + right)
-        .checked_mul(unit.0)
-        .and_then(|c| coded.0.checked_sub(c));
-    let h = (top + bottom)
-        .checked_mul(unit.1)
-        .and_then(|c| coded.1.checked_sub(c));
+    let w = (left + right).checked_mul(unit.0).and_then(|c| coded.0.checked_sub(c));
+    let h = (top + bottom).checked_mul(unit.1).and_then(|c| coded.1.checked_sub(c));
     match (w, h) {
         (Some(w), Some(h)) if w <= u64::from(u32::MAX) && h <= u64::from(u32::MAX) => {
-            Ok(PictureSize {
-                width: w as u32,
-                height: h as u32,
-            })
+            Ok(PictureSize { width: w as u32, height: h as u32 })
         }
         _ => Err(r.invalid(
             "cropping window",
@@ -57,10 +50,7 @@ pub(super) fn h264_sps_size(nal: &[u8]) -> Result<PictureSize, CodecError> {
     let mut chroma_format_idc = 1;
     let mut separate_colour_plane = false;
     // High profiles carry chroma format, bit depth and scaling lists (§7.3.2.1.1).
-    if matches!(
-        profile_idc,
-        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
-    ) {
+    if matches!(profile_idc, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
         chroma_format_idc = r.ue("chroma_format_idc")?;
         if chroma_format_idc > 3 {
             return Err(r.invalid("chroma_format_idc", format!("{chroma_format_idc} > 3")));
@@ -92,10 +82,7 @@ pub(super) fn h264_sps_size(nal: &[u8]) -> Result<PictureSize, CodecError> {
             r.se("offset_for_top_to_bottom_field")?;
             let n = r.ue("num_ref_frames_in_pic_order_cnt_cycle")?;
             if n > 255 {
-                return Err(r.invalid(
-                    "num_ref_frames_in_pic_order_cnt_cycle",
-                    format!("{n} > 255"),
-                ));
+                return Err(r.invalid("num_ref_frames_in_pic_order_cnt_cycle", format!("{n} > 255")));
             }
             for _ in 0..n {
                 r.se("offset_for_ref_frame")?;
@@ -121,23 +108,14 @@ pub(super) fn h264_sps_size(nal: &[u8]) -> Result<PictureSize, CodecError> {
     }
     let field_factor = if frame_mbs_only { 1 } else { 2 };
     // CropUnitX/Y, equations 7-19 to 7-22.
-    let chroma_array_type = if separate_colour_plane {
-        0
-    } else {
-        chroma_format_idc
-    };
+    let chroma_array_type = if separate_colour_plane { 0 } else { chroma_format_idc };
     let unit = match chroma_array_type {
         0 => (1, field_factor),
         1 => (2, 2 * field_factor),
         2 => (2, field_factor),
         _ => (1, field_factor),
     };
-    crop(
-        &r,
-        (width_mbs * 16, field_factor * height_map_units * 16),
-        unit,
-        window,
-    )
+    crop(&r, (width_mbs * 16, field_factor * height_map_units * 16), unit, window)
 }
 
 /// `scaling_list()` (§7.3.2.1.1.1): read only to get past it.
@@ -219,11 +197,7 @@ pub(super) fn av1_config_obus_size(obus: &[u8]) -> Result<Option<PictureSize>, C
         if header & 0x04 != 0 {
             r.u8()?; // obu_extension_header
         }
-        let size = if header & 0x02 != 0 {
-            leb128(&mut r)?
-        } else {
-            r.remaining() as u64
-        };
+        let size = if header & 0x02 != 0 { leb128(&mut r)? } else { r.remaining() as u64 };
         let size = usize::try_from(size).map_err(|_| CodecError::Invalid {
             record: RECORD,
             offset: start,
@@ -316,20 +290,11 @@ mod tests {
     fn libx264_sps_variants() {
         let cases = [
             // -profile:v baseline -s 1920x1080: 68 MB rows, 8 lines cropped.
-            (
-                "6742c028d900780227e5c044000003000400000300c83c60c920",
-                size(1920, 1080),
-            ),
+            ("6742c028d900780227e5c044000003000400000300c83c60c920", size(1920, 1080)),
             // -pix_fmt yuv422p -s 1918x1080 -flags +ildct+ilme: field coding, 4:2:2 crop units.
-            (
-                "677a0028bcd94078044f52ffe0780077e2000003000200000300643e2c5b2c",
-                size(1918, 1080),
-            ),
+            ("677a0028bcd94078044f52ffe0780077e2000003000200000300643e2c5b2c", size(1918, 1080)),
             // -pix_fmt yuv444p -s 642x362: High 4:4:4, crop unit 1.
-            (
-                "67f4001e919b281485fc7cfff85a805a48800000030080000019078b16cb",
-                size(642, 362),
-            ),
+            ("67f4001e919b281485fc7cfff85a805a48800000030080000019078b16cb", size(642, 362)),
         ];
         for (hex_sps, want) in cases {
             let sps = hex::decode(hex_sps).unwrap();
@@ -351,10 +316,7 @@ mod tests {
     fn wrong_nal_type_is_refused() {
         assert!(matches!(
             h264_sps_size(&[0x68, 0xce, 0x3c, 0x80]),
-            Err(CodecError::Invalid {
-                field: "nal_unit_type",
-                ..
-            })
+            Err(CodecError::Invalid { field: "nal_unit_type", .. })
         ));
     }
 }

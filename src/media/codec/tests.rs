@@ -68,9 +68,8 @@ fn aac_escape_object_type_and_explicit_rate() {
     while !bits.len().is_multiple_of(8) {
         bits.push('0');
     }
-    let bytes: Vec<u8> = (0..bits.len() / 8)
-        .map(|i| u8::from_str_radix(&bits[i * 8..i * 8 + 8], 2).unwrap())
-        .collect();
+    let bytes: Vec<u8> =
+        (0..bits.len() / 8).map(|i| u8::from_str_radix(&bits[i * 8..i * 8 + 8], 2).unwrap()).collect();
     let cfg = AudioConfig::from_aac_asc(Bytes::from(bytes)).unwrap();
     assert_eq!(cfg.codec_string, "mp4a.40.42");
     assert_eq!(cfg.sample_rate, 12345);
@@ -88,53 +87,25 @@ fn libopus_head() {
 
 #[test]
 fn errors_locate_the_fault() {
-    let e = VideoConfig::from_avc_record(Bytes::from_static(&[
-        1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 10, 0x67,
-    ]))
-    .unwrap_err();
-    assert_eq!(
-        e,
-        CodecError::Truncated {
-            record: "avcC",
-            offset: 8,
-            needed: 10,
-            have: 1
-        }
-    );
-    assert_eq!(
-        e.to_string(),
-        "avcC: truncated at byte 8: need 10 bytes, have 1"
-    );
+    let e = VideoConfig::from_avc_record(Bytes::from_static(&[1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 10, 0x67]))
+        .unwrap_err();
+    assert_eq!(e, CodecError::Truncated { record: "avcC", offset: 8, needed: 10, have: 1 });
+    assert_eq!(e.to_string(), "avcC: truncated at byte 8: need 10 bytes, have 1");
     assert!(matches!(
         VideoConfig::from_avc_record(Bytes::from_static(&[0])),
-        Err(CodecError::UnsupportedVersion {
-            record: "avcC",
-            version: 0,
-            ..
-        })
+        Err(CodecError::UnsupportedVersion { record: "avcC", version: 0, .. })
     ));
     assert!(matches!(
         VideoConfig::from_hevc_record(Bytes::from_static(&[1, 1, 0x60])),
-        Err(CodecError::Truncated {
-            record: "hvcC",
-            offset: 2,
-            ..
-        })
+        Err(CodecError::Truncated { record: "hvcC", offset: 2, .. })
     ));
     assert!(matches!(
         VideoConfig::from_av1_record(Bytes::from_static(&[0x01, 0, 0, 0])),
-        Err(CodecError::Invalid {
-            record: "av1C",
-            field: "marker",
-            ..
-        })
+        Err(CodecError::Invalid { record: "av1C", field: "marker", .. })
     ));
     assert!(matches!(
         AudioConfig::from_aac_asc(Bytes::from_static(&[0x17, 0x00])),
-        Err(CodecError::Invalid {
-            field: "samplingFrequencyIndex",
-            ..
-        })
+        Err(CodecError::Invalid { field: "samplingFrequencyIndex", .. })
     ));
     assert!(matches!(
         AudioConfig::from_aac_asc(Bytes::from_static(&[0x12])),
@@ -142,11 +113,7 @@ fn errors_locate_the_fault() {
     ));
     assert!(matches!(
         AudioConfig::from_opus_head(Bytes::from_static(b"OpusTags\x01\x02")),
-        Err(CodecError::Invalid {
-            record: "OpusHead",
-            field: "magic",
-            ..
-        })
+        Err(CodecError::Invalid { record: "OpusHead", field: "magic", .. })
     ));
 }
 
@@ -157,10 +124,7 @@ fn bad_sps_keeps_the_record_with_zero_size() {
         1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 2, 0x67, 0x64, 0,
     ]))
     .unwrap();
-    assert_eq!(
-        (cfg.width, cfg.height, cfg.codec_string.as_str()),
-        (0, 0, "avc1.64001f")
-    );
+    assert_eq!((cfg.width, cfg.height, cfg.codec_string.as_str()), (0, 0, "avc1.64001f"));
 }
 
 proptest! {

@@ -44,11 +44,7 @@ fn ffmpeg_h264_sequence_header() {
     assert_eq!(cfg.codec, VideoCodec::H264);
     assert_eq!((cfg.width, cfg.height), (320, 240));
     assert_eq!(cfg.codec_string, "avc1.64000d");
-    assert_eq!(
-        video_sequence_header(&cfg),
-        body,
-        "legacy form written back byte for byte"
-    );
+    assert_eq!(video_sequence_header(&cfg), body, "legacy form written back byte for byte");
 }
 
 #[test]
@@ -90,11 +86,7 @@ fn enhanced_avc_sequence_header_is_accepted() {
 
 #[test]
 fn enhanced_opus_sequence_header() {
-    let body = enhanced(
-        0x90,
-        b"Opus",
-        &fixture("ffmpeg-5.1_ogg_libopus_OpusHead.bin"),
-    );
+    let body = enhanced(0x90, b"Opus", &fixture("ffmpeg-5.1_ogg_libopus_OpusHead.bin"));
     let cfg = audio_config(body.clone());
     assert_eq!(cfg.codec, AudioCodec::Opus);
     assert_eq!((cfg.sample_rate, cfg.channels), (48000, 2));
@@ -104,16 +96,10 @@ fn enhanced_opus_sequence_header() {
 #[test]
 fn enhanced_mp4a_is_aac() {
     let asc = &fixture("ffmpeg-5.1_flv_aac_seqhdr.bin")[2..];
-    assert_eq!(
-        audio_config(enhanced(0x90, b"mp4a", asc)).sample_rate,
-        44100
-    );
+    assert_eq!(audio_config(enhanced(0x90, b"mp4a", asc)).sample_rate, 44100);
     assert_eq!(
         parse_audio_tag(enhanced(0x91, b"mp4a", &[1, 2])).unwrap(),
-        AudioTag::Frame {
-            codec: AudioCodec::Aac,
-            data: Bytes::from_static(&[1, 2])
-        }
+        AudioTag::Frame { codec: AudioCodec::Aac, data: Bytes::from_static(&[1, 2]) }
     );
 }
 
@@ -132,13 +118,9 @@ fn frames_and_composition_time() {
     );
     // hvc1 CodedFrames carry SI24 cts; CodedFramesX do not.
     let f = parse_video_tag(enhanced(0x91, b"hvc1", &[0, 0, 80, 7])).unwrap();
-    assert!(
-        matches!(f, VideoTag::Frame { keyframe: true, cts_ms: 80, ref data, .. } if data[..] == [7])
-    );
+    assert!(matches!(f, VideoTag::Frame { keyframe: true, cts_ms: 80, ref data, .. } if data[..] == [7]));
     let f = parse_video_tag(enhanced(0xa3, b"hvc1", &[0, 0, 80])).unwrap();
-    assert!(
-        matches!(f, VideoTag::Frame { keyframe: false, cts_ms: 0, ref data, .. } if data.len() == 3)
-    );
+    assert!(matches!(f, VideoTag::Frame { keyframe: false, cts_ms: 0, ref data, .. } if data.len() == 3));
     // av01 CodedFrames have no cts: the bytes after the FourCC are all OBU data.
     let f = parse_video_tag(enhanced(0x91, b"av01", &[0x12, 0x00])).unwrap();
     assert!(
@@ -152,97 +134,48 @@ fn ignored_and_end_of_sequence() {
     ignored(Bytes::from_static(&[0x57, 0])); // legacy AVC video info/command frame
     ignored(Bytes::from_static(&[0xd1, 0])); // enhanced command frame: no FourCC follows
     ignored(enhanced(0x94, b"hvc1", b"\x02\x00\x09colorInfo")); // Metadata
-    assert_eq!(
-        parse_video_tag(Bytes::from_static(&[0x17, 2, 0, 0, 0])).unwrap(),
-        VideoTag::EndOfSequence
-    );
-    assert_eq!(
-        parse_video_tag(enhanced(0x92, b"av01", &[])).unwrap(),
-        VideoTag::EndOfSequence
-    );
-    assert_eq!(
-        parse_audio_tag(enhanced(0x92, b"Opus", &[])).unwrap(),
-        AudioTag::Ignored
-    );
+    assert_eq!(parse_video_tag(Bytes::from_static(&[0x17, 2, 0, 0, 0])).unwrap(), VideoTag::EndOfSequence);
+    assert_eq!(parse_video_tag(enhanced(0x92, b"av01", &[])).unwrap(), VideoTag::EndOfSequence);
+    assert_eq!(parse_audio_tag(enhanced(0x92, b"Opus", &[])).unwrap(), AudioTag::Ignored);
 }
 
 #[test]
 fn truncated() {
     assert_eq!(
         parse_video_tag(Bytes::new()).unwrap_err(),
-        FlvError::Truncated {
-            what: "video tag header",
-            needed: 1,
-            have: 0
-        }
+        FlvError::Truncated { what: "video tag header", needed: 1, have: 0 }
     );
     assert_eq!(
         parse_video_tag(Bytes::from_static(&[0x17, 1, 0])).unwrap_err(),
-        FlvError::Truncated {
-            what: "AVC video tag header",
-            needed: 5,
-            have: 3
-        }
+        FlvError::Truncated { what: "AVC video tag header", needed: 5, have: 3 }
     );
     assert!(matches!(
         parse_video_tag(enhanced(0x91, b"hvc1", &[0])).unwrap_err(),
-        FlvError::Truncated {
-            what: "enhanced video composition time",
-            needed: 3,
-            have: 1
-        }
+        FlvError::Truncated { what: "enhanced video composition time", needed: 3, have: 1 }
     ));
     assert!(matches!(
         parse_video_tag(Bytes::from_static(&[0x90, b'h', b'v'])).unwrap_err(),
-        FlvError::Truncated {
-            what: "enhanced video tag header",
-            ..
-        }
+        FlvError::Truncated { what: "enhanced video tag header", .. }
     ));
     assert!(matches!(
         parse_audio_tag(Bytes::from_static(&[0xaf])).unwrap_err(),
-        FlvError::Truncated {
-            what: "AAC audio tag header",
-            ..
-        }
+        FlvError::Truncated { what: "AAC audio tag header", .. }
     ));
     // A truncated record inside a well-formed tag is a codec error that says where.
     let e = parse_video_tag(Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 0x64])).unwrap_err();
-    assert!(matches!(
-        e,
-        FlvError::Codec(CodecError::Truncated {
-            record: "avcC",
-            offset: 2,
-            ..
-        })
-    ));
-    assert_eq!(
-        e.to_string(),
-        "FLV sequence header: avcC: truncated at byte 2: need 1 bytes, have 0"
-    );
+    assert!(matches!(e, FlvError::Codec(CodecError::Truncated { record: "avcC", offset: 2, .. })));
+    assert_eq!(e.to_string(), "FLV sequence header: avcC: truncated at byte 2: need 1 bytes, have 0");
 }
 
 #[test]
 fn unsupported_codecs_are_named() {
     let e = parse_video_tag(Bytes::from_static(&[0x22, 0, 0])).unwrap_err();
-    assert_eq!(
-        e,
-        FlvError::UnsupportedCodec {
-            codec_id: 2,
-            kind: "video"
-        }
-    );
+    assert_eq!(e, FlvError::UnsupportedCodec { codec_id: 2, kind: "video" });
     assert!(e.to_string().contains("Sorenson H.263"), "{e}");
     let e = parse_video_tag(Bytes::from_static(&[0x14, 0, 0])).unwrap_err();
     assert!(e.to_string().contains("On2 VP6"), "{e}");
     let e = parse_audio_tag(Bytes::from_static(&[0x2f, 0xff, 0xfb])).unwrap_err();
-    assert_eq!(
-        e,
-        FlvError::UnsupportedCodec {
-            codec_id: 2,
-            kind: "audio"
-        }
-    );
+    assert_eq!(e, FlvError::UnsupportedCodec { codec_id: 2, kind: "audio" });
     assert!(e.to_string().contains("MP3"), "{e}");
     let e = parse_audio_tag(Bytes::from_static(&[0x72, 0])).unwrap_err();
     assert!(e.to_string().contains("G.711 A-law"), "{e}");
@@ -253,38 +186,20 @@ fn vp9_and_unknown_fourccs_are_refused() {
     for b0 in [0x90, 0x91, 0x93] {
         assert_eq!(
             parse_video_tag(enhanced(b0, b"vp09", &[0; 8])).unwrap_err(),
-            FlvError::UnsupportedFourCc {
-                fourcc: "vp09".into()
-            }
+            FlvError::UnsupportedFourCc { fourcc: "vp09".into() }
         );
     }
     let e = parse_video_tag(enhanced(0x91, b"\x00vc\xff", &[])).unwrap_err();
-    assert_eq!(
-        e,
-        FlvError::UnsupportedFourCc {
-            fourcc: "\\x00vc\\xff".into()
-        }
-    );
+    assert_eq!(e, FlvError::UnsupportedFourCc { fourcc: "\\x00vc\\xff".into() });
     let e = parse_audio_tag(enhanced(0x91, b"ac-3", &[])).unwrap_err();
-    assert_eq!(
-        e,
-        FlvError::UnsupportedFourCc {
-            fourcc: "ac-3".into()
-        }
-    );
+    assert_eq!(e, FlvError::UnsupportedFourCc { fourcc: "ac-3".into() });
 }
 
 #[test]
 fn multitrack_modex_and_ts_start_are_refused() {
     // Video Multitrack (6): the next byte is a multitrack type, not a FourCC; never misread it.
     let e = parse_video_tag(enhanced(0x96, b"hvc1", &[0; 8])).unwrap_err();
-    assert_eq!(
-        e,
-        FlvError::UnsupportedPacketType {
-            packet_type: 6,
-            fourcc: String::new()
-        }
-    );
+    assert_eq!(e, FlvError::UnsupportedPacketType { packet_type: 6, fourcc: String::new() });
     assert_eq!(
         e.to_string(),
         "unsupported FLV packet type 6 (Multitrack video is not supported) for this stream"
@@ -294,22 +209,10 @@ fn multitrack_modex_and_ts_start_are_refused() {
     let e = parse_audio_tag(enhanced(0x95, b"Opus", &[0; 8])).unwrap_err();
     assert!(e.to_string().contains("Multitrack audio"), "{e}");
     let e = parse_video_tag(enhanced(0x95, b"av01", &[0; 8])).unwrap_err();
-    assert_eq!(
-        e,
-        FlvError::UnsupportedPacketType {
-            packet_type: 5,
-            fourcc: "av01".into()
-        }
-    );
+    assert_eq!(e, FlvError::UnsupportedPacketType { packet_type: 5, fourcc: "av01".into() });
     assert!(e.to_string().contains("MPEG2TSSequenceStart"), "{e}");
     let e = parse_video_tag(Bytes::from_static(&[0x17, 3, 0, 0, 0])).unwrap_err();
-    assert_eq!(
-        e,
-        FlvError::UnsupportedPacketType {
-            packet_type: 3,
-            fourcc: "avc1".into()
-        }
-    );
+    assert_eq!(e, FlvError::UnsupportedPacketType { packet_type: 3, fourcc: "avc1".into() });
 }
 
 /// Walks an FLV file (FLV spec E.2, E.3): header, then (PreviousTagSize, tag)*; yields
@@ -322,11 +225,7 @@ fn flv_tags(file: &[u8]) -> Vec<(u8, u32, Bytes)> {
         let h = &file[off..off + 11];
         let size = u32::from_be_bytes([0, h[1], h[2], h[3]]) as usize;
         let ts = u32::from_be_bytes([h[7], h[4], h[5], h[6]]);
-        tags.push((
-            h[0] & 0x1f,
-            ts,
-            Bytes::copy_from_slice(&file[off + 11..off + 11 + size]),
-        ));
+        tags.push((h[0] & 0x1f, ts, Bytes::copy_from_slice(&file[off + 11..off + 11 + size])));
         off += 11 + size + 4;
     }
     tags
@@ -360,22 +259,12 @@ fn ffmpeg_flv_every_tag_round_trips() {
                 VideoTag::SequenceHeader(cfg) => {
                     assert_eq!(video_sequence_header(&cfg), body);
                     if std::env::var_os("TIDECAST_REGEN_FIXTURES").is_some() && vcfg.is_none() {
-                        std::fs::write(fixture_path("ffmpeg-5.1_flv_h264_seqhdr.bin"), &body)
-                            .unwrap();
+                        std::fs::write(fixture_path("ffmpeg-5.1_flv_h264_seqhdr.bin"), &body).unwrap();
                     }
                     vcfg = Some(cfg);
                 }
-                VideoTag::Frame {
-                    codec,
-                    keyframe,
-                    cts_ms,
-                    data,
-                } => {
-                    assert_eq!(
-                        video_frame(codec, keyframe, cts_ms, &data),
-                        body,
-                        "frame at {ts} ms"
-                    );
+                VideoTag::Frame { codec, keyframe, cts_ms, data } => {
+                    assert_eq!(video_frame(codec, keyframe, cts_ms, &data), body, "frame at {ts} ms");
                     video_frames += 1;
                     keyframes += usize::from(keyframe);
                     reordered += usize::from(cts_ms != 0);
@@ -387,8 +276,7 @@ fn ffmpeg_flv_every_tag_round_trips() {
                 AudioTag::SequenceHeader(cfg) => {
                     assert_eq!(audio_sequence_header(&cfg), body);
                     if std::env::var_os("TIDECAST_REGEN_FIXTURES").is_some() && acfg.is_none() {
-                        std::fs::write(fixture_path("ffmpeg-5.1_flv_aac_seqhdr.bin"), &body)
-                            .unwrap();
+                        std::fs::write(fixture_path("ffmpeg-5.1_flv_aac_seqhdr.bin"), &body).unwrap();
                     }
                     acfg = Some(cfg);
                 }
@@ -403,26 +291,13 @@ fn ffmpeg_flv_every_tag_round_trips() {
     }
     let vcfg = vcfg.expect("a video sequence header");
     assert_eq!((vcfg.width, vcfg.height), (320, 240));
-    assert!(
-        vcfg.codec_string.starts_with("avc1.64"),
-        "{}",
-        vcfg.codec_string
-    );
+    assert!(vcfg.codec_string.starts_with("avc1.64"), "{}", vcfg.codec_string);
     let acfg = acfg.expect("an audio sequence header");
-    assert_eq!(
-        (acfg.sample_rate, acfg.channels, acfg.codec_string.as_str()),
-        (44100, 1, "mp4a.40.2")
-    );
+    assert_eq!((acfg.sample_rate, acfg.channels, acfg.codec_string.as_str()), (44100, 1, "mp4a.40.2"));
     assert_eq!(video_frames, 25);
     assert!(keyframes >= 1);
-    assert!(
-        reordered > 0,
-        "x264 defaults use B-frames, so some frames have cts != 0"
-    );
-    assert!(
-        audio_frames >= 40,
-        "{audio_frames} AAC frames for 1 s at 44.1 kHz"
-    );
+    assert!(reordered > 0, "x264 defaults use B-frames, so some frames have cts != 0");
+    assert!(audio_frames >= 40, "{audio_frames} AAC frames for 1 s at 44.1 kHz");
 }
 
 fn fixture_path(name: &str) -> String {
@@ -430,21 +305,14 @@ fn fixture_path(name: &str) -> String {
 }
 
 fn video_codec() -> impl Strategy<Value = VideoCodec> {
-    prop_oneof![
-        Just(VideoCodec::H264),
-        Just(VideoCodec::H265),
-        Just(VideoCodec::Av1)
-    ]
+    prop_oneof![Just(VideoCodec::H264), Just(VideoCodec::H265), Just(VideoCodec::Av1)]
 }
 
 /// Fixture records with their header bytes (profile, level, flags) randomised.
 fn video_record() -> impl Strategy<Value = (VideoCodec, Bytes)> {
     (video_codec(), proptest::collection::vec(any::<u8>(), 12)).prop_map(|(codec, noise)| {
         let (mut rec, range) = match codec {
-            VideoCodec::H264 => (
-                fixture("ffmpeg-5.1_flv_h264_seqhdr.bin")[5..].to_vec(),
-                1..4,
-            ),
+            VideoCodec::H264 => (fixture("ffmpeg-5.1_flv_h264_seqhdr.bin")[5..].to_vec(), 1..4),
             VideoCodec::H265 => (fixture("ffmpeg-5.1_mp4_libx265_hvcC.bin").to_vec(), 1..13),
             VideoCodec::Av1 => (fixture("ffmpeg-5.1_mp4_libsvtav1_av1C.bin").to_vec(), 1..3),
         };
