@@ -205,6 +205,10 @@ pub struct RtmpConfig {
     /// Skips allowed within one minute before the viewer is cut off: a link that keeps
     /// falling behind cannot carry the stream and only wastes our upload.
     pub viewer_max_skips: u32,
+    /// Kernel send buffer of each viewer socket (SO_SNDBUF). Bounds what one viewer can have
+    /// in flight; loopback and LAN autotuning would otherwise let a stalled viewer hold
+    /// megabytes and delay its cut-off. 0 leaves the kernel's autotuning on.
+    pub viewer_send_buffer: Size,
     /// A publisher that sends nothing for this long is dropped, so a dead encoder frees the
     /// channel for a reconnect.
     #[serde(with = "duration_str")]
@@ -224,6 +228,7 @@ impl Default for RtmpConfig {
             write_timeout: Duration::from_secs(5),
             viewer_max_lag: Duration::from_secs(2),
             viewer_max_skips: 3,
+            viewer_send_buffer: Size::kib(512),
             publish_idle_timeout: Duration::from_secs(15),
         }
     }
