@@ -18,6 +18,7 @@
 pub mod channel;
 pub mod registry;
 pub mod rtmp;
+pub mod watch_history;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -94,10 +94,11 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         })?;
     let rtmp_task = media.spawn(rtmp::serve(listener, rtmp_ctx));
 
+    let api = actix_web::web::Data::new(crate::http::api::ApiContext::build(&config, store.clone()).await?);
     let (http, http_addr) = crate::http::start(
         &config.http.listen,
         config.http.workers,
-        crate::http::AppState { store: store.clone() },
+        crate::http::AppState { store: store.clone(), api: api.clone() },
     )
     .map_err(|e| {
         Error::with_source(
@@ -125,6 +126,8 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
     }
     http_handle.stop(true).await;
     let _ = http_task.await;
+    // After HTTP: no new watch updates can arrive, and every acknowledged one is written.
+    api.shutdown().await;
     store.close().await;
     info!("stopped");
     Ok(())

@@ -3,6 +3,7 @@
 //! Today: `/metrics` (Prometheus text format), `/healthz` (the process is up), `/readyz` (the
 //! store answers). LL-HLS, WHIP/WHEP and the `/api/v1` routes mount here as they land.
 
+pub mod api;
 pub mod error;
 pub mod health;
 
@@ -22,6 +23,9 @@ use crate::store::Store;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    /// The Platform API's shared context (also holds the playback-token verifier the LL-HLS
+    /// routes use: `state.api.playback`, see `crate::auth::playback`).
+    pub api: web::Data<api::ApiContext>,
 }
 
 /// Count requests by route pattern (never the raw path: it may hold names or tokens) and status.
@@ -47,10 +51,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// Bind and start the HTTP server; logs the bound address (port 0 picks a free one).
 pub fn start(listen: &str, workers: usize, state: AppState) -> std::io::Result<(Server, SocketAddr)> {
+    let api_data = state.api.clone();
+    let api_max_body = state.api.api.max_body.as_usize();
     let data = web::Data::new(state);
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(api_data.clone())
+            .configure(api::configure(api_max_body))
             .app_data(web::JsonConfig::default().limit(64 * 1024).error_handler(error::json_error))
             .wrap(from_fn(observe))
             .configure(configure)

@@ -44,12 +44,14 @@
 pub mod actors;
 pub mod app;
 pub mod auth;
+pub mod billing;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod media;
 pub mod metrics;
 pub mod protocols;
+pub mod shared_state;
 pub mod store;
 
 pub use error::{Error, ErrorKind, Result};
