@@ -72,9 +72,9 @@ impl Store {
                     "SELECT ",
                     video_columns!(),
                     " FROM videos v LEFT JOIN channels c ON c.id = v.channel_id, to_tsquery('simple', $1) q \
-                     WHERE (v.search_doc || COALESCE(c.search_doc, ''::tsvector)) @@ q \
+                     WHERE (v.search_doc || setweight(COALESCE(c.search_doc, ''::tsvector), 'D')) @@ q \
                        AND v.status IN ('ready', 'live') AND (v.visibility <> 'private' OR v.owner_id = $2) \
-                     ORDER BY ts_rank(v.search_doc || COALESCE(c.search_doc, ''::tsvector), q) DESC, v.id DESC \
+                     ORDER BY ts_rank(v.search_doc || setweight(COALESCE(c.search_doc, ''::tsvector), 'D'), q) DESC, v.id DESC \
                      LIMIT $3 OFFSET $4"
                 );
                 with_pool!(self, |pool| {

@@ -234,8 +234,11 @@ pub async fn list_comments(
     let viewer = caller.0.as_ref().map(Caller::viewer);
     let video = find_playable(&ctx, viewer.as_ref(), *id).await?;
     let limit = page_limit(q.limit);
-    let items = ctx.store.list_comments(video.id, q.before, limit).await?;
-    let next_cursor = if items.len() as i64 == limit { items.last().map(|c| c.id) } else { None };
+    // One more than asked tells whether there is a next page.
+    let mut items = ctx.store.list_comments(video.id, q.before, limit + 1).await?;
+    let more = items.len() as i64 > limit;
+    items.truncate(limit as usize);
+    let next_cursor = if more { items.last().map(|c| c.id) } else { None };
     Ok(HttpResponse::Ok().json(CommentPage { items, next_cursor }))
 }
 
