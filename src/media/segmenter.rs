@@ -118,7 +118,14 @@ impl Segmenter {
             TrackKind::Audio => !has_video,
         };
         if frame.discontinuity {
-            self.close(frame.dts, true, out);
+            // The gap before a resumed publisher is not media: end the part at most one part
+            // target after it started.
+            let cap = self.open.as_ref().map(|o| o.start.plus(MediaTime::new(self.cfg.part_target.as_micros() as i64, 1_000_000)));
+            let end = match cap {
+                Some(cap) if cap < frame.dts => cap.rescale(frame.dts.timescale),
+                _ => frame.dts,
+            };
+            self.close(end, true, out);
             self.pending_discontinuity = true;
             self.last_driver_dts = None;
         }
@@ -191,14 +198,8 @@ impl Segmenter {
     /// otherwise the open state is kept with an empty frame list and the next index.
     fn close(&mut self, end: MediaTime, end_segment: bool, out: &mut Vec<Part>) {
         let Some(open) = &mut self.open else { return };
-        // A part never ends before it starts (a discontinuity frame can carry an earlier time
-        // than the part's start only on a broken source); and never past the target when the
-        // end is a discontinuity rather than the next frame.
-        let mut end = if end < open.start { open.start } else { end };
-        let max_end = open.start.plus(MediaTime::new(self.cfg.part_target.as_micros() as i64, 1_000_000));
-        if end > max_end && !open.frames.is_empty() && end_segment {
-            end = max_end.rescale(end.timescale);
-        }
+        // A part never ends before it starts (only a broken source sends time backwards).
+        let end = if end < open.start { open.start } else { end };
         out.push(Part {
             msn: open.msn,
             index: open.index,
