@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::actors::channel::ChannelSettings;
+use crate::actors::channel::{ChannelDeps, ChannelSettings};
+use crate::actors::hls::{HlsDirectory, HlsSettings};
 use crate::actors::registry::{ChannelRegistry, StopAll, SupervisionSettings};
 use crate::actors::rtmp::{self, RtmpContext};
 use crate::config::Config;
@@ -50,7 +51,15 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
             max_duration: config.channel.ring_duration,
             max_bytes: config.channel.ring_max_bytes.as_usize(),
         },
+        hls: HlsSettings {
+            part_target: config.hls.part_target,
+            segment_target: config.hls.segment_target,
+            window: config.hls.window,
+            block_timeout: config.hls.block_timeout,
+        },
     };
+    let hls_directory: HlsDirectory = Arc::new(DashMap::new());
+    let deps = ChannelDeps { hls: hls_directory.clone(), media: media.clone() };
     let supervision = SupervisionSettings {
         max_restarts: config.channel.max_restarts,
         restart_window: config.channel.restart_window,
@@ -58,7 +67,7 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
     let registry_store = store.clone();
     let registry_dir = directory.clone();
     let registry: Addr<ChannelRegistry> = Supervisor::start(move |_| {
-        ChannelRegistry::new(registry_store.clone(), settings, supervision, registry_dir.clone())
+        ChannelRegistry::new(registry_store.clone(), settings, supervision, registry_dir.clone(), deps.clone())
     });
 
     // RTMP: bind here so a bad address fails the start, then accept on the media runtime.

@@ -41,6 +41,16 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// HTTP request handling time.
     pub http_duration_seconds: Histogram,
+    /// LL-HLS requests by kind (`multivariant`, `playlist`, `blocking_playlist`, `part`,
+    /// `segment`, `init`) and status.
+    pub hls_requests: IntCounterVec,
+    /// Time blocking playlist reloads and preload-hinted part requests waited.
+    pub hls_block_wait_seconds: Histogram,
+    /// Parts and segments produced by the packagers.
+    pub hls_parts: IntCounter,
+    pub hls_segments: IntCounter,
+    /// Durations of produced parts.
+    pub hls_part_duration_seconds: Histogram,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -85,7 +95,28 @@ impl Metrics {
         )
         .expect("valid");
         r.register(Box::new(http_duration_seconds.clone())).expect("registered once");
+        let hls_block_wait_seconds = Histogram::with_opts(
+            HistogramOpts::new("tidecast_hls_block_wait_seconds", "Time blocking LL-HLS requests waited")
+                .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 4.0, 8.0]),
+        )
+        .expect("valid");
+        r.register(Box::new(hls_block_wait_seconds.clone())).expect("registered once");
+        let hls_part_duration_seconds = Histogram::with_opts(
+            HistogramOpts::new("tidecast_hls_part_duration_seconds", "Durations of produced LL-HLS parts")
+                .buckets(vec![0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 1.0, 2.0]),
+        )
+        .expect("valid");
+        r.register(Box::new(hls_part_duration_seconds.clone())).expect("registered once");
+        let hls_parts = IntCounter::new("tidecast_hls_parts_total", "LL-HLS parts produced").expect("valid");
+        r.register(Box::new(hls_parts.clone())).expect("registered once");
+        let hls_segments = IntCounter::new("tidecast_hls_segments_total", "LL-HLS segments produced").expect("valid");
+        r.register(Box::new(hls_segments.clone())).expect("registered once");
         Metrics {
+            hls_requests: counter_vec(&r, "tidecast_hls_requests_total", "LL-HLS requests", &["kind", "status"]),
+            hls_block_wait_seconds,
+            hls_parts,
+            hls_segments,
+            hls_part_duration_seconds,
             ingest_sessions: gauge_vec(
                 &r,
                 "tidecast_ingest_sessions",

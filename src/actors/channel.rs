@@ -15,7 +15,9 @@ use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use super::hls::{run_packager, HlsChannel, HlsDirectory, HlsRendition, HlsSettings, SOURCE};
 use crate::error::{Error, ErrorKind, Result};
+use crate::store::Visibility;
 use crate::media::ring::{FrameRing, RingLimits, RingReader, RingWriter};
 use crate::metrics::metrics;
 
@@ -28,6 +30,16 @@ pub struct ChannelSettings {
     pub reconnect_grace: Duration,
     pub idle_timeout: Duration,
     pub ring: RingLimits,
+    pub hls: HlsSettings,
+}
+
+/// Handles every channel needs to start its outputs.
+#[derive(Clone)]
+pub struct ChannelDeps {
+    /// Where packagers publish their LL-HLS windows for the HTTP layer.
+    pub hls: HlsDirectory,
+    /// The multi-threaded runtime that runs media tasks (packagers, sessions).
+    pub media: tokio::runtime::Handle,
 }
 
 enum Publisher {
@@ -54,6 +66,7 @@ pub struct Channel {
     directory: Arc<DashMap<String, Addr<Channel>>>,
     /// Counted in `tidecast_channels_live` (live or in grace).
     counted_live: bool,
+    deps: ChannelDeps,
 }
 
 impl Channel {
@@ -61,6 +74,7 @@ impl Channel {
         name: String,
         settings: ChannelSettings,
         directory: Arc<DashMap<String, Addr<Channel>>>,
+        deps: ChannelDeps,
     ) -> Self {
         Channel {
             name,
@@ -70,7 +84,26 @@ impl Channel {
             idle_since: Some(Instant::now()),
             directory,
             counted_live: false,
+            deps,
         }
+    }
+
+    /// Start the outputs of a new live session: the LL-HLS packager of the source rendition.
+    /// It reads the ring like any viewer and ends when the ring closes.
+    fn start_outputs(&mut self, visibility: Visibility) {
+        let settings = self.settings.hls;
+        let rendition = Arc::new(HlsRendition::new(SOURCE, &settings));
+        let entry = Arc::new(HlsChannel { visibility, renditions: vec![rendition.clone()] });
+        self.deps.hls.insert(self.name.clone(), entry.clone());
+        let reader = self.ring.reader();
+        let (name, hls) = (self.name.clone(), self.deps.hls.clone());
+        self.deps.media.spawn(async move {
+            run_packager(name.clone(), rendition, reader, settings).await;
+            // Keep the ended playlist around for a while so players see EXT-X-ENDLIST, then
+            // free it unless a new session has replaced it.
+            tokio::time::sleep(settings.window.min(Duration::from_secs(60))).await;
+            hls.remove_if(&name, |_, e| Arc::ptr_eq(e, &entry));
+        });
     }
 
     fn set_live(&mut self, live: bool) {
@@ -132,6 +165,8 @@ pub struct AddPublisher {
     pub session_id: u64,
     /// Cancelled by the channel to cut the publisher off (channel stop, shutdown).
     pub cancel: CancellationToken,
+    /// The channel's visibility, for the outputs' access checks.
+    pub visibility: Visibility,
 }
 
 pub struct PublishGrant {
@@ -160,6 +195,9 @@ impl Handler<AddPublisher> for Channel {
         };
         self.publisher = Publisher::Live { session_id: msg.session_id, cancel: msg.cancel };
         self.set_live(true);
+        if !resumed {
+            self.start_outputs(msg.visibility);
+        }
         info!(channel = %self.name, session = msg.session_id, resumed, "publisher attached");
         Ok(PublishGrant { writer: self.ring.writer(resumed), resumed })
     }

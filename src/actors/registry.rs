@@ -17,7 +17,7 @@ use actix::prelude::*;
 use dashmap::DashMap;
 use tracing::{info, warn};
 
-use super::channel::{Channel, ChannelSettings, StopChannel};
+use super::channel::{Channel, ChannelDeps, ChannelSettings, StopChannel};
 use crate::error::{Error, ErrorKind, Result};
 use crate::metrics::metrics;
 use crate::protocols::rtmp::Secret;
@@ -45,6 +45,7 @@ pub struct ChannelRegistry {
     supervision: SupervisionSettings,
     directory: Arc<DashMap<String, Addr<Channel>>>,
     restarts: HashMap<String, RestartHistory>,
+    deps: ChannelDeps,
 }
 
 impl ChannelRegistry {
@@ -53,8 +54,9 @@ impl ChannelRegistry {
         settings: ChannelSettings,
         supervision: SupervisionSettings,
         directory: Arc<DashMap<String, Addr<Channel>>>,
+        deps: ChannelDeps,
     ) -> Self {
-        ChannelRegistry { store, settings, supervision, directory, restarts: HashMap::new() }
+        ChannelRegistry { store, settings, supervision, directory, restarts: HashMap::new(), deps }
     }
 
     /// Names of channels that are degraded now (restarted too often recently).
@@ -76,7 +78,7 @@ impl ChannelRegistry {
                 format!("channel '{name}' is degraded after repeated failures; retry later"),
             ));
         }
-        let addr = Channel::new(name.to_string(), self.settings, self.directory.clone()).start();
+        let addr = Channel::new(name.to_string(), self.settings, self.directory.clone(), self.deps.clone()).start();
         self.directory.insert(name.to_string(), addr.clone());
         Ok(addr)
     }

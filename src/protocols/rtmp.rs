@@ -122,7 +122,7 @@ pub struct RtmpServerConn {
     phase: Phase,
     limits: RtmpLimits,
     received: u64,
-    /// Bytes fed since rml_rtmp last completed a message (an event or a response).
+    /// Bytes fed since rml_rtmp last raised an application event.
     pending: usize,
 }
 
@@ -186,7 +186,10 @@ impl RtmpServerConn {
                 let results = session
                     .handle_input(input)
                     .map_err(|source| RtmpError::Session { received: start, source })?;
-                if !results.is_empty() {
+                // Only a completed message that reaches the application counts as progress:
+                // responses do not, since a peer announcing a 1-byte acknowledgement window
+                // makes rml_rtmp answer every read with an Acknowledgement.
+                if results.iter().any(|r| matches!(r, ServerSessionResult::RaisedEvent(_))) {
                     self.pending = 0;
                 } else if self.pending > self.limits.max_message_size {
                     return Err(RtmpError::MessageTooLarge {
