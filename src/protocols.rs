@@ -2,4 +2,5 @@
 
 pub mod flv;
 pub mod fmp4;
+pub mod hls;
 pub mod rtmp;
