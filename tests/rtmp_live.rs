@@ -175,6 +175,11 @@ fn publisher_reconnect_within_grace_keeps_viewer() {
         server.logs()
     );
     let probe = ffprobe(&out);
+    eprintln!(
+        "reconnect: viewer got {:.2}s of video, largest gap {:.3}s",
+        probe.video_span(),
+        probe.max_video_gap()
+    );
     // A lasted 5 s and the viewer joined after A had been live for a while, so anything beyond
     // ~5 s of video came from B.
     assert!(
@@ -205,10 +210,17 @@ fn stalled_viewer_is_cut_off_others_unaffected() {
     let mut healthy = ffmpeg_read(&server.play_url("main"), 12.0, &out);
 
     let started = Instant::now();
+    let bytes_at_start = server.metric(INGEST_BYTES);
     let ok =
         wait_until(Duration::from_secs(20), || server.metric(CUT_STALLED) + server.metric(CUT_SLOW) >= 1.0);
     assert!(ok, "the stalled viewer was not disconnected within 20 s; log:\n{}", server.logs());
-    eprintln!("stalled viewer cut after {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "stalled viewer cut after {:.1}s (stalled: {}, slow: {}, ingest {:.1} Mbit/s)",
+        started.elapsed().as_secs_f64(),
+        server.metric(CUT_STALLED),
+        server.metric(CUT_SLOW),
+        (server.metric(INGEST_BYTES) - bytes_at_start) * 8.0 / 1e6 / started.elapsed().as_secs_f64(),
+    );
     assert!(stalled.closed_within(Duration::from_secs(5)), "the stalled viewer's socket is still open");
 
     let status = healthy.wait_timeout(Duration::from_secs(25));
@@ -295,11 +307,15 @@ fn malformed_input_does_not_take_the_server_down() {
     let handles: Vec<_> = cases
         .into_iter()
         .map(|(name, hs, bytes)| {
-            thread::spawn(move || (name, closed_after_sending(addr, hs, bytes, close_within)))
+            thread::spawn(move || {
+                let t = Instant::now();
+                (name, closed_after_sending(addr, hs, bytes, close_within), t.elapsed())
+            })
         })
         .collect();
     for h in handles {
-        let (name, closed) = h.join().unwrap();
+        let (name, closed, took) = h.join().unwrap();
+        eprintln!("malformed: {name}: closed={closed} after {} ms", took.as_millis());
         assert!(closed, "{name}: the server did not close the connection within {close_within:?}");
     }
 
@@ -436,4 +452,60 @@ fn health_and_ready() {
     let v: serde_json::Value = serde_json::from_str(&r.body).expect("404 body is JSON");
     assert_eq!(v["error"]["code"], "not_found", "{}", r.body);
     assert!(v["error"]["message"].is_string(), "{}", r.body);
+}
+
+/// A control-stream chunk (csid 2, fmt 0) carrying WindowAcknowledgementSize(size).
+fn window_ack_size_chunk(size: u32) -> Vec<u8> {
+    let mut b = vec![0x02, 0, 0, 0, 0, 0, 4, 5, 0, 0, 0, 0];
+    b.extend_from_slice(&size.to_be_bytes());
+    b
+}
+
+/// One video message announcing 16 MiB - 1 bytes on csid 4, of which `send` bytes follow in
+/// 128-byte chunks (the default chunk size).
+fn oversized_video_message(send: usize) -> Vec<u8> {
+    let mut b = vec![0x04, 0, 0, 0, 0xff, 0xff, 0xff, 9, 1, 0, 0, 0];
+    let mut sent = 0;
+    while sent < send {
+        if sent > 0 {
+            b.push(0xc4); // fmt 3, csid 4: continuation
+        }
+        let n = 128.min(send - sent);
+        b.extend(std::iter::repeat_n(0x5a, n));
+        sent += n;
+    }
+    b
+}
+
+/// Send 9 MiB of one message (limit: rtmp.max_message_size = 8 MiB), optionally after asking the
+/// server to acknowledge every byte; the server must close the connection and count it.
+fn oversized_message_is_refused(tiny_ack_window: bool) {
+    // Long handshake timeout: only the message-size limit may close this connection.
+    let server = TestServer::start(&[("TIDECAST__RTMP__HANDSHAKE_TIMEOUT", "60s")]);
+    let before = server.metric(PROTOCOL_ERRORS);
+    let mut bytes = Vec::new();
+    if tiny_ack_window {
+        bytes.extend(window_ack_size_chunk(1));
+    }
+    bytes.extend(oversized_video_message(9 * 1024 * 1024));
+    let closed = closed_after_sending(server.rtmp, true, bytes, Duration::from_secs(5));
+    assert!(
+        closed,
+        "9 MiB of one message (limit 8 MiB, tiny ack window: {tiny_ack_window}) did not close the \
+         connection; log:\n{}",
+        server.logs()
+    );
+    server.wait_metric(PROTOCOL_ERRORS, Duration::from_secs(2), |v| v >= before + 1.0);
+}
+
+#[test]
+fn message_above_max_size_is_refused() {
+    oversized_message_is_refused(false);
+}
+
+/// rml_rtmp's ServerSession answers every input with an Acknowledgement once the peer sets a
+/// window of 1 byte; the size limit must not depend on the session staying quiet.
+#[test]
+fn message_above_max_size_is_refused_with_a_one_byte_ack_window() {
+    oversized_message_is_refused(true);
 }
