@@ -67,7 +67,13 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
     let registry_store = store.clone();
     let registry_dir = directory.clone();
     let registry: Addr<ChannelRegistry> = Supervisor::start(move |_| {
-        ChannelRegistry::new(registry_store.clone(), settings, supervision, registry_dir.clone(), deps.clone())
+        ChannelRegistry::new(
+            registry_store.clone(),
+            settings,
+            supervision,
+            registry_dir.clone(),
+            deps.clone(),
+        )
     });
 
     // RTMP: bind here so a bad address fails the start, then accept on the media runtime.
@@ -103,12 +109,19 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         })?;
     let rtmp_task = media.spawn(rtmp::serve(listener, rtmp_ctx));
 
-    let (http, http_addr) = crate::http::start(
-        &config.http.listen,
-        config.http.workers,
-        crate::http::AppState { store: store.clone() },
-    )
-    .map_err(|e| {
+    let http_opts = crate::http::HttpOptions {
+        listen: config.http.listen.clone(),
+        workers: config.http.workers,
+        cors_origins: config.http.cors_origins.clone(),
+        static_dir: config.http.static_dir.clone(),
+    };
+    let app_state = crate::http::AppState {
+        store: store.clone(),
+        hls: hls_directory.clone(),
+        hls_settings: settings.hls,
+        hlsjs_url: config.http.hlsjs_url.clone(),
+    };
+    let (http, http_addr) = crate::http::start(http_opts, app_state).map_err(|e| {
         Error::with_source(
             crate::ErrorKind::Unavailable,
             format!("cannot bind HTTP on {}", config.http.listen),

@@ -413,8 +413,14 @@ impl Config {
             h.part_target >= Duration::from_millis(50) && h.part_target <= Duration::from_secs(5),
             "hls.part_target: must be between 50ms and 5s".to_owned(),
         );
-        check(h.segment_target >= h.part_target, "hls.segment_target: must be at least hls.part_target".to_owned());
-        check(h.window >= h.segment_target * 3, "hls.window: must hold at least three segment targets".to_owned());
+        check(
+            h.segment_target >= h.part_target,
+            "hls.segment_target: must be at least hls.part_target".to_owned(),
+        );
+        check(
+            h.window >= h.segment_target * 3,
+            "hls.window: must hold at least three segment targets".to_owned(),
+        );
         check(!h.block_timeout.is_zero(), "hls.block_timeout: must be greater than 0".to_owned());
 
         // [rtmp]

@@ -109,10 +109,16 @@ impl Metrics {
         r.register(Box::new(hls_part_duration_seconds.clone())).expect("registered once");
         let hls_parts = IntCounter::new("tidecast_hls_parts_total", "LL-HLS parts produced").expect("valid");
         r.register(Box::new(hls_parts.clone())).expect("registered once");
-        let hls_segments = IntCounter::new("tidecast_hls_segments_total", "LL-HLS segments produced").expect("valid");
+        let hls_segments =
+            IntCounter::new("tidecast_hls_segments_total", "LL-HLS segments produced").expect("valid");
         r.register(Box::new(hls_segments.clone())).expect("registered once");
         Metrics {
-            hls_requests: counter_vec(&r, "tidecast_hls_requests_total", "LL-HLS requests", &["kind", "status"]),
+            hls_requests: counter_vec(
+                &r,
+                "tidecast_hls_requests_total",
+                "LL-HLS requests",
+                &["kind", "status"],
+            ),
             hls_block_wait_seconds,
             hls_parts,
             hls_segments,
@@ -180,6 +186,26 @@ impl Metrics {
         }
     }
 
+    /// Create the known label combinations at zero, so `/metrics` lists them from the start
+    /// and Prometheus `increase()` sees the first event.
+    fn touch_known_series(&self) {
+        for p in ["rtmp"] {
+            self.ingest_sessions.with_label_values(&[p]);
+            self.ingest_bytes.with_label_values(&[p]);
+            self.viewers.with_label_values(&[p]);
+            self.egress_bytes.with_label_values(&[p]);
+            self.auth_failures.with_label_values(&[p]);
+            self.connections_rejected.with_label_values(&[p]);
+            self.protocol_errors.with_label_values(&[p]);
+            for reason in ["slow", "stalled", "shutdown"] {
+                self.viewers_cut.with_label_values(&[p, reason]);
+            }
+        }
+        for consumer in ["rtmp_play", "hls"] {
+            self.frames_dropped.with_label_values(&[consumer]);
+        }
+    }
+
     /// The text exposition of every collector.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -190,7 +216,11 @@ impl Metrics {
 
 /// The process-wide metrics. A static because every actor and connection counts into it, and
 /// Prometheus collectors are internally atomic.
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let m = Metrics::new();
+    m.touch_known_series();
+    m
+});
 
 /// Shorthand used at call sites.
 pub fn metrics() -> &'static Metrics {

@@ -17,9 +17,9 @@ use tracing::info;
 
 use super::hls::{run_packager, HlsChannel, HlsDirectory, HlsRendition, HlsSettings, SOURCE};
 use crate::error::{Error, ErrorKind, Result};
-use crate::store::Visibility;
 use crate::media::ring::{FrameRing, RingLimits, RingReader, RingWriter};
 use crate::metrics::metrics;
+use crate::store::Visibility;
 
 /// How often the channel checks its idle state.
 const IDLE_CHECK_EVERY: Duration = Duration::from_millis(500);

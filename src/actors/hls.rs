@@ -143,9 +143,11 @@ impl Window {
         }
         if dur == 0.0 {
             // Nothing complete yet: estimate from the parts so far.
-            let (b, d) = self.segments.iter().flat_map(|s| &s.parts).fold((0usize, 0f64), |(b, d), p| {
-                (b + p.data.len(), d + p.duration.as_secs_f64())
-            });
+            let (b, d) = self
+                .segments
+                .iter()
+                .flat_map(|s| &s.parts)
+                .fold((0usize, 0f64), |(b, d), p| (b + p.data.len(), d + p.duration.as_secs_f64()));
             let bps = if d > 0.0 { (b as f64 * 8.0 / d) as u64 } else { 0 };
             return (bps, bps);
         }
@@ -242,7 +244,8 @@ impl Muxer {
         let mut vdata = Vec::with_capacity(video.len());
         for (i, f) in video.iter().enumerate() {
             let dts = ticks(f.dts, VIDEO_TIMESCALE);
-            let next = video.get(i + 1).map_or(ticks(part.end, VIDEO_TIMESCALE), |n| ticks(n.dts, VIDEO_TIMESCALE));
+            let next =
+                video.get(i + 1).map_or(ticks(part.end, VIDEO_TIMESCALE), |n| ticks(n.dts, VIDEO_TIMESCALE));
             vsamples.push(Sample {
                 duration: next.saturating_sub(dts) as u32,
                 size: f.data.len() as u32,
@@ -268,7 +271,12 @@ impl Muxer {
                     abase = next;
                 }
                 self.audio_next = Some(next + nominal);
-                asamples.push(Sample { duration: nominal as u32, size: f.data.len() as u32, sync: true, cts_offset: 0 });
+                asamples.push(Sample {
+                    duration: nominal as u32,
+                    size: f.data.len() as u32,
+                    sync: true,
+                    cts_offset: 0,
+                });
                 adata.push(f.data.clone());
             }
         }
@@ -282,7 +290,12 @@ impl Muxer {
             });
         }
         if !asamples.is_empty() {
-            runs.push(TrackRun { track_id: AUDIO_TRACK_ID, base_media_decode_time: abase, samples: &asamples, data: &adata });
+            runs.push(TrackRun {
+                track_id: AUDIO_TRACK_ID,
+                base_media_decode_time: abase,
+                samples: &asamples,
+                data: &adata,
+            });
         }
         self.sequence = self.sequence.wrapping_add(1);
         fmp4::fragment(self.sequence, &runs)
@@ -291,7 +304,12 @@ impl Muxer {
 
 /// Run one rendition's packager until its ring closes. `frame_rate_hint` is filled from the
 /// segmenter for the multivariant playlist.
-pub async fn run_packager(channel: String, rendition: Arc<HlsRendition>, mut reader: RingReader, settings: HlsSettings) {
+pub async fn run_packager(
+    channel: String,
+    rendition: Arc<HlsRendition>,
+    mut reader: RingReader,
+    settings: HlsSettings,
+) {
     let mut segmenter = Segmenter::new(SegmenterConfig {
         part_target: settings.part_target,
         segment_target: settings.segment_target,
@@ -323,10 +341,20 @@ pub async fn run_packager(channel: String, rendition: Arc<HlsRendition>, mut rea
             }
             None => {
                 if let Some(d) = last_dts {
-                    let end = d.plus(MediaTime::new(segmenter.frame_interval().unwrap_or_default().as_micros() as i64, 1_000_000));
+                    let end = d.plus(MediaTime::new(
+                        segmenter.frame_interval().unwrap_or_default().as_micros() as i64,
+                        1_000_000,
+                    ));
                     segmenter.finish(end, &mut parts);
                 }
-                publish_parts(&rendition, &mut muxer, &mut parts, anchor, segmenter.frame_interval(), &settings);
+                publish_parts(
+                    &rendition,
+                    &mut muxer,
+                    &mut parts,
+                    anchor,
+                    segmenter.frame_interval(),
+                    &settings,
+                );
                 rendition.update(|w| w.ended = true);
                 info!(%channel, rendition = %rendition.name, "packager finished");
                 return;
@@ -440,7 +468,10 @@ fn publish_parts(
 fn prune(w: &mut Window, settings: &HlsSettings) {
     let now = std::time::Instant::now();
     while w.segments.len() > 2
-        && w.segments.front().and_then(|s| s.completed_at).is_some_and(|t| now.duration_since(t) > settings.window)
+        && w.segments
+            .front()
+            .and_then(|s| s.completed_at)
+            .is_some_and(|t| now.duration_since(t) > settings.window)
     {
         // EXT-X-DISCONTINUITY-SEQUENCE counts the discontinuity tags that slid out.
         if w.segments.pop_front().is_some_and(|s| s.discontinuity) {

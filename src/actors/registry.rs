@@ -78,7 +78,8 @@ impl ChannelRegistry {
                 format!("channel '{name}' is degraded after repeated failures; retry later"),
             ));
         }
-        let addr = Channel::new(name.to_string(), self.settings, self.directory.clone(), self.deps.clone()).start();
+        let addr =
+            Channel::new(name.to_string(), self.settings, self.directory.clone(), self.deps.clone()).start();
         self.directory.insert(name.to_string(), addr.clone());
         Ok(addr)
     }

@@ -141,7 +141,8 @@ fn playlist_of(w: &Window, rendition: &HlsRendition, siblings: &[Arc<HlsRenditio
         .segments
         .iter()
         .map(|s| {
-            let map_uri = (prev_init != Some(s.init_version)).then(|| format!("{sid}/init-{}.mp4", s.init_version));
+            let map_uri =
+                (prev_init != Some(s.init_version)).then(|| format!("{sid}/init-{}.mp4", s.init_version));
             prev_init = Some(s.init_version);
             SegmentEntry {
                 msn: s.msn,
@@ -165,7 +166,9 @@ fn playlist_of(w: &Window, rendition: &HlsRendition, siblings: &[Arc<HlsRenditio
         })
         .collect();
     let preload_hint = match (w.ended, w.segments.back()) {
-        (false, Some(s)) if s.complete() => Some(PreloadHint { uri: format!("{sid}/part-{}-0.m4s", s.msn + 1) }),
+        (false, Some(s)) if s.complete() => {
+            Some(PreloadHint { uri: format!("{sid}/part-{}-0.m4s", s.msn + 1) })
+        }
         (false, Some(s)) => Some(PreloadHint { uri: format!("{sid}/part-{}-{}.m4s", s.msn, s.part_count) }),
         _ => None,
     };
@@ -228,9 +231,9 @@ async fn media_playlist(
                 match block_decision(msn, part, last, last_part, p.complete) {
                     BlockDecision::Ready => Ok(true),
                     BlockDecision::Wait => Ok(false),
-                    BlockDecision::TooFarAhead => {
-                        Err(Error::invalid(format!("_HLS_msn={msn} is more than two segments ahead of the playlist")))
-                    }
+                    BlockDecision::TooFarAhead => Err(Error::invalid(format!(
+                        "_HLS_msn={msn} is more than two segments ahead of the playlist"
+                    ))),
                 }
             })
             .await
@@ -254,7 +257,10 @@ async fn media_playlist(
     let cache = if query.msn.is_some() {
         // The directives in the query select the content, so a CDN keyed by the full URL can
         // serve it to every player asking for the same part.
-        CacheControl(vec![CacheDirective::Public, CacheDirective::MaxAge(state.hls_settings.segment_target.as_secs().max(1) as u32)])
+        CacheControl(vec![
+            CacheDirective::Public,
+            CacheDirective::MaxAge(state.hls_settings.segment_target.as_secs().max(1) as u32),
+        ])
     } else {
         CacheControl(vec![CacheDirective::NoCache])
     };
@@ -283,7 +289,9 @@ fn parse_file(name: &str) -> Option<MediaFile> {
 
 fn media_response(data: bytes::Bytes, init: bool) -> HttpResponse {
     HttpResponse::Ok()
-        .insert_header(ContentType(if init { "video/mp4" } else { "video/iso.segment" }.parse().expect("static mime")))
+        .insert_header(ContentType(
+            if init { "video/mp4" } else { "video/iso.segment" }.parse().expect("static mime"),
+        ))
         .insert_header(CacheControl(vec![
             CacheDirective::Public,
             CacheDirective::MaxAge(86_400),
@@ -327,10 +335,13 @@ async fn media_file(
         match what {
             MediaFile::Init(v) => w.init(v).cloned(),
             MediaFile::Segment(msn) => w.segment(msn).and_then(|s| s.data.clone()),
-            MediaFile::Part(msn, i) => w.segment(msn).and_then(|s| s.parts.get(i as usize)).map(|p| p.data.clone()),
+            MediaFile::Part(msn, i) => {
+                w.segment(msn).and_then(|s| s.parts.get(i as usize)).map(|p| p.data.clone())
+            }
         }
     };
-    if let Some(data) = found(&rendition.window()) {
+    let data = found(&rendition.window());
+    if let Some(data) = data {
         count(kind, 200);
         return media_response(data, matches!(what, MediaFile::Init(_)));
     }
@@ -361,7 +372,8 @@ async fn media_file(
     if let Err(e) = waited {
         return fail(kind, e);
     }
-    match found(&rendition.window()) {
+    let data = found(&rendition.window());
+    match data {
         Some(data) => {
             count(kind, 200);
             media_response(data, false)

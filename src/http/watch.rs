@@ -14,7 +14,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// Escape text for an HTML attribute or element (the channel name is validated already; the
 /// hls.js URL comes from the operator's config).
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 async fn watch_page(path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {

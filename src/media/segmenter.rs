@@ -120,7 +120,10 @@ impl Segmenter {
         if frame.discontinuity {
             // The gap before a resumed publisher is not media: end the part at most one part
             // target after it started.
-            let cap = self.open.as_ref().map(|o| o.start.plus(MediaTime::new(self.cfg.part_target.as_micros() as i64, 1_000_000)));
+            let cap = self
+                .open
+                .as_ref()
+                .map(|o| o.start.plus(MediaTime::new(self.cfg.part_target.as_micros() as i64, 1_000_000)));
             let end = match cap {
                 Some(cap) if cap < frame.dts => cap.rescale(frame.dts.timescale),
                 _ => frame.dts,
@@ -333,7 +336,11 @@ mod tests {
             let ms = (i as f64 * 1000.0 / 24.0).round() as i64;
             s.push(vf(ms, i % 48 == 0, &t), &mut out);
         }
-        assert!(out.iter().all(|p| p.duration() <= Duration::from_millis(200)), "{:?}", out.iter().map(|p| p.duration()).collect::<Vec<_>>());
+        assert!(
+            out.iter().all(|p| p.duration() <= Duration::from_millis(200)),
+            "{:?}",
+            out.iter().map(|p| p.duration()).collect::<Vec<_>>()
+        );
     }
 
     proptest! {
