@@ -24,6 +24,9 @@ use crate::store::Visibility;
 /// How often the channel checks its idle state.
 const IDLE_CHECK_EVERY: Duration = Duration::from_millis(500);
 
+/// Live channels by name: the registry's directory, which a stopping channel leaves itself.
+pub type ChannelDirectory = Arc<DashMap<String, Addr<Channel>>>;
+
 /// Settings every channel shares (from `[channel]` in the config).
 #[derive(Clone, Copy, Debug)]
 pub struct ChannelSettings {
@@ -63,7 +66,7 @@ pub struct Channel {
     /// When the channel last had neither publisher nor readers.
     idle_since: Option<Instant>,
     /// The registry's map, so a stopping channel can remove itself.
-    directory: Arc<DashMap<String, Addr<Channel>>>,
+    directory: ChannelDirectory,
     /// Counted in `tidecast_channels_live` (live or in grace).
     counted_live: bool,
     deps: ChannelDeps,
@@ -73,7 +76,7 @@ impl Channel {
     pub fn new(
         name: String,
         settings: ChannelSettings,
-        directory: Arc<DashMap<String, Addr<Channel>>>,
+        directory: ChannelDirectory,
         deps: ChannelDeps,
     ) -> Self {
         Channel {
@@ -328,10 +331,7 @@ mod tests {
         }
     }
 
-    fn start(
-        grace_ms: u64,
-        idle_ms: u64,
-    ) -> (Addr<Channel>, Arc<DashMap<String, Addr<Channel>>>, HlsDirectory) {
+    fn start(grace_ms: u64, idle_ms: u64) -> (Addr<Channel>, ChannelDirectory, HlsDirectory) {
         let dir = Arc::new(DashMap::new());
         let hls: HlsDirectory = Arc::new(DashMap::new());
         let deps = ChannelDeps { hls: hls.clone(), media: tokio::runtime::Handle::current() };

@@ -10,14 +10,12 @@
 //! exponentially growing backoff.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use dashmap::DashMap;
 use tracing::{info, warn};
 
-use super::channel::{Channel, ChannelDeps, ChannelSettings, StopChannel};
+use super::channel::{Channel, ChannelDeps, ChannelDirectory, ChannelSettings, StopChannel};
 use crate::error::{Error, ErrorKind, Result};
 use crate::metrics::metrics;
 use crate::protocols::rtmp::Secret;
@@ -43,7 +41,7 @@ pub struct ChannelRegistry {
     store: Store,
     settings: ChannelSettings,
     supervision: SupervisionSettings,
-    directory: Arc<DashMap<String, Addr<Channel>>>,
+    directory: ChannelDirectory,
     restarts: HashMap<String, RestartHistory>,
     deps: ChannelDeps,
 }
@@ -53,7 +51,7 @@ impl ChannelRegistry {
         store: Store,
         settings: ChannelSettings,
         supervision: SupervisionSettings,
-        directory: Arc<DashMap<String, Addr<Channel>>>,
+        directory: ChannelDirectory,
         deps: ChannelDeps,
     ) -> Self {
         ChannelRegistry { store, settings, supervision, directory, restarts: HashMap::new(), deps }
@@ -201,6 +199,8 @@ mod tests {
     use crate::actors::hls::HlsSettings;
     use crate::media::ring::RingLimits;
     use crate::store::NewChannel;
+    use dashmap::DashMap;
+    use std::sync::Arc;
 
     async fn registry(max_restarts: u32) -> (Addr<ChannelRegistry>, String) {
         let store = Store::connect("sqlite::memory:", 1).await.unwrap();
