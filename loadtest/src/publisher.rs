@@ -153,14 +153,17 @@ pub async fn run(url: RtmpUrl, tags: Arc<Vec<Tag>>, log: Arc<SendLog>, stop: Ins
             out.clear();
             let ts = rel_ms as u32;
             packet(&mut session, t, ts, &mut out)?;
-            sock.write_all(&out).await?;
+            // Record before writing: once the bytes are in the socket a viewer may receive the
+            // frame before this task runs again (seen at 500 viewers: the lookup then found the
+            // previous loop's send and reported ~30 s). The write itself is part of the latency.
             let sent = Instant::now();
-            report.tags_sent += 1;
-            report.bytes_sent += out.len() as u64;
             if t.kind == TagKind::Video {
                 log.record(idx, sent);
                 log.video_sends.lock().expect("send log lock is never poisoned").push((sent, ts));
             }
+            sock.write_all(&out).await?;
+            report.tags_sent += 1;
+            report.bytes_sent += out.len() as u64;
         }
         offset_ms += loop_ms;
         report.loops += 1;
