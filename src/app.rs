@@ -74,6 +74,7 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         write_timeout: config.rtmp.write_timeout,
         viewer_max_lag: config.rtmp.viewer_max_lag,
         viewer_max_skips: config.rtmp.viewer_max_skips,
+        viewer_send_buffer: config.rtmp.viewer_send_buffer.as_usize(),
         publish_idle_timeout: config.rtmp.publish_idle_timeout,
         max_connections: config.rtmp.max_connections,
         shutdown: shutdown.clone(),

@@ -1,5 +1,45 @@
-//! tidecast: an actor-based live and VOD media server.
-//! (Crate docs: data flow, actor tree and glossary are written out below as the modules land.)
+//! # tidecast
+//!
+//! An actor-based live and VOD media server: broadcasters publish over RTMP (SRT, WHIP and RTSP
+//! pull are planned), viewers play over RTMP (LL-HLS and WHEP are planned), operators scrape
+//! Prometheus metrics and configure one TOML file.
+//!
+//! ## Data flow
+//!
+//! ```text
+//!  OBS/ffmpeg --RTMP--> IngestSession --> FrameRing (Channel) --+--> ViewerSession (RTMP play)
+//!                                                               +--> (LL-HLS packager, archive,
+//!                                                                     transcode: later issues)
+//! ```
+//!
+//! Bytes in, events out: protocol code in [`protocols`] is sans-IO (bytes and time in, typed
+//! events or bytes out). Sockets, timers and the database live in [`actors`], [`http`], [`app`]
+//! and [`store`]. Every consumer of live media reads it through a [`media::RingReader`]; actor
+//! mailboxes carry control only, and the publisher never waits for a consumer.
+//!
+//! ## Actor tree
+//!
+//! ```text
+//! System
+//! ├── ChannelRegistry (supervised)      channel name -> Addr<Channel>; authorizes; never on the frame path
+//! │   └── Channel (one per live channel) owns its FrameRing; grants RingWriter / RingReader
+//! ├── RTMP sessions × N                  a task per connection: ingest (publish) or viewer (play)
+//! └── HTTP                               /metrics, /healthz, /readyz
+//! ```
+//!
+//! ## Glossary
+//!
+//! - **channel**: a named live stream owned by a user, published with its secret stream key.
+//! - **stream key**: the channel's publishing secret; stored only as a SHA-256 hash.
+//! - **rendition**: one encoding of a channel (`source` is the publisher's own).
+//! - **track**: the video or audio elementary stream of a rendition ([`media::Tracks`]).
+//! - **frame**: one access unit of one track ([`media::Frame`]).
+//! - **GOP**: a key frame and the frames up to the next one; viewers start and resync on GOPs.
+//! - **part** / **segment** / **MSN**: LL-HLS units (a part is a fraction of a segment; MSN is
+//!   the media sequence number).
+//! - **session**: one connection's life (a publisher's ingest session or a viewer session); a
+//!   *live session* of a channel spans publisher reconnects within the grace period.
+//! - **video**: a VOD item, uploaded or archived from a live session.
 
 pub mod actors;
 pub mod app;

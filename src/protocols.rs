@@ -1,4 +1,5 @@
 //! Sans-IO wire formats and thin adapters over the design-card protocol crates.
 
 pub mod flv;
+pub mod fmp4;
 pub mod rtmp;

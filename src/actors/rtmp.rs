@@ -68,6 +68,8 @@ pub struct RtmpContext {
     pub write_timeout: Duration,
     pub viewer_max_lag: Duration,
     pub viewer_max_skips: u32,
+    /// SO_SNDBUF for viewer sockets; 0 keeps autotuning.
+    pub viewer_send_buffer: usize,
     pub publish_idle_timeout: Duration,
     pub max_connections: usize,
     pub shutdown: CancellationToken,
@@ -604,6 +606,13 @@ async fn play(
             return refuse(wr, conn, request_id, &e).await;
         }
     };
+    if ctx.viewer_send_buffer > 0 {
+        // Bound what one viewer can have in flight (backpressure rule 2).
+        let sock = socket2::SockRef::from(wr.as_ref());
+        if let Err(e) = sock.set_send_buffer_size(ctx.viewer_send_buffer) {
+            debug!(error = %e, "cannot set the viewer send buffer");
+        }
+    }
     let mut out = Vec::new();
     conn.accept(request_id, &mut out).map_err(SessionEnd::Protocol)?;
     wr.write_all(&out).await.map_err(SessionEnd::Io)?;
