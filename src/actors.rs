@@ -16,6 +16,7 @@
 //! ring handle and holds the publisher's cancellation token, so it can cut a session off.
 
 pub mod channel;
+pub mod hls;
 pub mod registry;
 pub mod rtmp;
 pub mod watch_history;

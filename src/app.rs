@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::actors::channel::ChannelSettings;
+use crate::actors::channel::{ChannelDeps, ChannelSettings};
+use crate::actors::hls::{HlsDirectory, HlsSettings};
 use crate::actors::registry::{ChannelRegistry, StopAll, SupervisionSettings};
 use crate::actors::rtmp::{self, RtmpContext};
 use crate::config::Config;
@@ -50,7 +51,15 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
             max_duration: config.channel.ring_duration,
             max_bytes: config.channel.ring_max_bytes.as_usize(),
         },
+        hls: HlsSettings {
+            part_target: config.hls.part_target,
+            segment_target: config.hls.segment_target,
+            window: config.hls.window,
+            block_timeout: config.hls.block_timeout,
+        },
     };
+    let hls_directory: HlsDirectory = Arc::new(DashMap::new());
+    let deps = ChannelDeps { hls: hls_directory.clone(), media: media.clone() };
     let supervision = SupervisionSettings {
         max_restarts: config.channel.max_restarts,
         restart_window: config.channel.restart_window,
@@ -58,7 +67,13 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
     let registry_store = store.clone();
     let registry_dir = directory.clone();
     let registry: Addr<ChannelRegistry> = Supervisor::start(move |_| {
-        ChannelRegistry::new(registry_store.clone(), settings, supervision, registry_dir.clone())
+        ChannelRegistry::new(
+            registry_store.clone(),
+            settings,
+            supervision,
+            registry_dir.clone(),
+            deps.clone(),
+        )
     });
 
     // RTMP: bind here so a bad address fails the start, then accept on the media runtime.
@@ -95,12 +110,20 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
     let rtmp_task = media.spawn(rtmp::serve(listener, rtmp_ctx));
 
     let api = actix_web::web::Data::new(crate::http::api::ApiContext::build(&config, store.clone()).await?);
-    let (http, http_addr) = crate::http::start(
-        &config.http.listen,
-        config.http.workers,
-        crate::http::AppState { store: store.clone(), api: api.clone() },
-    )
-    .map_err(|e| {
+    let http_opts = crate::http::HttpOptions {
+        listen: config.http.listen.clone(),
+        workers: config.http.workers,
+        cors_origins: config.http.cors_origins.clone(),
+        static_dir: config.http.static_dir.clone(),
+    };
+    let app_state = crate::http::AppState {
+        store: store.clone(),
+        hls: hls_directory.clone(),
+        hls_settings: settings.hls,
+        hlsjs_url: config.http.hlsjs_url.clone(),
+        api: api.clone(),
+    };
+    let (http, http_addr) = crate::http::start(http_opts, app_state).map_err(|e| {
         Error::with_source(
             crate::ErrorKind::Unavailable,
             format!("cannot bind HTTP on {}", config.http.listen),
@@ -180,7 +203,8 @@ async fn first_run_channel(store: &Store, config: &Config, rtmp: SocketAddr, htt
          \x20 Server:     rtmp://{rtmp_host}/live\n\
          \x20 Stream Key: {key}\n\
          or from ffmpeg:  ffmpeg -re -i INPUT -c:v libx264 -c:a aac -f flv rtmp://{rtmp_host}/live/{key}\n\
-         Watch:           ffplay rtmp://{rtmp_host}/live/{name}\n\
+         Watch:           http://{http_host}/watch/{name}\n\
+         \x20                LL-HLS http://{http_host}/live/{name}/index.m3u8 · RTMP rtmp://{rtmp_host}/live/{name}\n\
          Metrics:         http://{http_host}/metrics\n\
          The stream key is shown only now; `tidecast channel rotate-key {name}` makes a new one.\n",
         key = key.expose(),

@@ -92,6 +92,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Life cycle and buffering of live channels.
     pub channel: ChannelConfig,
+    /// Low-latency HLS packaging and delivery.
+    pub hls: HlsConfig,
     /// Prometheus metrics options.
     pub metrics: MetricsConfig,
     /// Platform API: accounts, tokens, rate limits, watch history, comments.
@@ -170,11 +172,57 @@ pub struct HttpConfig {
     pub listen: String,
     /// Number of actix-web worker threads; 0 means one per CPU core.
     pub workers: usize,
+    /// Origins allowed to fetch playlists and media from a browser (CORS). `["*"]` lets any
+    /// page embed the streams; list origins to restrict embedding to your own sites.
+    pub cors_origins: Vec<String>,
+    /// Where the watch page loads hls.js from. A CDN by default; point it at a local copy
+    /// (with `static_dir`) for offline or self-contained deployments.
+    pub hlsjs_url: String,
+    /// A directory served at `/static/` (e.g. a copy of hls.js). Empty serves nothing.
+    pub static_dir: String,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: "0.0.0.0:8080".to_owned(), workers: 0 }
+        Self {
+            listen: "0.0.0.0:8080".to_owned(),
+            workers: 0,
+            cors_origins: vec!["*".to_owned()],
+            hlsjs_url: "https://cdn.jsdelivr.net/npm/hls.js@1/dist/hls.min.js".to_owned(),
+            static_dir: String::new(),
+        }
+    }
+}
+
+/// `[hls]`: LL-HLS packaging (RFC 8216bis) and delivery.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HlsConfig {
+    /// Target duration of a part (`EXT-X-PART-INF:PART-TARGET`). Shorter parts lower latency
+    /// and raise request rates (players fetch every part).
+    #[serde(with = "duration_str")]
+    pub part_target: Duration,
+    /// Segments are cut at the first key frame at or after this duration. Should be a
+    /// multiple of the encoder's GOP; longer segments mean fewer, larger files.
+    #[serde(with = "duration_str")]
+    pub segment_target: Duration,
+    /// How long complete segments stay available (the live window / DVR depth).
+    #[serde(with = "duration_str")]
+    pub window: Duration,
+    /// How long a blocking playlist reload or preload-hinted part request may wait before a
+    /// 503 (RFC 8216bis suggests three target durations).
+    #[serde(with = "duration_str")]
+    pub block_timeout: Duration,
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        Self {
+            part_target: Duration::from_millis(200),
+            segment_target: Duration::from_secs(2),
+            window: Duration::from_secs(30),
+            block_timeout: Duration::from_secs(6),
+        }
     }
 }
 
@@ -589,6 +637,22 @@ impl Config {
 
         // [http]
         check_listen(&mut check, "http.listen", &self.http.listen);
+
+        // [hls]
+        let h = &self.hls;
+        check(
+            h.part_target >= Duration::from_millis(50) && h.part_target <= Duration::from_secs(5),
+            "hls.part_target: must be between 50ms and 5s".to_owned(),
+        );
+        check(
+            h.segment_target >= h.part_target,
+            "hls.segment_target: must be at least hls.part_target".to_owned(),
+        );
+        check(
+            h.window >= h.segment_target * 3,
+            "hls.window: must hold at least three segment targets".to_owned(),
+        );
+        check(!h.block_timeout.is_zero(), "hls.block_timeout: must be greater than 0".to_owned());
 
         // [rtmp]
         let r = &self.rtmp;

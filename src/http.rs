@@ -6,6 +6,8 @@
 pub mod api;
 pub mod error;
 pub mod health;
+pub mod hls;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -16,6 +18,7 @@ use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpServer};
 use tracing::info;
 
+use crate::actors::hls::{HlsDirectory, HlsSettings};
 use crate::metrics::metrics;
 use crate::store::Store;
 
@@ -23,9 +26,24 @@ use crate::store::Store;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    /// Live channels' LL-HLS windows.
+    pub hls: HlsDirectory,
+    pub hls_settings: HlsSettings,
+    /// Where the watch page loads hls.js from.
+    pub hlsjs_url: String,
     /// The Platform API's shared context (also holds the playback-token verifier the LL-HLS
     /// routes use: `state.api.playback`, see `crate::auth::playback`).
     pub api: web::Data<api::ApiContext>,
+}
+
+/// HTTP settings that shape the app rather than a handler.
+#[derive(Clone, Debug, Default)]
+pub struct HttpOptions {
+    pub listen: String,
+    pub workers: usize,
+    pub cors_origins: Vec<String>,
+    /// Served at `/static/` when non-empty.
+    pub static_dir: String,
 }
 
 /// Count requests by route pattern (never the raw path: it may hold names or tokens) and status.
@@ -46,30 +64,52 @@ async fn observe(
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/metrics", web::get().to(health::metrics_text))
         .route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz));
+        .route("/readyz", web::get().to(health::readyz))
+        .configure(hls::configure)
+        .configure(watch::configure);
+}
+
+/// CORS for browsers playing from other origins: GET only, no credentials (playback tokens
+/// travel in the query string, which players repeat on every request).
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    let mut c = actix_cors::Cors::default().allowed_methods(vec!["GET", "HEAD", "OPTIONS"]).max_age(3600);
+    if origins.iter().any(|o| o == "*") {
+        c = c.allow_any_origin().allow_any_header();
+    } else {
+        for o in origins {
+            c = c.allowed_origin(o);
+        }
+        c = c.allow_any_header();
+    }
+    c
 }
 
 /// Bind and start the HTTP server; logs the bound address (port 0 picks a free one).
-pub fn start(listen: &str, workers: usize, state: AppState) -> std::io::Result<(Server, SocketAddr)> {
+pub fn start(opts: HttpOptions, state: AppState) -> std::io::Result<(Server, SocketAddr)> {
     let api_data = state.api.clone();
     let api_max_body = state.api.api.max_body.as_usize();
     let data = web::Data::new(state);
+    let (origins, static_dir) = (opts.cors_origins.clone(), opts.static_dir.clone());
     let mut server = HttpServer::new(move || {
-        App::new()
+        let mut app = App::new()
             .app_data(data.clone())
             .app_data(api_data.clone())
             .configure(api::configure(api_max_body))
             .app_data(web::JsonConfig::default().limit(64 * 1024).error_handler(error::json_error))
+            .wrap(cors(&origins))
             .wrap(from_fn(observe))
-            .configure(configure)
-            .default_service(web::to(error::not_found))
+            .configure(configure);
+        if !static_dir.is_empty() {
+            app = app.service(actix_files::Files::new("/static", &static_dir));
+        }
+        app.default_service(web::to(error::not_found))
     })
     .disable_signals()
     .shutdown_timeout(5);
-    if workers > 0 {
-        server = server.workers(workers);
+    if opts.workers > 0 {
+        server = server.workers(opts.workers);
     }
-    let server = server.bind(listen)?;
+    let server = server.bind(&opts.listen)?;
     let addr = *server.addrs().first().expect("bind succeeded, so there is an address");
     info!(protocol = "http", %addr, "listening");
     Ok((server.run(), addr))

@@ -8,6 +8,7 @@
 pub mod codec;
 pub mod frame;
 pub mod ring;
+pub mod segmenter;
 pub mod time;
 
 pub use codec::{AudioCodec, AudioConfig, Tracks, VideoCodec, VideoConfig};

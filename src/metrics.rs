@@ -41,6 +41,16 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// HTTP request handling time.
     pub http_duration_seconds: Histogram,
+    /// LL-HLS requests by kind (`multivariant`, `playlist`, `blocking_playlist`, `part`,
+    /// `segment`, `init`) and status.
+    pub hls_requests: IntCounterVec,
+    /// Time blocking playlist reloads and preload-hinted part requests waited.
+    pub hls_block_wait_seconds: Histogram,
+    /// Parts and segments produced by the packagers.
+    pub hls_parts: IntCounter,
+    pub hls_segments: IntCounter,
+    /// Durations of produced parts.
+    pub hls_part_duration_seconds: Histogram,
     /// Shared-state operations that fell back to in-process state because Redis did not answer.
     pub shared_state_fallbacks: IntCounter,
     /// Watch-progress updates accepted by the API.
@@ -101,7 +111,34 @@ impl Metrics {
         )
         .expect("valid");
         r.register(Box::new(http_duration_seconds.clone())).expect("registered once");
+        let hls_block_wait_seconds = Histogram::with_opts(
+            HistogramOpts::new("tidecast_hls_block_wait_seconds", "Time blocking LL-HLS requests waited")
+                .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 4.0, 8.0]),
+        )
+        .expect("valid");
+        r.register(Box::new(hls_block_wait_seconds.clone())).expect("registered once");
+        let hls_part_duration_seconds = Histogram::with_opts(
+            HistogramOpts::new("tidecast_hls_part_duration_seconds", "Durations of produced LL-HLS parts")
+                .buckets(vec![0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 1.0, 2.0]),
+        )
+        .expect("valid");
+        r.register(Box::new(hls_part_duration_seconds.clone())).expect("registered once");
+        let hls_parts = IntCounter::new("tidecast_hls_parts_total", "LL-HLS parts produced").expect("valid");
+        r.register(Box::new(hls_parts.clone())).expect("registered once");
+        let hls_segments =
+            IntCounter::new("tidecast_hls_segments_total", "LL-HLS segments produced").expect("valid");
+        r.register(Box::new(hls_segments.clone())).expect("registered once");
         Metrics {
+            hls_requests: counter_vec(
+                &r,
+                "tidecast_hls_requests_total",
+                "LL-HLS requests",
+                &["kind", "status"],
+            ),
+            hls_block_wait_seconds,
+            hls_parts,
+            hls_segments,
+            hls_part_duration_seconds,
             ingest_sessions: gauge_vec(
                 &r,
                 "tidecast_ingest_sessions",
@@ -187,6 +224,26 @@ impl Metrics {
         }
     }
 
+    /// Create the known label combinations at zero, so `/metrics` lists them from the start
+    /// and Prometheus `increase()` sees the first event.
+    fn touch_known_series(&self) {
+        for p in ["rtmp"] {
+            self.ingest_sessions.with_label_values(&[p]);
+            self.ingest_bytes.with_label_values(&[p]);
+            self.viewers.with_label_values(&[p]);
+            self.egress_bytes.with_label_values(&[p]);
+            self.auth_failures.with_label_values(&[p]);
+            self.connections_rejected.with_label_values(&[p]);
+            self.protocol_errors.with_label_values(&[p]);
+            for reason in ["slow", "stalled", "shutdown"] {
+                self.viewers_cut.with_label_values(&[p, reason]);
+            }
+        }
+        for consumer in ["rtmp_play", "hls"] {
+            self.frames_dropped.with_label_values(&[consumer]);
+        }
+    }
+
     /// The text exposition of every collector.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -197,7 +254,11 @@ impl Metrics {
 
 /// The process-wide metrics. A static because every actor and connection counts into it, and
 /// Prometheus collectors are internally atomic.
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let m = Metrics::new();
+    m.touch_known_series();
+    m
+});
 
 /// Shorthand used at call sites.
 pub fn metrics() -> &'static Metrics {

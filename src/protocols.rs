@@ -1,4 +1,6 @@
 //! Sans-IO wire formats and thin adapters over the design-card protocol crates.
 
 pub mod flv;
+pub mod fmp4;
+pub mod hls;
 pub mod rtmp;

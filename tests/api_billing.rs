@@ -1,14 +1,14 @@
 //! Plans, subscriptions (manual and Stripe), the webhook, and the entitlement matrix on the
 //! API, on SQLite and PostgreSQL. Stripe is a tiny mock HTTP server on 127.0.0.1:0.
 
-mod common;
+mod api_support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::http::Method;
 use actix_web::test::{init_service, TestRequest};
-use common::*;
+use api_support::*;
 use serde_json::{json, Value};
 use tidecast::auth::playback::PlaybackScope;
 use tidecast::billing::stripe;

@@ -1,13 +1,13 @@
 //! The OpenAPI document and bad input: the document is well formed, every route it lists
 //! exists and every API route is in it; malformed requests get 4xx JSON errors.
 
-mod common;
+mod api_support;
 
 use std::collections::BTreeSet;
 
 use actix_web::http::Method;
 use actix_web::test::{init_service, TestRequest};
-use common::*;
+use api_support::*;
 use serde_json::{json, Value};
 
 /// Every API route, as (method, path template). Kept by hand on purpose: it is the reverse

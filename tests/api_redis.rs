@@ -5,13 +5,13 @@
 //! Redis is required: if it is not reachable these tests fail, they never skip. Override the
 //! URL with `TIDECAST_TEST_REDIS_URL`.
 
-mod common;
+mod api_support;
 
 use std::time::{Duration, Instant};
 
 use actix_web::http::Method;
 use actix_web::test::init_service;
-use common::*;
+use api_support::*;
 use serde_json::json;
 use tidecast::config::RedisConfig;
 use tidecast::http::api::test_ring;

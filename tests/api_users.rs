@@ -1,12 +1,12 @@
 //! Users, sign-in, tokens and channels through `/api/v1`, on SQLite and PostgreSQL.
 
-mod common;
+mod api_support;
 
 use std::time::Instant;
 
 use actix_web::http::Method;
 use actix_web::test::init_service;
-use common::*;
+use api_support::*;
 use serde_json::json;
 use tidecast::auth::jwt::JwtKeys;
 use tidecast::auth::keys::KeyRing;

@@ -1,13 +1,13 @@
 //! Videos, watch history (batched by the `WatchHistory` actor), search, comments and the feed,
 //! on SQLite and PostgreSQL.
 
-mod common;
+mod api_support;
 
 use std::time::Duration;
 
 use actix_web::http::Method;
 use actix_web::test::init_service;
-use common::*;
+use api_support::*;
 use futures_util::future::join_all;
 use serde_json::json;
 use tidecast::store::{NewChannel, NewVideo, VideoSource, VideoStatus, Visibility};

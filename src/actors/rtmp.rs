@@ -426,7 +426,7 @@ async fn publish(
     async move {
         let cancel = ctx.shutdown.child_token();
         let grant = channel
-            .send(AddPublisher { session_id, cancel: cancel.clone() })
+            .send(AddPublisher { session_id, cancel: cancel.clone(), visibility: record.visibility })
             .await
             .map_err(Error::from)
             .and_then(|r| r);

@@ -21,7 +21,9 @@
 use std::fmt;
 
 use bytes::Bytes;
-use rml_rtmp::chunk_io::{ChunkSerializationError, ChunkSerializer};
+use rml_rtmp::chunk_io::{
+    ChunkDeserializationError, ChunkDeserializer, ChunkSerializationError, ChunkSerializer,
+};
 use rml_rtmp::handshake::{Handshake, HandshakeError, HandshakeProcessResult, PeerType};
 use rml_rtmp::messages::MessagePayload;
 use rml_rtmp::sessions::{
@@ -70,6 +72,12 @@ pub enum RtmpError {
     MessageTooLarge { buffered: usize, limit: usize },
     #[error("{what} name is {len} bytes long (limit {limit})")]
     NameTooLong { what: &'static str, len: usize, limit: usize },
+    #[error("malformed chunk stream after {received} bytes: {source}")]
+    Chunk {
+        received: u64,
+        #[source]
+        source: ChunkDeserializationError,
+    },
     #[error("media tag rejected: {0}")]
     Media(String),
     #[error("message serialization failed: {0}")]
@@ -122,8 +130,12 @@ pub struct RtmpServerConn {
     phase: Phase,
     limits: RtmpLimits,
     received: u64,
-    /// Bytes fed since rml_rtmp last completed a message (an event or a response).
+    /// Bytes fed since rml_rtmp last raised an application event.
     pending: usize,
+    /// A second chunk parser that sees every byte the session sees, only to read the peer's
+    /// SetChunkSize messages: rml_rtmp 0.8 applies them internally without raising
+    /// `ClientChunkSizeChanged`, so this is the one place we can enforce `max_chunk_size`.
+    control: ChunkDeserializer,
 }
 
 impl RtmpServerConn {
@@ -133,6 +145,34 @@ impl RtmpServerConn {
             limits,
             received: 0,
             pending: 0,
+            control: ChunkDeserializer::new(),
+        }
+    }
+
+    /// Watch the peer's control messages for a SetChunkSize above our limit (RTMP spec §5.4.1:
+    /// type 1, a 31-bit size).
+    fn check_control(&mut self, input: &[u8], start: u64) -> Result<(), RtmpError> {
+        let mut bytes = input;
+        loop {
+            let msg = self
+                .control
+                .get_next_message(bytes)
+                .map_err(|source| RtmpError::Chunk { received: start, source })?;
+            bytes = &[];
+            let Some(msg) = msg else { return Ok(()) };
+            if msg.type_id == 1 && msg.data.len() >= 4 {
+                let size =
+                    u32::from_be_bytes([msg.data[0], msg.data[1], msg.data[2], msg.data[3]]) & 0x7fff_ffff;
+                if size > self.limits.max_chunk_size {
+                    return Err(RtmpError::ChunkSizeTooLarge {
+                        requested: size,
+                        limit: self.limits.max_chunk_size,
+                    });
+                }
+                self.control
+                    .set_max_chunk_size(size as usize)
+                    .map_err(|source| RtmpError::Chunk { received: start, source })?;
+            }
         }
     }
 
@@ -181,12 +221,17 @@ impl RtmpServerConn {
                     }
                 }
             }
-            Phase::Session(session) => {
+            Phase::Session(_) => {
+                self.check_control(input, start)?;
+                let Phase::Session(session) = &mut self.phase else { unreachable!("matched above") };
                 self.pending += input.len();
                 let results = session
                     .handle_input(input)
                     .map_err(|source| RtmpError::Session { received: start, source })?;
-                if !results.is_empty() {
+                // Only a completed message that reaches the application counts as progress:
+                // responses do not, since a peer announcing a 1-byte acknowledgement window
+                // makes rml_rtmp answer every read with an Acknowledgement.
+                if results.iter().any(|r| matches!(r, ServerSessionResult::RaisedEvent(_))) {
                     self.pending = 0;
                 } else if self.pending > self.limits.max_message_size {
                     return Err(RtmpError::MessageTooLarge {

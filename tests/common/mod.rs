@@ -1,169 +1,727 @@
-//! Shared harness of the `api_*` integration tests: the `/api/v1` app in process over a fresh
-//! SQLite and a fresh PostgreSQL database (`tidecast::store::testing`), and JSON helpers.
+//! Integration-test harness: runs the real `tidecast` binary as a child process and drives it with
+//! real peers (ffmpeg publishes and reads, ffprobe judges) plus a small RTMP play client built on
+//! rml_rtmp's `Handshake` + `ClientSession` for what ffmpeg cannot measure (time to first frame,
+//! a viewer that stops reading).
+//!
+//! Invariants: every server binds port 0 on 127.0.0.1 with its own temp data dir, so tests run in
+//! parallel; every wait has a timeout and fails with the server log attached; child processes
+//! (server, ffmpeg) are ended when their guard drops, the server politely (SIGTERM) first.
+
 #![allow(dead_code)]
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::http::Method;
-use actix_web::test::{self, TestRequest};
-use actix_web::{web, App};
-use serde_json::{json, Value};
-use tidecast::auth::keys::KeyRing;
-use tidecast::config::Config;
-use tidecast::http::api::{self, test_ring, ApiContext};
-use tidecast::shared_state::SharedState;
-use tidecast::store::testing::TestDb;
-use tidecast::store::{NewUser, NewVideo, Store, Video, VideoSource, VideoStatus, Visibility};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
 
-pub const PASSWORD: &str = "correct horse battery staple";
+use bytes::Bytes;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult};
 
-/// One backend with its API context.
-pub struct Env {
-    pub label: &'static str,
-    pub ctx: web::Data<ApiContext>,
-    pub store: Store,
-    pub db: TestDb,
-}
+/// How long a server has to log its bound addresses and "tidecast is running".
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a server has to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// A test config: fast flushes, small limits.
-pub fn test_config() -> Config {
-    let mut c = Config::default();
-    c.api.watch_flush_interval = std::time::Duration::from_millis(200);
-    c.auth.max_concurrent_hashes = 2;
-    c
-}
-
-impl Env {
-    /// Both backends with `config`, in-process shared state, fixed test key rings.
-    pub async fn both(config: &Config) -> Vec<Env> {
-        let mut out = Vec::new();
-        for db in TestDb::both().await {
-            out.push(Self::with(db, config, test_ring("k1"), SharedState::local()).await);
+/// Poll `cond` every 50 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
         }
-        out
-    }
-
-    pub async fn with(db: TestDb, config: &Config, jwt: KeyRing, shared: SharedState) -> Env {
-        let store = db.store.clone();
-        let ctx = ApiContext::with_parts(config, store.clone(), jwt, test_ring("p1"), shared).await.unwrap();
-        Env { label: db.label, ctx: web::Data::new(ctx), store, db }
-    }
-
-    pub fn app(
-        &self,
-    ) -> App<
-        impl ServiceFactory<
-            ServiceRequest,
-            Config = (),
-            Response = ServiceResponse<impl MessageBody>,
-            Error = actix_web::Error,
-            InitError = (),
-        >,
-    > {
-        App::new()
-            .app_data(self.ctx.clone())
-            .configure(api::configure(self.ctx.api.max_body.as_usize()))
-            .default_service(web::to(tidecast::http::error::not_found))
-    }
-
-    /// A user straight in the store (fast: no Argon2), and an access token for it.
-    pub async fn user(&self, name: &str, is_admin: bool) -> (i64, String) {
-        let user = self
-            .store
-            .create_user(NewUser {
-                email: format!("{name}@example.com"),
-                username: name.to_owned(),
-                password_hash: None,
-                is_admin,
-            })
-            .await
-            .unwrap();
-        let (token, _) = self.ctx.jwt.issue(user.id, is_admin, api::unix_now()).unwrap();
-        (user.id, token)
-    }
-
-    pub async fn video(
-        &self,
-        channel_id: Option<i64>,
-        owner: Option<i64>,
-        title: &str,
-        vis: Visibility,
-    ) -> Video {
-        self.store
-            .create_video(NewVideo {
-                channel_id,
-                owner_id: owner,
-                title: title.to_owned(),
-                description: String::new(),
-                tags: vec![],
-                visibility: vis,
-                source: VideoSource::Upload,
-                duration_ms: 60_000,
-                status: VideoStatus::Ready,
-            })
-            .await
-            .unwrap()
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
     }
 }
 
-/// Sends a request; returns the status and the JSON body (`Null` when empty). Asserts that
-/// every 4xx/5xx has the JSON error shape.
-pub async fn call<S, B>(
-    app: &S,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value)
-where
-    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
-    B: MessageBody,
-{
-    let mut req =
-        TestRequest::default().method(method).uri(path).peer_addr("127.0.0.1:5000".parse().unwrap());
-    if let Some(t) = token {
-        req = req.insert_header(("Authorization", format!("Bearer {t}")));
+/// Whether `tool` is on PATH. Missing: a failure in CI (`CI` set), else a loud SKIP and `false`.
+pub fn require_tool(tool: &str) -> bool {
+    let found = Command::new(tool)
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return true;
     }
-    if let Some(b) = body {
-        req = req.set_json(b);
+    if std::env::var_os("CI").is_some() {
+        panic!("{tool} is required in CI (tests/run.sh installs it)");
     }
-    send(app, req).await
+    eprintln!(
+        "\n*** SKIP: {tool} not found on PATH; this test did NOT run. `bash tests/run.sh` installs it. ***\n"
+    );
+    false
 }
 
-pub async fn send<S, B>(app: &S, req: TestRequest) -> (u16, Value)
-where
-    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
-    B: MessageBody,
-{
-    let resp = test::call_service(app, req.to_request()).await;
-    let status = resp.status().as_u16();
-    let bytes = test::read_body(resp).await;
-    let value = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&bytes)}))
-    };
-    if status >= 400 {
+/// Both ffmpeg and ffprobe, which most tests need.
+pub fn require_ffmpeg() -> bool {
+    require_tool("ffmpeg") && require_tool("ffprobe")
+}
+
+/// Text appended to by a reader thread.
+type SharedText = Arc<Mutex<String>>;
+
+fn drain_into(src: impl Read + Send + 'static, buf: SharedText) {
+    thread::spawn(move || {
+        let mut r = BufReader::new(src);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match r.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => buf.lock().unwrap().push_str(&line),
+            }
+        }
+    });
+}
+
+/// A `tidecast serve` child process on its own data dir.
+pub struct TestServer {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    /// Per-test overrides, `TIDECAST__...` variables.
+    overrides: Vec<(String, String)>,
+    pub rtmp: SocketAddr,
+    pub http: SocketAddr,
+    /// Every stderr line of every run of this server (restarts append).
+    log: SharedText,
+    /// Standard output of the current run (the first-run banner goes here).
+    stdout: SharedText,
+    /// The stream key of channel `main`, from the first run's banner.
+    pub key: String,
+}
+
+impl TestServer {
+    /// Start a server with the base environment plus `overrides`, wait until it runs, and read
+    /// the default channel's stream key from the banner.
+    pub fn start(overrides: &[(&str, &str)]) -> TestServer {
+        let dir = tempfile::Builder::new().prefix("tidecast-itest").tempdir().unwrap();
+        let mut s = TestServer {
+            child: None,
+            dir,
+            overrides: overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            rtmp: "0.0.0.0:0".parse().unwrap(),
+            http: "0.0.0.0:0".parse().unwrap(),
+            log: Arc::default(),
+            stdout: Arc::default(),
+            key: String::new(),
+        };
+        s.spawn();
+        let ok = wait_until(Duration::from_secs(5), || s.stdout().contains("Stream Key:"));
+        assert!(ok, "no banner with a stream key on first start; stdout:\n{}", s.stdout());
+        let out = s.stdout();
+        let line = out.lines().find(|l| l.trim_start().starts_with("Stream Key:")).unwrap();
+        s.key = line.trim_start().trim_start_matches("Stream Key:").trim().to_string();
         assert!(
-            value["error"]["code"].is_string() && value["error"]["message"].is_string(),
-            "{status} without a JSON error body: {value}"
+            s.key.starts_with("live_") && s.key.len() == 5 + 64,
+            "unexpected stream key shape: {} chars",
+            s.key.len()
         );
+        s
     }
-    (status, value)
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The environment every invocation of the binary (server or CLI) gets.
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidecast"));
+        let dir = self.dir.path();
+        cmd.env("TIDECAST__SERVER__DATA_DIR", dir)
+            .env("TIDECAST__DATABASE__URL", format!("sqlite://{}/tidecast.db", dir.display()))
+            .env("TIDECAST__HTTP__LISTEN", "127.0.0.1:0")
+            .env("TIDECAST__RTMP__LISTEN", "127.0.0.1:0")
+            .env("TIDECAST__HTTP__WORKERS", "1")
+            .env_remove("RUST_LOG")
+            .env_remove("TIDECAST_CONFIG");
+        for (k, v) in &self.overrides {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    fn spawn(&mut self) {
+        let mut child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning the tidecast binary");
+        let run_start = self.log.lock().unwrap().len();
+        self.stdout = Arc::default();
+        drain_into(child.stderr.take().unwrap(), self.log.clone());
+        drain_into(child.stdout.take().unwrap(), self.stdout.clone());
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let log = self.log.lock().unwrap()[run_start..].to_string();
+            if log.contains("tidecast is running") {
+                self.rtmp = bound_addr(&log, "rtmp").expect("rtmp listening line");
+                self.http = bound_addr(&log, "http").expect("http listening line");
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("tidecast exited during start-up ({status}); log:\n{log}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tidecast did not start within {START_TIMEOUT:?}; log:\n{log}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, wait (then SIGKILL). Returns the exit status.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                eprintln!("tidecast did not stop within {STOP_TIMEOUT:?} of SIGTERM; killing it");
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stop and start again on the same data dir (new ports).
+    pub fn restart(&mut self) {
+        let status = self.stop();
+        assert!(status.is_some_and(|s| s.success()), "graceful stop failed: {status:?}");
+        self.spawn();
+    }
+
+    /// Run a CLI subcommand (`channel create ...`) with this server's environment.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning the tidecast CLI");
+        let (out, err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+        let status = wait_child(&mut child, Duration::from_secs(20)).expect("CLI finished in 20 s");
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        BufReader::new(out).read_to_end(&mut stdout).unwrap();
+        BufReader::new(err).read_to_end(&mut stderr).unwrap();
+        Output { status, stdout, stderr }
+    }
+
+    /// All server stderr so far.
+    pub fn logs(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Standard output of the current run.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    pub fn publish_url(&self, key: &str) -> String {
+        format!("rtmp://{}/live/{key}", self.rtmp)
+    }
+
+    pub fn play_url(&self, channel: &str) -> String {
+        format!("rtmp://{}/live/{channel}", self.rtmp)
+    }
+
+    pub fn get(&self, path: &str) -> HttpResponse {
+        http_get(self.http, path)
+    }
+
+    pub fn metrics_text(&self) -> String {
+        let r = self.get("/metrics");
+        assert_eq!(r.status, 200, "/metrics: {}", r.body);
+        r.body
+    }
+
+    /// The value of one series, e.g. `tidecast_auth_failures_total{protocol="rtmp"}`; 0 when the
+    /// series does not exist yet (labelled counters appear on first use).
+    pub fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics_text(), series).unwrap_or(0.0)
+    }
+
+    /// Wait until `series` satisfies `pred`, or fail with the log.
+    pub fn wait_metric(&self, series: &str, timeout: Duration, pred: impl Fn(f64) -> bool) -> f64 {
+        let mut last = 0.0;
+        let ok = wait_until(timeout, || {
+            last = self.metric(series);
+            pred(last)
+        });
+        assert!(
+            ok,
+            "{series} = {last} did not reach the expected value in {timeout:?}; log:\n{}",
+            self.logs()
+        );
+        last
+    }
+
+    /// Wait until a publisher is live and has sent a few hundred kB (a GOP or more).
+    pub fn wait_live(&self, timeout: Duration) {
+        self.wait_metric(r#"tidecast_ingest_sessions{protocol="rtmp"}"#, timeout, |v| v >= 1.0);
+        let base = self.metric(r#"tidecast_ingest_bytes_total{protocol="rtmp"}"#);
+        self.wait_metric(r#"tidecast_ingest_bytes_total{protocol="rtmp"}"#, timeout, |v| {
+            v > base + 100_000.0
+        });
+    }
 }
 
-pub async fn get<S, B>(app: &S, path: &str, token: Option<&str>) -> (u16, Value)
-where
-    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
-    B: MessageBody,
-{
-    call(app, Method::GET, path, token, None).await
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
-pub async fn post<S, B>(app: &S, path: &str, token: Option<&str>, body: Value) -> (u16, Value)
-where
-    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
-    B: MessageBody,
-{
-    call(app, Method::POST, path, token, Some(body)).await
+/// `addr=` from the `listening protocol="<proto>"` log line.
+fn bound_addr(log: &str, proto: &str) -> Option<SocketAddr> {
+    let needle = format!("listening protocol=\"{proto}\"");
+    let line = log.lines().find(|l| l.contains(&needle))?;
+    let addr = line.split_whitespace().find_map(|w| w.strip_prefix("addr="))?;
+    addr.parse().ok()
+}
+
+/// `Some(value)` of the first sample named exactly `series` (name plus labels as rendered).
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|v| v.trim().parse().expect("metric value is a number"))
+}
+
+/// Wait for a child up to `timeout`; `None` if it is still running.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+}
+
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+/// A minimal HTTP/1.1 GET (Connection: close), with 5 s timeouts.
+pub fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("HTTP connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("HTTP response read");
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP header terminator");
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("HTTP status code");
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    let body = if chunked { dechunk(body) } else { body.to_string() };
+    HttpResponse { status, headers: head.to_string(), body }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// ffmpeg and ffprobe
+
+/// A child process (ffmpeg) whose stderr goes to a file; killed when dropped.
+pub struct Proc {
+    child: Child,
+    stderr_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Proc {
+    pub fn spawn(program: &str, args: &[String]) -> Proc {
+        let dir = tempfile::tempdir().unwrap();
+        let stderr_path = dir.path().join("stderr.txt");
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {program}: {e}"));
+        Proc { child, stderr_path, _dir: dir }
+    }
+
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_child(&mut self.child, timeout)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// ffmpeg publishing a 640x360 30 fps test pattern with a 440 Hz tone for `seconds`, in real time.
+pub fn ffmpeg_publish(url: &str, seconds: u32) -> Proc {
+    ffmpeg_publish_with(url, seconds, &[])
+}
+
+/// As [`ffmpeg_publish`], with extra output options (e.g. `-b:v 4M`).
+pub fn ffmpeg_publish_with(url: &str, seconds: u32, extra: &[&str]) -> Proc {
+    let mut args = strings(&[
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "warning",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=30",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-g",
+        "30",
+        "-c:a",
+        "aac",
+    ]);
+    args.extend(strings(extra));
+    args.extend(strings(&["-t", &seconds.to_string(), "-f", "flv", url]));
+    Proc::spawn("ffmpeg", &args)
+}
+
+/// ffmpeg reading `seconds` of `url` into `out` (an .flv) without re-encoding.
+pub fn ffmpeg_read(url: &str, seconds: f64, out: &Path) -> Proc {
+    Proc::spawn(
+        "ffmpeg",
+        &strings(&[
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "warning",
+            "-y",
+            "-i",
+            url,
+            "-t",
+            &seconds.to_string(),
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            out.to_str().unwrap(),
+        ]),
+    )
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbeStream {
+    pub index: u64,
+    pub codec_type: String,
+    pub codec_name: String,
+    pub width: Option<u64>,
+    pub height: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbePacket {
+    pub stream_index: u64,
+    pub codec_type: String,
+    pub dts: f64,
+    pub keyframe: bool,
+}
+
+#[derive(Debug)]
+pub struct Probe {
+    pub streams: Vec<ProbeStream>,
+    pub packets: Vec<ProbePacket>,
+}
+
+impl Probe {
+    pub fn video(&self) -> impl Iterator<Item = &ProbePacket> {
+        self.packets.iter().filter(|p| p.codec_type == "video")
+    }
+
+    /// Last dts minus first dts of the video packets, in seconds.
+    pub fn video_span(&self) -> f64 {
+        let v: Vec<f64> = self.video().map(|p| p.dts).collect();
+        match (v.first(), v.last()) {
+            (Some(a), Some(b)) => b - a,
+            _ => 0.0,
+        }
+    }
+
+    /// The largest dts step between consecutive video packets, in seconds.
+    pub fn max_video_gap(&self) -> f64 {
+        let v: Vec<f64> = self.video().map(|p| p.dts).collect();
+        v.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max)
+    }
+}
+
+/// ffprobe's streams and packets of a media file.
+pub fn ffprobe(path: &Path) -> Probe {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_streams", "-show_packets", "-of", "json"])
+        .arg(path)
+        .output()
+        .expect("running ffprobe");
+    assert!(out.status.success(), "ffprobe failed: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe JSON");
+    let streams = v["streams"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| ProbeStream {
+                    index: s["index"].as_u64().unwrap_or(0),
+                    codec_type: s["codec_type"].as_str().unwrap_or("").to_string(),
+                    codec_name: s["codec_name"].as_str().unwrap_or("").to_string(),
+                    width: s["width"].as_u64(),
+                    height: s["height"].as_u64(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let packets = v["packets"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| ProbePacket {
+                    stream_index: p["stream_index"].as_u64().unwrap_or(0),
+                    codec_type: p["codec_type"].as_str().unwrap_or("").to_string(),
+                    dts: p["dts_time"].as_str().and_then(|t| t.parse().ok()).unwrap_or(f64::NAN),
+                    keyframe: p["flags"].as_str().is_some_and(|f| f.starts_with('K')),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Probe { streams, packets }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A minimal RTMP play client over rml_rtmp
+
+/// Connect to `addr`; with `small_rcvbuf`, SO_RCVBUF is set to 4 KiB before connecting so that a
+/// client that stops reading fills the window quickly.
+pub fn tcp_connect(addr: SocketAddr, small_rcvbuf: bool) -> TcpStream {
+    let stream = if small_rcvbuf {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.set_recv_buffer_size(4096).unwrap();
+            let s = tokio::time::timeout(Duration::from_secs(5), sock.connect(addr))
+                .await
+                .expect("connect within 5 s")
+                .expect("connect");
+            s.into_std().unwrap()
+        })
+    } else {
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect")
+    };
+    stream.set_nonblocking(false).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+}
+
+/// Complete the client side of the RTMP handshake; returns bytes received past it.
+pub fn rtmp_handshake(s: &mut TcpStream) -> Vec<u8> {
+    let mut hs = Handshake::new(PeerType::Client);
+    s.write_all(&hs.generate_outbound_p0_and_p1().unwrap()).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).expect("handshake read");
+        assert!(n > 0, "server closed during the handshake");
+        match hs.process_bytes(&buf[..n]).expect("valid server handshake") {
+            HandshakeProcessResult::InProgress { response_bytes } => s.write_all(&response_bytes).unwrap(),
+            HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
+                s.write_all(&response_bytes).unwrap();
+                return remaining_bytes;
+            }
+        }
+    }
+}
+
+/// An RTMP client session playing one channel.
+pub struct RtmpPlayer {
+    pub stream: TcpStream,
+    session: ClientSession,
+    /// Video messages received, in order (timestamp ms, FLV tag body), with arrival time.
+    pub video: Vec<(u32, Bytes, Instant)>,
+    pub audio_count: usize,
+    pub playing: bool,
+    pub connected_at: Instant,
+}
+
+impl RtmpPlayer {
+    /// TCP connect, handshake, `connect` to app `live`, `play` `channel`; returns once the server
+    /// accepted the play request (media may already have arrived).
+    pub fn play(addr: SocketAddr, channel: &str, small_rcvbuf: bool, timeout: Duration) -> RtmpPlayer {
+        let connected_at = Instant::now();
+        let mut stream = tcp_connect(addr, small_rcvbuf);
+        let rest = rtmp_handshake(&mut stream);
+        let mut config = ClientSessionConfig::new();
+        config.tc_url = Some(format!("rtmp://{addr}/live"));
+        let (session, initial) = ClientSession::new(config).unwrap();
+        let mut p =
+            RtmpPlayer { stream, session, video: Vec::new(), audio_count: 0, playing: false, connected_at };
+        p.send_results(initial);
+        let r = p.session.request_connection("live".to_string()).unwrap();
+        p.send_results(vec![r]);
+        if !rest.is_empty() {
+            p.feed(&rest, Some(channel));
+        }
+        let deadline = Instant::now() + timeout;
+        while !p.playing {
+            assert!(Instant::now() < deadline, "play not accepted within {timeout:?}");
+            assert!(p.read_once(Some(channel)), "server closed before accepting play");
+        }
+        p
+    }
+
+    fn send_results(&mut self, results: Vec<ClientSessionResult>) {
+        for r in results {
+            if let ClientSessionResult::OutboundResponse(packet) = r {
+                self.stream.write_all(&packet.bytes).expect("write to server");
+            }
+        }
+    }
+
+    /// Feed bytes; answers the session's responses and records media.
+    fn feed(&mut self, bytes: &[u8], channel: Option<&str>) {
+        let results = self.session.handle_input(bytes).expect("valid RTMP from the server");
+        for r in results {
+            match r {
+                ClientSessionResult::OutboundResponse(packet) => {
+                    self.stream.write_all(&packet.bytes).expect("write to server")
+                }
+                ClientSessionResult::RaisedEvent(ev) => match ev {
+                    ClientSessionEvent::ConnectionRequestAccepted => {
+                        let name = channel.expect("connect accepted only once").to_string();
+                        let r = self.session.request_playback(name).unwrap();
+                        self.send_results(vec![r]);
+                    }
+                    ClientSessionEvent::ConnectionRequestRejected { description } => {
+                        panic!("connect rejected: {description}")
+                    }
+                    ClientSessionEvent::PlaybackRequestAccepted => self.playing = true,
+                    ClientSessionEvent::VideoDataReceived { timestamp, data } => {
+                        self.video.push((timestamp.value, data, Instant::now()))
+                    }
+                    ClientSessionEvent::AudioDataReceived { .. } => self.audio_count += 1,
+                    _ => {}
+                },
+                ClientSessionResult::UnhandleableMessageReceived(_) => {}
+            }
+        }
+    }
+
+    /// One socket read; false on EOF or error.
+    fn read_once(&mut self, channel: Option<&str>) -> bool {
+        let mut buf = [0u8; 16 * 1024];
+        match self.stream.read(&mut buf) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.feed(&buf[..n], channel);
+                true
+            }
+        }
+    }
+
+    /// Read until `count` video messages arrived (or `timeout`); returns whether they did.
+    pub fn read_video(&mut self, count: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.video.len() < count {
+            if Instant::now() >= deadline || !self.read_once(None) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Read and discard until the server closes the connection; true if it did within `timeout`.
+    pub fn closed_within(&mut self, timeout: Duration) -> bool {
+        socket_closed_within(&mut self.stream, timeout)
+    }
+}
+
+/// Is this FLV video tag body an AVC sequence header (key frame, AVCPacketType 0)?
+pub fn is_avc_sequence_header(tag: &[u8]) -> bool {
+    tag.len() >= 2 && tag[0] == 0x17 && tag[1] == 0
+}
+
+/// Is this FLV video tag body an AVC key frame NALU packet (key frame, AVCPacketType 1)?
+pub fn is_avc_keyframe(tag: &[u8]) -> bool {
+    tag.len() >= 2 && tag[0] == 0x17 && tag[1] == 1
+}
+
+/// Read and discard until EOF or reset; true if that happened within `timeout`.
+pub fn socket_closed_within(s: &mut TcpStream, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 64 * 1024];
+    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return true,
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+    }
 }

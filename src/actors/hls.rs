@@ -1,0 +1,514 @@
+//! `HlsPackager`: one per rendition. Reads the rendition's `FrameRing`, cuts parts and
+//! segments with the `Segmenter`, muxes them into CMAF fMP4 and keeps an in-memory LL-HLS
+//! window that the HTTP layer serves. Started and owned by the `Channel` for each live session.
+//!
+//! Data flow: `RingReader` -> `media::segmenter` -> `protocols::fmp4::fragment` -> `HlsRendition`
+//! (parts, segments, init segments) -> `http::hls` renders playlists from it on request.
+//!
+//! Waking blocked requests: every published part bumps a `watch` of the rendition's progress;
+//! blocking playlist reloads and preload-hinted part requests wait on it with a hard timeout
+//! (backpressure rule 7). The window is bounded by `hls.window`; part payloads are dropped for
+//! segments older than three target durations (RFC 8216bis §6.2.2 recommends listing parts only
+//! that recently), while the segment bytes stay for the whole window.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use dashmap::DashMap;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::media::codec::{AudioCodec, Tracks};
+use crate::media::frame::{Frame, TrackKind};
+use crate::media::ring::RingReader;
+use crate::media::segmenter::{Part, Segmenter, SegmenterConfig};
+use crate::media::time::MediaTime;
+use crate::metrics::metrics;
+use crate::protocols::fmp4::{self, Sample, TrackRun, AUDIO_TRACK_ID, VIDEO_TIMESCALE, VIDEO_TRACK_ID};
+use crate::store::Visibility;
+
+/// The rendition name of the publisher's own encoding.
+pub const SOURCE: &str = "source";
+
+/// `[hls]` settings the packager and the HTTP layer share.
+#[derive(Clone, Copy, Debug)]
+pub struct HlsSettings {
+    pub part_target: Duration,
+    pub segment_target: Duration,
+    /// How long segments stay available after they complete.
+    pub window: Duration,
+    /// Hard limit for blocking playlist reloads and preload-hinted part requests.
+    pub block_timeout: Duration,
+}
+
+/// Live channels' LL-HLS state by channel name, read by HTTP handlers without an actor hop.
+pub type HlsDirectory = Arc<DashMap<String, Arc<HlsChannel>>>;
+
+/// One channel's renditions for one live session.
+pub struct HlsChannel {
+    pub visibility: Visibility,
+    pub renditions: Vec<Arc<HlsRendition>>,
+}
+
+impl HlsChannel {
+    pub fn rendition(&self, name: &str) -> Option<&Arc<HlsRendition>> {
+        self.renditions.iter().find(|r| r.name == name)
+    }
+}
+
+/// How far the rendition has got; what blocked requests wait on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// MSN of the newest segment (complete or not); `None` before the first part.
+    pub msn: Option<u64>,
+    /// Completed parts in segment `msn`.
+    pub parts: u32,
+    /// Segment `msn` is complete.
+    pub complete: bool,
+    pub ended: bool,
+}
+
+/// One part's bytes and playlist facts.
+pub struct PartData {
+    pub data: Bytes,
+    pub duration: Duration,
+    pub independent: bool,
+}
+
+/// One segment in the window.
+pub struct SegmentData {
+    pub msn: u64,
+    /// Parts, while the segment is recent enough for them to be listed; emptied afterwards.
+    pub parts: Vec<PartData>,
+    /// Total part count (stays when `parts` is pruned).
+    pub part_count: u32,
+    /// The whole segment (all parts concatenated), once complete.
+    pub data: Option<Bytes>,
+    pub duration: Duration,
+    pub program_date_time: SystemTime,
+    pub discontinuity: bool,
+    pub init_version: u32,
+    pub bytes: usize,
+    /// Video frames in it (for FRAME-RATE).
+    pub video_frames: u32,
+    /// When it completed (for window expiry).
+    pub completed_at: Option<std::time::Instant>,
+}
+
+impl SegmentData {
+    pub fn complete(&self) -> bool {
+        self.data.is_some()
+    }
+}
+
+/// Everything a media playlist is rendered from.
+pub struct Window {
+    /// Random per live session; part of every media URI so caches never mix sessions.
+    pub session: String,
+    pub inits: Vec<(u32, Bytes)>,
+    pub segments: VecDeque<SegmentData>,
+    pub discontinuity_sequence: u64,
+    pub target_duration: Duration,
+    pub part_target: Duration,
+    pub ended: bool,
+    /// RFC 6381 codecs of the current init ("avc1.64001f,mp4a.40.2").
+    pub codecs: String,
+    pub resolution: Option<(u32, u32)>,
+    pub frame_rate: Option<f64>,
+    /// Bumped on every change; keys the rendered-playlist cache.
+    pub version: u64,
+}
+
+impl Window {
+    pub fn init(&self, version: u32) -> Option<&Bytes> {
+        self.inits.iter().find(|(v, _)| *v == version).map(|(_, b)| b)
+    }
+
+    pub fn segment(&self, msn: u64) -> Option<&SegmentData> {
+        let first = self.segments.front()?.msn;
+        self.segments.get(msn.checked_sub(first)? as usize)
+    }
+
+    /// Peak and average bitrate over complete segments, bits per second.
+    pub fn bandwidth(&self) -> (u64, u64) {
+        let mut peak = 0u64;
+        let (mut bytes, mut dur) = (0u64, 0f64);
+        for s in self.segments.iter().filter(|s| s.complete()) {
+            let secs = s.duration.as_secs_f64();
+            if secs > 0.0 {
+                peak = peak.max((s.bytes as f64 * 8.0 / secs) as u64);
+                bytes += s.bytes as u64;
+                dur += secs;
+            }
+        }
+        if dur == 0.0 {
+            // Nothing complete yet: estimate from the parts so far.
+            let (b, d) = self
+                .segments
+                .iter()
+                .flat_map(|s| &s.parts)
+                .fold((0usize, 0f64), |(b, d), p| (b + p.data.len(), d + p.duration.as_secs_f64()));
+            let bps = if d > 0.0 { (b as f64 * 8.0 / d) as u64 } else { 0 };
+            return (bps, bps);
+        }
+        (peak, (bytes as f64 * 8.0 / dur) as u64)
+    }
+}
+
+/// One rendition's live state.
+pub struct HlsRendition {
+    pub name: String,
+    window: RwLock<Window>,
+    progress: watch::Sender<Progress>,
+}
+
+impl HlsRendition {
+    pub fn new(name: &str, settings: &HlsSettings) -> Self {
+        let session = format!("{:08x}", rand::random::<u32>());
+        HlsRendition {
+            name: name.to_string(),
+            window: RwLock::new(Window {
+                session,
+                inits: Vec::new(),
+                segments: VecDeque::new(),
+                discontinuity_sequence: 0,
+                target_duration: settings.segment_target,
+                part_target: settings.part_target,
+                ended: false,
+                codecs: String::new(),
+                resolution: None,
+                frame_rate: None,
+                version: 0,
+            }),
+            progress: watch::channel(Progress::default()).0,
+        }
+    }
+
+    /// Read access for rendering; held only while copying out what a response needs.
+    pub fn window(&self) -> RwLockReadGuard<'_, Window> {
+        self.window.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn progress(&self) -> Progress {
+        *self.progress.borrow()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Window)) {
+        let progress = {
+            let mut w = self.window.write().unwrap_or_else(|p| p.into_inner());
+            f(&mut w);
+            w.version += 1;
+            progress_of(&w)
+        };
+        self.progress.send_replace(progress);
+    }
+}
+
+fn progress_of(w: &Window) -> Progress {
+    match w.segments.back() {
+        Some(s) => Progress { msn: Some(s.msn), parts: s.part_count, complete: s.complete(), ended: w.ended },
+        None => Progress { msn: None, parts: 0, complete: false, ended: w.ended },
+    }
+}
+
+/// Muxing state that spans parts: fragment sequence numbers and the audio timeline.
+struct Muxer {
+    sequence: u32,
+    /// Next audio decode time in the audio timescale; audio durations are nominal (1024
+    /// samples per AAC frame) because millisecond RTMP timestamps would make them jitter.
+    audio_next: Option<u64>,
+    tracks: Option<Arc<Tracks>>,
+    init_version: u32,
+}
+
+impl Muxer {
+    /// Samples per audio frame.
+    fn audio_frame_samples(tracks: &Tracks) -> u64 {
+        match tracks.audio.as_ref().map(|a| a.codec) {
+            Some(AudioCodec::Opus) => 960,
+            _ => 1024,
+        }
+    }
+
+    fn fragment(&mut self, part: &Part) -> Bytes {
+        let tracks = part.frames[0].tracks.clone();
+        let video: Vec<&Arc<Frame>> = part.frames.iter().filter(|f| f.track == TrackKind::Video).collect();
+        let audio: Vec<&Arc<Frame>> = part.frames.iter().filter(|f| f.track == TrackKind::Audio).collect();
+        let ticks = |t: MediaTime, scale: u32| t.rescale(scale).ticks.max(0) as u64;
+
+        let mut vsamples = Vec::with_capacity(video.len());
+        let mut vdata = Vec::with_capacity(video.len());
+        for (i, f) in video.iter().enumerate() {
+            let dts = ticks(f.dts, VIDEO_TIMESCALE);
+            let next =
+                video.get(i + 1).map_or(ticks(part.end, VIDEO_TIMESCALE), |n| ticks(n.dts, VIDEO_TIMESCALE));
+            vsamples.push(Sample {
+                duration: next.saturating_sub(dts) as u32,
+                size: f.data.len() as u32,
+                sync: f.keyframe,
+                cts_offset: f.cts().rescale(VIDEO_TIMESCALE).ticks as i32,
+            });
+            vdata.push(f.data.clone());
+        }
+        let mut asamples = Vec::with_capacity(audio.len());
+        let mut adata = Vec::with_capacity(audio.len());
+        let mut abase = 0;
+        if let Some(cfg) = &tracks.audio {
+            let scale = fmp4::audio_timescale(cfg);
+            let nominal = Self::audio_frame_samples(&tracks);
+            for (i, f) in audio.iter().enumerate() {
+                let real = ticks(f.dts, scale);
+                let next = match self.audio_next {
+                    Some(n) if n.abs_diff(real) <= nominal => n,
+                    // First frame, or drifted by more than a frame (gap, resume): resync.
+                    _ => real,
+                };
+                if i == 0 {
+                    abase = next;
+                }
+                self.audio_next = Some(next + nominal);
+                asamples.push(Sample {
+                    duration: nominal as u32,
+                    size: f.data.len() as u32,
+                    sync: true,
+                    cts_offset: 0,
+                });
+                adata.push(f.data.clone());
+            }
+        }
+        let mut runs = Vec::with_capacity(2);
+        if let Some(first) = video.first() {
+            runs.push(TrackRun {
+                track_id: VIDEO_TRACK_ID,
+                base_media_decode_time: ticks(first.dts, VIDEO_TIMESCALE),
+                samples: &vsamples,
+                data: &vdata,
+            });
+        }
+        if !asamples.is_empty() {
+            runs.push(TrackRun {
+                track_id: AUDIO_TRACK_ID,
+                base_media_decode_time: abase,
+                samples: &asamples,
+                data: &adata,
+            });
+        }
+        self.sequence = self.sequence.wrapping_add(1);
+        fmp4::fragment(self.sequence, &runs)
+    }
+}
+
+/// Run one rendition's packager until its ring closes. `frame_rate_hint` is filled from the
+/// segmenter for the multivariant playlist.
+pub async fn run_packager(
+    channel: String,
+    rendition: Arc<HlsRendition>,
+    mut reader: RingReader,
+    settings: HlsSettings,
+) {
+    let mut segmenter = Segmenter::new(SegmenterConfig {
+        part_target: settings.part_target,
+        segment_target: settings.segment_target,
+    });
+    let mut muxer = Muxer { sequence: 0, audio_next: None, tracks: None, init_version: 0 };
+    let mut parts = Vec::new();
+    let mut last_dts: Option<MediaTime> = None;
+    // Wall-clock anchor for EXT-X-PROGRAM-DATE-TIME: (media time, wall time) of a frame.
+    let mut anchor: Option<(MediaTime, SystemTime)> = None;
+    let dropped = metrics().frames_dropped.with_label_values(&["hls"]);
+    debug!(%channel, rendition = %rendition.name, "packager started");
+    loop {
+        match reader.next().await {
+            Some(Ok(frame)) => {
+                if frame.discontinuity || anchor.is_none() {
+                    anchor = Some((frame.dts, frame.received_at));
+                }
+                last_dts = Some(frame.dts);
+                segmenter.push(frame, &mut parts);
+            }
+            Some(Err(lag)) => {
+                // The packager fell a ring behind (CPU starvation): what it missed is gone, so
+                // the timeline continues after a discontinuity at the next key frame.
+                dropped.inc_by(lag.skipped);
+                warn!(%channel, skipped = lag.skipped, "HLS packager lapped; inserting a discontinuity");
+                if let Some(d) = last_dts {
+                    segmenter.finish(d, &mut parts);
+                }
+            }
+            None => {
+                if let Some(d) = last_dts {
+                    let end = d.plus(MediaTime::new(
+                        segmenter.frame_interval().unwrap_or_default().as_micros() as i64,
+                        1_000_000,
+                    ));
+                    segmenter.finish(end, &mut parts);
+                }
+                publish_parts(
+                    &rendition,
+                    &mut muxer,
+                    &mut parts,
+                    anchor,
+                    segmenter.frame_interval(),
+                    &settings,
+                );
+                rendition.update(|w| w.ended = true);
+                info!(%channel, rendition = %rendition.name, "packager finished");
+                return;
+            }
+        }
+        if !parts.is_empty() {
+            publish_parts(&rendition, &mut muxer, &mut parts, anchor, segmenter.frame_interval(), &settings);
+        }
+    }
+}
+
+fn publish_parts(
+    rendition: &HlsRendition,
+    muxer: &mut Muxer,
+    parts: &mut Vec<Part>,
+    anchor: Option<(MediaTime, SystemTime)>,
+    frame_interval: Option<Duration>,
+    settings: &HlsSettings,
+) {
+    let m = metrics();
+    for part in parts.drain(..) {
+        if part.frames.is_empty() {
+            continue;
+        }
+        let tracks = part.frames[0].tracks.clone();
+        let new_init = part.index == 0 && muxer.tracks.as_ref().is_none_or(|t| **t != *tracks);
+        let init = if new_init {
+            match fmp4::init_segment(&tracks) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    warn!(error = %e, "cannot build an init segment; skipping the segment");
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        if new_init {
+            muxer.init_version += 1;
+            muxer.tracks = Some(tracks.clone());
+        }
+        let data = muxer.fragment(&part);
+        let video_frames = part.frames.iter().filter(|f| f.track == TrackKind::Video).count() as u32;
+        let duration = part.duration();
+        m.hls_parts.inc();
+        m.hls_part_duration_seconds.observe(duration.as_secs_f64());
+        if part.ends_segment {
+            m.hls_segments.inc();
+        }
+        let pdt = match anchor {
+            Some((media, wall)) => {
+                let off = part.start.minus(media.rescale(part.start.timescale));
+                if off.ticks >= 0 {
+                    wall + off.as_duration()
+                } else {
+                    wall.checked_sub(MediaTime::new(-off.ticks, off.timescale).as_duration()).unwrap_or(wall)
+                }
+            }
+            None => SystemTime::now(),
+        };
+        let init_version = muxer.init_version;
+        rendition.update(|w| {
+            if let Some(init) = init {
+                w.inits.push((init_version, init));
+                w.codecs = codecs_of(&tracks);
+                w.resolution = tracks.video.as_ref().filter(|v| v.width > 0).map(|v| (v.width, v.height));
+            }
+            if w.frame_rate.is_none() {
+                // A first estimate until a whole segment gives a measured one.
+                if let Some(fi) = frame_interval.filter(|d| !d.is_zero()) {
+                    w.frame_rate = Some((1.0 / fi.as_secs_f64() * 1000.0).round() / 1000.0);
+                }
+            }
+            if part.index == 0 {
+                w.segments.push_back(SegmentData {
+                    msn: part.msn,
+                    parts: Vec::new(),
+                    part_count: 0,
+                    data: None,
+                    duration: Duration::ZERO,
+                    program_date_time: pdt,
+                    discontinuity: part.discontinuity,
+                    init_version,
+                    bytes: 0,
+                    video_frames: 0,
+                    completed_at: None,
+                });
+            }
+            let Some(seg) = w.segments.back_mut().filter(|s| s.msn == part.msn) else {
+                return;
+            };
+            seg.duration += duration;
+            seg.bytes += data.len();
+            seg.video_frames += video_frames;
+            seg.part_count += 1;
+            seg.parts.push(PartData { data, duration, independent: part.independent });
+            if part.ends_segment {
+                let mut whole = BytesMut::with_capacity(seg.bytes);
+                for p in &seg.parts {
+                    whole.extend_from_slice(&p.data);
+                }
+                seg.data = Some(whole.freeze());
+                seg.completed_at = Some(std::time::Instant::now());
+                let secs = seg.duration;
+                if seg.video_frames > 0 && !secs.is_zero() {
+                    let fps = seg.video_frames as f64 / secs.as_secs_f64();
+                    w.frame_rate = Some((fps * 1000.0).round() / 1000.0);
+                }
+                if secs > w.target_duration {
+                    // A GOP longer than the segment target: widen rather than lie (players
+                    // treat a changing TARGETDURATION more kindly than segments exceeding it).
+                    w.target_duration = Duration::from_secs(secs.as_secs_f64().ceil() as u64);
+                }
+            }
+            prune(w, settings);
+        });
+    }
+}
+
+/// Drop segments past the window and part payloads past the part-listing horizon.
+fn prune(w: &mut Window, settings: &HlsSettings) {
+    let now = std::time::Instant::now();
+    while w.segments.len() > 2
+        && w.segments
+            .front()
+            .and_then(|s| s.completed_at)
+            .is_some_and(|t| now.duration_since(t) > settings.window)
+    {
+        // EXT-X-DISCONTINUITY-SEQUENCE counts the discontinuity tags that slid out.
+        if w.segments.pop_front().is_some_and(|s| s.discontinuity) {
+            w.discontinuity_sequence += 1;
+        }
+    }
+    let keep_parts = w.target_duration * 3;
+    let mut recent = Duration::ZERO;
+    for s in w.segments.iter_mut().rev() {
+        if recent > keep_parts && s.complete() {
+            s.parts = Vec::new();
+        }
+        recent += s.duration;
+    }
+    let in_use: Vec<u32> = w.segments.iter().map(|s| s.init_version).collect();
+    w.inits.retain(|(v, _)| in_use.contains(v) || Some(*v) == in_use.last().copied());
+}
+
+fn codecs_of(tracks: &Tracks) -> String {
+    let mut c = Vec::new();
+    if let Some(v) = &tracks.video {
+        c.push(v.codec_string.clone());
+    }
+    if let Some(a) = &tracks.audio {
+        c.push(a.codec_string.clone());
+    }
+    c.join(",")
+}

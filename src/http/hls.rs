@@ -1,0 +1,399 @@
+//! LL-HLS delivery: multivariant and media playlists (with blocking reload and delta updates),
+//! init segments, parts and segments, all from the packagers' in-memory windows.
+//!
+//! URLs (PRODUCT.md): `/live/<channel>/index.m3u8` (multivariant),
+//! `/live/<channel>/<rendition>/index.m3u8` (media playlist), and media files under
+//! `/live/<channel>/<rendition>/<session>/` where `<session>` is random per live session, so a
+//! CDN may cache media as immutable without ever mixing two sessions of one channel.
+//!
+//! Blocking requests (RFC 8216bis §6.2.5.2) wait on the rendition's progress `watch` with a
+//! hard timeout (`hls.block_timeout`): 400 for a request too far ahead, 503 on timeout.
+//! Caching (for CDNs): media files are immutable; a blocking playlist response is cacheable
+//! briefly, keyed by its query (the directives select the content); a plain live playlist is
+//! not cached.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::header::{CacheControl, CacheDirective, ContentType};
+use actix_web::{web, HttpRequest, HttpResponse};
+use tokio::sync::watch;
+
+use super::error::error_response;
+use super::AppState;
+use crate::actors::hls::{HlsChannel, HlsRendition, Progress, Window};
+use crate::error::{Error, ErrorKind};
+use crate::metrics::metrics;
+use crate::protocols::hls::{
+    block_decision, parse_query, render_media, render_multivariant, BlockDecision, HlsQuery, MediaPlaylist,
+    PartEntry, PreloadHint, RenderOptions, RenditionReport, SegmentEntry, SkipRequest, VariantStream,
+};
+use crate::store::Visibility;
+
+const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/live/{channel}/index.m3u8", web::get().to(multivariant))
+        .route("/live/{channel}/{rendition}/index.m3u8", web::get().to(media_playlist))
+        .route("/live/{channel}/{rendition}/{session}/{file}", web::get().to(media_file));
+}
+
+fn count(kind: &str, status: u16) {
+    metrics().hls_requests.with_label_values(&[kind, &status.to_string()]).inc();
+}
+
+fn fail(kind: &str, err: Error) -> HttpResponse {
+    count(kind, err.kind.http_status());
+    error_response(err.kind, &err.msg)
+}
+
+fn offline() -> Error {
+    Error::not_found("channel is offline or does not exist")
+}
+
+/// Who may play: public channels for everyone; other visibilities need a playback token,
+/// which arrives with the platform API. Returns the query to append to every URI we write.
+fn authorize(entry: &HlsChannel, _query: &HlsQuery) -> Result<String, Error> {
+    match entry.visibility {
+        Visibility::Public => Ok(String::new()),
+        _ => Err(Error::new(ErrorKind::PermissionDenied, "a playback token is required for this channel")),
+    }
+}
+
+fn lookup(state: &AppState, channel: &str) -> Result<Arc<HlsChannel>, Error> {
+    state.hls.get(channel).map(|e| e.value().clone()).ok_or_else(offline)
+}
+
+/// Wait until `ready(progress)` holds, or the deadline passes.
+async fn wait_until(
+    rx: &mut watch::Receiver<Progress>,
+    deadline: Instant,
+    mut ready: impl FnMut(&Progress) -> Result<bool, Error>,
+) -> Result<(), Error> {
+    loop {
+        let p = *rx.borrow_and_update();
+        if ready(&p)? {
+            return Ok(());
+        }
+        if p.ended {
+            return Err(Error::not_found("the live session ended"));
+        }
+        match tokio::time::timeout_at(deadline.into(), rx.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(offline()),
+            Err(_) => return Err(Error::unavailable("timed out waiting for the requested part")),
+        }
+    }
+}
+
+async fn multivariant(path: web::Path<String>, req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    const KIND: &str = "multivariant";
+    let channel = path.into_inner();
+    let query = match parse_query(req.query_string()) {
+        Ok(q) => q,
+        Err(e) => return fail(KIND, Error::invalid(e.to_string())),
+    };
+    let entry = match lookup(&state, &channel) {
+        Ok(e) => e,
+        Err(e) => return fail(KIND, e),
+    };
+    let uri_query = match authorize(&entry, &query) {
+        Ok(q) => q,
+        Err(e) => return fail(KIND, e),
+    };
+    // A player may arrive before the first part exists: wait for it (bounded), since the
+    // multivariant playlist needs the codecs.
+    let deadline = Instant::now() + state.hls_settings.block_timeout;
+    for r in &entry.renditions {
+        if let Err(e) = wait_until(&mut r.subscribe(), deadline, |p| Ok(p.msn.is_some())).await {
+            return fail(KIND, e);
+        }
+    }
+    let variants: Vec<VariantStream> = entry
+        .renditions
+        .iter()
+        .map(|r| {
+            let w = r.window();
+            let (peak, avg) = w.bandwidth();
+            VariantStream {
+                uri: format!("{}/index.m3u8", r.name),
+                // BANDWIDTH is a peak: leave headroom over the measured segment peak.
+                bandwidth: (peak as f64 * 1.1) as u64,
+                average_bandwidth: Some(avg),
+                codecs: w.codecs.clone(),
+                resolution: w.resolution,
+                frame_rate: w.frame_rate,
+            }
+        })
+        .collect();
+    count(KIND, 200);
+    HttpResponse::Ok()
+        .content_type(PLAYLIST_TYPE)
+        .insert_header(CacheControl(vec![CacheDirective::NoCache]))
+        .body(render_multivariant(&variants, &RenderOptions { skip: SkipRequest::No, uri_query: &uri_query }))
+}
+
+/// The playlist model of one rendition's window (parts listed by the renderer's own horizon).
+fn playlist_of(w: &Window, rendition: &HlsRendition, siblings: &[Arc<HlsRendition>]) -> MediaPlaylist {
+    let sid = &w.session;
+    let mut prev_init = None;
+    let segments: Vec<SegmentEntry> = w
+        .segments
+        .iter()
+        .map(|s| {
+            let map_uri =
+                (prev_init != Some(s.init_version)).then(|| format!("{sid}/init-{}.mp4", s.init_version));
+            prev_init = Some(s.init_version);
+            SegmentEntry {
+                msn: s.msn,
+                duration: s.duration,
+                uri: format!("{sid}/seg-{}.m4s", s.msn),
+                program_date_time: Some(s.program_date_time),
+                discontinuity: s.discontinuity,
+                map_uri,
+                parts: s
+                    .parts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| PartEntry {
+                        duration: p.duration,
+                        uri: format!("{sid}/part-{}-{i}.m4s", s.msn),
+                        independent: p.independent,
+                    })
+                    .collect(),
+                complete: s.complete(),
+            }
+        })
+        .collect();
+    let preload_hint = match (w.ended, w.segments.back()) {
+        (false, Some(s)) if s.complete() => {
+            Some(PreloadHint { uri: format!("{sid}/part-{}-0.m4s", s.msn + 1) })
+        }
+        (false, Some(s)) => Some(PreloadHint { uri: format!("{sid}/part-{}-{}.m4s", s.msn, s.part_count) }),
+        _ => None,
+    };
+    let rendition_reports = siblings
+        .iter()
+        .filter(|r| r.name != rendition.name)
+        .filter_map(|r| {
+            let p = r.progress();
+            let msn = p.msn?;
+            Some(RenditionReport {
+                uri: format!("../{}/index.m3u8", r.name),
+                last_msn: msn,
+                last_part: p.parts.saturating_sub(1),
+            })
+        })
+        .collect();
+    MediaPlaylist {
+        target_duration: w.target_duration,
+        part_target: w.part_target,
+        media_sequence: w.segments.front().map_or(0, |s| s.msn),
+        discontinuity_sequence: w.discontinuity_sequence,
+        segments,
+        preload_hint,
+        rendition_reports,
+        ended: w.ended,
+    }
+}
+
+async fn media_playlist(
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let (channel, rendition_name) = path.into_inner();
+    let query = match parse_query(req.query_string()) {
+        Ok(q) => q,
+        Err(e) => return fail("playlist", Error::invalid(e.to_string())),
+    };
+    let kind = if query.msn.is_some() { "blocking_playlist" } else { "playlist" };
+    let entry = match lookup(&state, &channel) {
+        Ok(e) => e,
+        Err(e) => return fail(kind, e),
+    };
+    let Some(rendition) = entry.rendition(&rendition_name).cloned() else {
+        return fail(kind, Error::not_found("no such rendition"));
+    };
+    let uri_query = match authorize(&entry, &query) {
+        Ok(q) => q,
+        Err(e) => return fail(kind, e),
+    };
+    let started = Instant::now();
+    let deadline = started + state.hls_settings.block_timeout;
+    let mut rx = rendition.subscribe();
+    let waited = match query.msn {
+        Some(msn) => {
+            let part = query.part;
+            wait_until(&mut rx, deadline, |p| {
+                let Some(last) = p.msn else { return Ok(false) };
+                let last_part = p.parts.checked_sub(1);
+                match block_decision(msn, part, last, last_part, p.complete) {
+                    BlockDecision::Ready => Ok(true),
+                    BlockDecision::Wait => Ok(false),
+                    BlockDecision::TooFarAhead => Err(Error::invalid(format!(
+                        "_HLS_msn={msn} is more than two segments ahead of the playlist"
+                    ))),
+                }
+            })
+            .await
+        }
+        // A plain request before the first part: wait for something to list.
+        None => wait_until(&mut rx, deadline, |p| Ok(p.msn.is_some())).await,
+    };
+    if query.msn.is_some() {
+        metrics().hls_block_wait_seconds.observe(started.elapsed().as_secs_f64());
+    }
+    if let Err(e) = waited {
+        return fail(kind, e);
+    }
+    let body = {
+        let w = rendition.window();
+        let pl = playlist_of(&w, &rendition, &entry.renditions);
+        drop(w);
+        render_media(&pl, &RenderOptions { skip: query.skip, uri_query: &uri_query })
+    };
+    count(kind, 200);
+    let cache = if query.msn.is_some() {
+        // The directives in the query select the content, so a CDN keyed by the full URL can
+        // serve it to every player asking for the same part.
+        CacheControl(vec![
+            CacheDirective::Public,
+            CacheDirective::MaxAge(state.hls_settings.segment_target.as_secs().max(1) as u32),
+        ])
+    } else {
+        CacheControl(vec![CacheDirective::NoCache])
+    };
+    HttpResponse::Ok().content_type(PLAYLIST_TYPE).insert_header(cache).body(body)
+}
+
+/// What a media file name asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum MediaFile {
+    Init(u32),
+    Segment(u64),
+    Part(u64, u32),
+}
+
+fn parse_file(name: &str) -> Option<MediaFile> {
+    if let Some(v) = name.strip_prefix("init-").and_then(|r| r.strip_suffix(".mp4")) {
+        return v.parse().ok().map(MediaFile::Init);
+    }
+    if let Some(m) = name.strip_prefix("seg-").and_then(|r| r.strip_suffix(".m4s")) {
+        return m.parse().ok().map(MediaFile::Segment);
+    }
+    let rest = name.strip_prefix("part-")?.strip_suffix(".m4s")?;
+    let (m, i) = rest.split_once('-')?;
+    Some(MediaFile::Part(m.parse().ok()?, i.parse().ok()?))
+}
+
+fn media_response(data: bytes::Bytes, init: bool) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(ContentType(
+            if init { "video/mp4" } else { "video/iso.segment" }.parse().expect("static mime"),
+        ))
+        .insert_header(CacheControl(vec![
+            CacheDirective::Public,
+            CacheDirective::MaxAge(86_400),
+            CacheDirective::Extension("immutable".into(), None),
+        ]))
+        .body(data)
+}
+
+async fn media_file(
+    path: web::Path<(String, String, String, String)>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let (channel, rendition_name, session, file) = path.into_inner();
+    let Some(what) = parse_file(&file) else {
+        return fail("media", Error::not_found("no such file"));
+    };
+    let kind = match what {
+        MediaFile::Init(_) => "init",
+        MediaFile::Segment(_) => "segment",
+        MediaFile::Part(..) => "part",
+    };
+    let query = match parse_query(req.query_string()) {
+        Ok(q) => q,
+        Err(e) => return fail(kind, Error::invalid(e.to_string())),
+    };
+    let entry = match lookup(&state, &channel) {
+        Ok(e) => e,
+        Err(e) => return fail(kind, e),
+    };
+    if let Err(e) = authorize(&entry, &query) {
+        return fail(kind, e);
+    }
+    let Some(rendition) = entry.rendition(&rendition_name).cloned() else {
+        return fail(kind, Error::not_found("no such rendition"));
+    };
+    if rendition.window().session != session {
+        return fail(kind, Error::not_found("that live session is over"));
+    }
+    let found = |w: &Window| -> Option<bytes::Bytes> {
+        match what {
+            MediaFile::Init(v) => w.init(v).cloned(),
+            MediaFile::Segment(msn) => w.segment(msn).and_then(|s| s.data.clone()),
+            MediaFile::Part(msn, i) => {
+                w.segment(msn).and_then(|s| s.parts.get(i as usize)).map(|p| p.data.clone())
+            }
+        }
+    };
+    let data = found(&rendition.window());
+    if let Some(data) = data {
+        count(kind, 200);
+        return media_response(data, matches!(what, MediaFile::Init(_)));
+    }
+    // Not there yet: hold a request for the next part (the preload hint, or the one a player
+    // computes after it) until it is complete; anything else is simply absent.
+    let MediaFile::Part(msn, index) = what else {
+        return fail(kind, Error::not_found("no such segment"));
+    };
+    // The next part is (last, parts) while a segment is open, else (last + 1, 0); we also hold
+    // the one after it, and the first part of the next segment (the open one may close early).
+    // A client that went away drops this handler future and with it the wait.
+    let p = rendition.progress();
+    let upcoming = match p.msn {
+        Some(last) if !p.complete => (msn == last && index <= p.parts + 1) || (msn == last + 1 && index == 0),
+        Some(last) => msn == last + 1 && index <= 1,
+        None => msn == 0 && index <= 1,
+    };
+    if !upcoming {
+        return fail(kind, Error::not_found("no such part"));
+    }
+    let started = Instant::now();
+    let deadline = started + state.hls_settings.block_timeout;
+    let waited = wait_until(&mut rendition.subscribe(), deadline, |p| {
+        Ok(p.msn.is_some_and(|last| last > msn || (last == msn && (p.parts > index || p.complete))))
+    })
+    .await;
+    metrics().hls_block_wait_seconds.observe(started.elapsed().as_secs_f64());
+    if let Err(e) = waited {
+        return fail(kind, e);
+    }
+    let data = found(&rendition.window());
+    match data {
+        Some(data) => {
+            count(kind, 200);
+            media_response(data, false)
+        }
+        // The segment closed before reaching that index: the part will never exist.
+        None => fail(kind, Error::not_found("no such part")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_file_names_parse() {
+        assert_eq!(parse_file("init-3.mp4"), Some(MediaFile::Init(3)));
+        assert_eq!(parse_file("seg-12.m4s"), Some(MediaFile::Segment(12)));
+        assert_eq!(parse_file("part-12-4.m4s"), Some(MediaFile::Part(12, 4)));
+        assert_eq!(parse_file("part-12.m4s"), None);
+        assert_eq!(parse_file("../etc/passwd"), None);
+        assert_eq!(parse_file("seg-x.m4s"), None);
+    }
+}
