@@ -136,3 +136,62 @@ async fn redis_down_degrades_to_in_process_state() {
     assert_eq!(call(&app, Method::POST, "/api/v1/auth/logout", Some(&token), None).await.0, 204);
     assert_eq!(get(&app, "/api/v1/users/me", Some(&token)).await.0, 401);
 }
+
+/// A TCP proxy to Redis that the test can cut, to play "Redis died while we were using it".
+struct RedisProxy {
+    url: String,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl RedisProxy {
+    async fn start() -> RedisProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let target = redis_url().trim_start_matches("redis://").trim_end_matches('/').to_owned();
+        let tasks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tasks2 = tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let target = target.clone();
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                tasks2.lock().unwrap().push(conn);
+            }
+        });
+        tasks.lock().unwrap().push(accept);
+        RedisProxy { url: format!("redis://127.0.0.1:{port}"), tasks }
+    }
+
+    /// Closes the listener and every proxied connection.
+    fn cut(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+#[actix_web::test]
+async fn redis_dying_mid_way_falls_back_to_in_process_state() {
+    let proxy = RedisProxy::start().await;
+    let shared = SharedState::connect(&RedisConfig { url: proxy.url.clone(), key_prefix: unique_prefix() })
+        .await
+        .unwrap();
+    assert!(shared.redis_connected(), "Redis at {} is required for this test", redis_url());
+    assert_eq!(shared.hit("b", Duration::from_secs(60)).await, 1);
+    assert_eq!(shared.hit("b", Duration::from_secs(60)).await, 2);
+
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let before = tidecast::metrics::metrics().shared_state_fallbacks.get();
+    let t = Instant::now();
+    // Served in process now: a fresh local window.
+    assert_eq!(shared.hit("b", Duration::from_secs(60)).await, 1);
+    assert!(!shared.is_revoked("j").await);
+    shared.revoke("j", Duration::from_secs(60)).await;
+    assert!(shared.is_revoked("j").await, "a revocation made during the outage is kept in process");
+    assert!(t.elapsed() < Duration::from_secs(3), "fallbacks must be quick: {:?}", t.elapsed());
+    assert!(tidecast::metrics::metrics().shared_state_fallbacks.get() > before, "fallbacks are counted");
+}
