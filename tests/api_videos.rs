@@ -194,9 +194,17 @@ async fn search_ranks_paginates_and_hides_private() {
         assert!(!found.contains(&private.id), "{label}: private video leaked");
         assert_eq!(found.len(), 4, "{label}: processing video must not appear: {v}");
         assert_eq!(v["channels"][0]["name"], "rustconf", "{label}: {v}");
-        // The owner finds the private one.
+        // The owner and admins find the private one; others do not, even from the cache.
+        assert!(ids(&get(&app, "/api/v1/search?q=secrets", Some(&other)).await.1).is_empty(), "{label}");
         let (_, v) = get(&app, "/api/v1/search?q=secrets", Some(&owner)).await;
         assert_eq!(ids(&v), [private.id], "{label}");
+        let (_, admin) = env.user("admin", true).await;
+        assert_eq!(
+            ids(&get(&app, "/api/v1/search?q=secrets", Some(&admin)).await.1),
+            [private.id],
+            "{label}"
+        );
+        assert!(ids(&get(&app, "/api/v1/search?q=secrets", None).await.1).is_empty(), "{label}");
         // Pagination.
         let (_, p1) = get(&app, "/api/v1/search?q=rust&limit=2", None).await;
         let (_, p2) = get(&app, "/api/v1/search?q=rust&limit=2&offset=2", None).await;

@@ -33,12 +33,28 @@ fn tsquery(terms: &[String]) -> String {
 }
 
 impl Store {
-    /// Videos matching `q` that `viewer_id` may see listed (not private, or their own),
-    /// playable or live, best match first.
+    /// Whether the user owns any private video or channel (search results then differ for
+    /// them, so they cannot share cached results).
+    pub async fn owns_private_content(&self, user_id: i64) -> crate::Result<bool> {
+        let yes: bool = with_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM videos WHERE owner_id = $1 AND visibility = 'private') \
+                     OR EXISTS (SELECT 1 FROM channels WHERE owner_id = $1 AND visibility = 'private')",
+            )
+            .bind(user_id)
+            .fetch_one(pool)
+            .await
+        })?;
+        Ok(yes)
+    }
+
+    /// Videos matching `q` that `viewer_id` may see listed (not private, or their own; every
+    /// one with `include_private`, for admins), playable or live, best match first.
     pub async fn search_videos(
         &self,
         q: &str,
         viewer_id: Option<i64>,
+        include_private: bool,
         limit: i64,
         offset: i64,
     ) -> crate::Result<Vec<Video>> {
@@ -54,7 +70,7 @@ impl Store {
                     video_columns!(),
                     " FROM videos_fts f JOIN videos v ON v.id = f.rowid LEFT JOIN channels c ON c.id = v.channel_id \
                      WHERE videos_fts MATCH $1 AND v.status IN ('ready', 'live') \
-                       AND (v.visibility <> 'private' OR v.owner_id = $2) \
+                       AND (v.visibility <> 'private' OR v.owner_id = $2 OR $5) \
                      ORDER BY bm25(videos_fts, 10.0, 2.0, 5.0, 3.0), v.id DESC LIMIT $3 OFFSET $4"
                 );
                 with_pool!(self, |pool| {
@@ -63,6 +79,7 @@ impl Store {
                         .bind(viewer)
                         .bind(limit)
                         .bind(offset)
+                        .bind(include_private)
                         .fetch_all(pool)
                         .await
                 })?
@@ -73,7 +90,7 @@ impl Store {
                     video_columns!(),
                     " FROM videos v LEFT JOIN channels c ON c.id = v.channel_id, to_tsquery('simple', $1) q \
                      WHERE (v.search_doc || setweight(COALESCE(c.search_doc, ''::tsvector), 'D')) @@ q \
-                       AND v.status IN ('ready', 'live') AND (v.visibility <> 'private' OR v.owner_id = $2) \
+                       AND v.status IN ('ready', 'live') AND (v.visibility <> 'private' OR v.owner_id = $2 OR $5) \
                      ORDER BY ts_rank(v.search_doc || setweight(COALESCE(c.search_doc, ''::tsvector), 'D'), q) DESC, v.id DESC \
                      LIMIT $3 OFFSET $4"
                 );
@@ -83,6 +100,7 @@ impl Store {
                         .bind(viewer)
                         .bind(limit)
                         .bind(offset)
+                        .bind(include_private)
                         .fetch_all(pool)
                         .await
                 })?
@@ -96,6 +114,7 @@ impl Store {
         &self,
         q: &str,
         viewer_id: Option<i64>,
+        include_private: bool,
         limit: i64,
         offset: i64,
     ) -> crate::Result<Vec<ChannelRecord>> {
@@ -109,7 +128,7 @@ impl Store {
             Backend::Sqlite => (
                 format!(
                     "SELECT {cols} FROM channels_fts f JOIN channels c ON c.id = f.rowid \
-                     WHERE channels_fts MATCH $1 AND (c.visibility <> 'private' OR c.owner_id = $2) \
+                     WHERE channels_fts MATCH $1 AND (c.visibility <> 'private' OR c.owner_id = $2 OR $5) \
                      ORDER BY bm25(channels_fts, 10.0, 3.0), c.id LIMIT $3 OFFSET $4"
                 ),
                 fts5_query(&terms),
@@ -117,14 +136,21 @@ impl Store {
             Backend::Postgres => (
                 format!(
                     "SELECT {cols} FROM channels c, to_tsquery('simple', $1) q \
-                     WHERE c.search_doc @@ q AND (c.visibility <> 'private' OR c.owner_id = $2) \
+                     WHERE c.search_doc @@ q AND (c.visibility <> 'private' OR c.owner_id = $2 OR $5) \
                      ORDER BY ts_rank(c.search_doc, q) DESC, c.id LIMIT $3 OFFSET $4"
                 ),
                 tsquery(&terms),
             ),
         };
         let rows: Vec<super::channels::ChannelRow> = with_pool!(self, |pool| {
-            sqlx::query_as(&sql).bind(&query).bind(viewer).bind(limit).bind(offset).fetch_all(pool).await
+            sqlx::query_as(&sql)
+                .bind(&query)
+                .bind(viewer)
+                .bind(limit)
+                .bind(offset)
+                .bind(include_private)
+                .fetch_all(pool)
+                .await
         })?;
         rows.into_iter().map(ChannelRecord::try_from).collect()
     }

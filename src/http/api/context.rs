@@ -17,8 +17,10 @@ use crate::config::{ApiConfig, AuthConfig, Config};
 use crate::shared_state::SharedState;
 use crate::store::{now_ms, ChannelRecord, Store, Video, Visibility};
 
-/// How long cached video metadata and active plan ids are trusted.
+/// How long cached video metadata, active plan ids and search results are trusted.
 pub const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Most cached search result pages; past this the cache starts over.
+const SEARCH_CACHE_MAX: usize = 10_000;
 
 /// What every API handler needs.
 pub struct ApiContext {
@@ -33,6 +35,10 @@ pub struct ApiContext {
     pub api: ApiConfig,
     videos: DashMap<i64, (Video, Instant)>,
     plans: DashMap<i64, (Arc<Vec<String>>, Instant)>,
+    /// user -> owns private content (their search results differ from everyone's).
+    private_owners: DashMap<i64, (bool, Instant)>,
+    /// (scope, page, terms) -> serialized results.
+    search: DashMap<String, (bytes::Bytes, Instant)>,
 }
 
 impl ApiContext {
@@ -83,6 +89,8 @@ impl ApiContext {
             store,
             videos: DashMap::new(),
             plans: DashMap::new(),
+            private_owners: DashMap::new(),
+            search: DashMap::new(),
         })
     }
 
@@ -124,6 +132,30 @@ impl ApiContext {
         let ids = Arc::new(self.store.active_plan_ids(user_id, now_ms()).await?);
         self.plans.insert(user_id, (ids.clone(), Instant::now()));
         Ok(ids)
+    }
+
+    /// Whether the user owns private videos or channels, from the cache if fresh.
+    pub async fn owns_private(&self, user_id: i64) -> crate::Result<bool> {
+        if let Some(e) = self.private_owners.get(&user_id) {
+            if e.1.elapsed() < CACHE_TTL {
+                return Ok(e.0);
+            }
+        }
+        let yes = self.store.owns_private_content(user_id).await?;
+        self.private_owners.insert(user_id, (yes, Instant::now()));
+        Ok(yes)
+    }
+
+    /// A cached search result page, if fresh.
+    pub fn cached_search(&self, key: &str) -> Option<bytes::Bytes> {
+        self.search.get(key).filter(|e| e.1.elapsed() < CACHE_TTL).map(|e| e.0.clone())
+    }
+
+    pub fn cache_search(&self, key: String, body: bytes::Bytes) {
+        if self.search.len() >= SEARCH_CACHE_MAX {
+            self.search.clear();
+        }
+        self.search.insert(key, (body, Instant::now()));
     }
 
     /// Forget a user's cached plans (after a grant, revoke or webhook on this node).

@@ -6,7 +6,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{check_text, page_limit, ApiContext, Caller, ErrorBody, MaybeCaller, API_PREFIX};
 use crate::error::Error;
-use crate::store::{ChannelRecord, Video};
+use crate::store::{search_terms, ChannelRecord, Video};
 
 /// Longest query accepted, in characters.
 const MAX_QUERY_LEN: usize = 200;
@@ -30,7 +30,8 @@ pub struct SearchResults {
     pub channels: Vec<ChannelRecord>,
 }
 
-/// Full-text search, best match first. Private content appears only to its owner.
+/// Full-text search, best match first. Private content appears only to its owner (and
+/// admins). Results are cached for a few seconds, so a new video shows up within that time.
 #[utoipa::path(
     context_path = API_PREFIX,
     tag = "search",
@@ -50,10 +51,25 @@ pub async fn search(
     let limit = page_limit(q.limit);
     let offset = q.offset.unwrap_or(0).clamp(0, MAX_OFFSET);
     let viewer = caller.0.as_ref().map(Caller::viewer);
-    let viewer_id = viewer.filter(|v| !v.is_admin).map(|v| v.user_id);
+    // Who sees what: admins everything; owners of private content also their own; everyone
+    // else the same public listing, so they share cached results.
+    let (viewer_id, include_private, scope) = match viewer {
+        Some(v) if v.is_admin => (None, true, "all".to_owned()),
+        Some(v) if ctx.owns_private(v.user_id).await? => (Some(v.user_id), false, format!("u{}", v.user_id)),
+        _ => (None, false, "pub".to_owned()),
+    };
+    let key = format!("{scope}|{limit}|{offset}|{}", search_terms(&q.q).join(" "));
+    if let Some(body) = ctx.cached_search(&key) {
+        return Ok(HttpResponse::Ok().content_type("application/json").body(body));
+    }
     let (videos, channels) = tokio::try_join!(
-        ctx.store.search_videos(&q.q, viewer_id, limit, offset),
-        ctx.store.search_channels(&q.q, viewer_id, limit, offset),
+        ctx.store.search_videos(&q.q, viewer_id, include_private, limit, offset),
+        ctx.store.search_channels(&q.q, viewer_id, include_private, limit, offset),
     )?;
-    Ok(HttpResponse::Ok().json(SearchResults { videos, channels }))
+    let body = bytes::Bytes::from(
+        serde_json::to_vec(&SearchResults { videos, channels })
+            .map_err(|e| Error::with_source(crate::ErrorKind::Internal, "serializing search results", e))?,
+    );
+    ctx.cache_search(key, body.clone());
+    Ok(HttpResponse::Ok().content_type("application/json").body(body))
 }
