@@ -210,3 +210,96 @@ impl Billing {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{Config, ConfigError};
+
+    const PLANS: &str = r#"
+[billing]
+provider = "stripe"
+stripe_secret_key_file = "SECRET_FILE"
+[[billing.plans]]
+id = "gold"
+name = "Gold"
+price_cents = 500
+currency = "usd"
+period = "30days"
+channels = ["*"]
+stripe_price_id = "price_gold"
+[[billing.plans]]
+id = "news"
+name = "News only"
+price_cents = 100
+currency = "usd"
+period = "7days"
+channels = ["news", "weather"]
+stripe_price_id = "price_news"
+"#;
+
+    #[test]
+    fn plans_and_secrets_load_from_file_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("stripe.key");
+        std::fs::write(&secret, "sk_test_from_file\n").unwrap();
+        let toml = dir.path().join("c.toml");
+        std::fs::write(&toml, PLANS.replace("SECRET_FILE", &secret.display().to_string())).unwrap();
+        let env = [
+            ("TIDECAST__BILLING__STRIPE_WEBHOOK_SECRET".to_owned(), "whsec_env".to_owned()),
+            ("TIDECAST__AUTH__JWT_SECRET".to_owned(), format!("k1:{}", "s".repeat(32))),
+        ];
+        let config = Config::load_with_env(Some(&toml), &env).unwrap();
+        assert_eq!(config.billing.plans.len(), 2);
+        assert_eq!(config.billing.plans[0].period, Duration::from_secs(30 * 86400));
+        // Secrets never show in Debug output.
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("whsec_env") && !debug.contains(&"s".repeat(32)), "{debug}");
+        let key = read_secret(&config.billing.stripe_secret_key, &config.billing.stripe_secret_key_file, "k")
+            .unwrap();
+        assert_eq!(key, "sk_test_from_file");
+
+        let billing = Billing::new(&config.billing).unwrap();
+        assert_eq!(billing.provider_name(), "stripe");
+        let gold = vec!["gold".to_owned()];
+        let news = vec!["news".to_owned()];
+        assert!(billing.covers(&gold, "anything"));
+        assert!(billing.covers(&news, "weather") && !billing.covers(&news, "sports"));
+        assert_eq!(billing.covered_channels(&gold), None);
+        assert_eq!(billing.covered_channels(&news), Some(vec!["news".into(), "weather".into()]));
+        assert_eq!(billing.plan("nope").unwrap_err().kind, ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn stripe_without_secrets_is_refused_and_bad_plans_are_reported() {
+        let mut cfg = Config::default();
+        cfg.billing.provider = BillingProvider::Stripe;
+        assert_eq!(Billing::new(&cfg.billing).err().unwrap().kind, ErrorKind::FailedPrecondition);
+        cfg.billing.plans = vec![
+            PlanConfig {
+                id: "Bad Id".into(),
+                name: "x".into(),
+                price_cents: -1,
+                currency: "usd".into(),
+                period: Duration::ZERO,
+                channels: vec![],
+                stripe_price_id: String::new(),
+            };
+            2
+        ];
+        let ConfigError::Invalid(problems) = cfg.validate().unwrap_err() else { panic!("expected Invalid") };
+        for key in [
+            "plans[0].id",
+            "plans[0].price_cents",
+            "plans[0].period",
+            "plans[0].channels",
+            "plans[0].stripe_price_id",
+            "plans[1].id",
+        ] {
+            assert!(problems.iter().any(|p| p.contains(key)), "{key}: {problems:#?}");
+        }
+        assert!(read_secret("", Path::new("/nonexistent/secret"), "x").is_err());
+    }
+}

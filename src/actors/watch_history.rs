@@ -175,3 +175,67 @@ impl Handler<Requeue> for WatchHistory {
         metrics().watch_pending.set(self.pending.len() as i64);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::TestDb;
+    use crate::store::{NewUser, NewVideo, VideoSource, VideoStatus, Visibility};
+
+    fn settings(max_pending: usize) -> WatchHistorySettings {
+        WatchHistorySettings { flush_interval: Duration::from_secs(3600), flush_batch: 1000, max_pending }
+    }
+
+    #[actix_web::test]
+    async fn full_buffer_refuses_and_failed_flush_keeps_the_batch() {
+        let db = TestDb::sqlite().await;
+        let store = db.store.clone();
+        let user = store
+            .create_user(NewUser {
+                email: "w@example.com".into(),
+                username: "w".into(),
+                password_hash: None,
+                is_admin: false,
+            })
+            .await
+            .unwrap();
+        let video = store
+            .create_video(NewVideo {
+                channel_id: None,
+                owner_id: None,
+                title: "v".into(),
+                description: String::new(),
+                tags: vec![],
+                visibility: Visibility::Public,
+                source: VideoSource::Upload,
+                duration_ms: 0,
+                status: VideoStatus::Ready,
+            })
+            .await
+            .unwrap();
+        let addr = WatchHistory::new(store.clone(), settings(2)).start();
+        let up = |video_id, position_ms, at_ms| {
+            Record(WatchUpdate { user_id: user.id, video_id, position_ms, at_ms })
+        };
+        addr.send(up(video.id, 1000, 1)).await.unwrap().unwrap();
+        addr.send(up(video.id + 100, 1000, 1)).await.unwrap().unwrap();
+        // Full: a new pair is refused, an update of a buffered pair is not.
+        let err = addr.send(up(video.id + 200, 1000, 1)).await.unwrap().unwrap_err();
+        assert_eq!(err.kind, crate::ErrorKind::Unavailable);
+        addr.send(up(video.id, 2000, 2)).await.unwrap().unwrap();
+        // An older update (a late retry) does not overwrite a newer one.
+        addr.send(up(video.id, 500, 0)).await.unwrap().unwrap();
+        // The update for a video that does not exist is dropped at flush; the other is written.
+        assert_eq!(addr.send(Flush).await.unwrap().unwrap(), 1);
+        assert_eq!(store.watch_position(user.id, video.id).await.unwrap(), Some(2000));
+
+        // A failing database: the batch is kept for the next flush.
+        addr.send(up(video.id, 3000, 3)).await.unwrap().unwrap();
+        store.close().await;
+        assert!(addr.send(Flush).await.unwrap().is_err());
+        // Requeued: the buffer is not empty, so a new pair is refused at max_pending = 2 only
+        // after a second one.
+        addr.send(up(video.id + 300, 1, 4)).await.unwrap().unwrap();
+        assert!(addr.send(up(video.id + 400, 1, 4)).await.unwrap().is_err());
+    }
+}
