@@ -184,6 +184,23 @@ impl SharedState {
         self.local.add_viewers(channel, delta)
     }
 
+    /// Viewer counts of several channels in one round trip (`MGET`).
+    pub async fn viewers_many(&self, channels: &[&str]) -> Vec<i64> {
+        if channels.is_empty() {
+            return Vec::new();
+        }
+        if let Some((mut conn, prefix)) = self.conn() {
+            let mut cmd = redis::cmd("MGET");
+            for c in channels {
+                cmd.arg(format!("{prefix}viewers:{c}"));
+            }
+            if let Some(v) = guard(cmd.query_async::<Vec<Option<i64>>>(&mut conn)).await {
+                return v.into_iter().map(|n| n.unwrap_or(0).max(0)).collect();
+            }
+        }
+        channels.iter().map(|c| self.local.viewers(c)).collect()
+    }
+
     /// The viewer count of `channel` across nodes.
     pub async fn viewers(&self, channel: &str) -> i64 {
         if let Some((mut conn, prefix)) = self.conn() {

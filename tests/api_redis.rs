@@ -49,6 +49,7 @@ async fn two_nodes_share_counters_revocations_and_viewers() {
     assert_eq!(a.add_viewers("studio", 1).await, 1);
     assert_eq!(b.add_viewers("studio", 1).await, 2);
     assert_eq!(a.viewers("studio").await, 2);
+    assert_eq!(b.viewers_many(&["studio", "empty"]).await, [2, 0]);
 
     // Every key has a TTL.
     let client = redis::Client::open(redis_url()).unwrap();

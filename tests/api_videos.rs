@@ -49,8 +49,10 @@ async fn concurrent_watch_updates_survive_graceful_shutdown() {
         }))
         .await;
         assert!(results.iter().flatten().all(|s| *s == 204), "{label}: {results:?}");
-        // Nothing written yet (flush interval is an hour).
+        // Nothing written yet (flush interval is an hour), but the API reads its own writes.
         assert_eq!(env.store.watch_position(users[0].0, videos[0]).await.unwrap(), None, "{label}");
+        let (_, v) = get(app, &format!("/api/v1/videos/{}", videos[1]), Some(&users[2].1)).await;
+        assert_eq!(v["resume_position_seconds"], 213.5, "{label}: {v}");
 
         env.ctx.shutdown().await;
         for (u, (uid, _)) in users.iter().enumerate() {

@@ -163,6 +163,22 @@ impl Handler<Flush> for WatchHistory {
     }
 }
 
+/// The buffered (not yet written) position of one (user, video), if any: lets
+/// `GET /videos/{id}` read its own writes before the next flush.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Option<i64>")]
+pub struct Peek {
+    pub user_id: i64,
+    pub video_id: i64,
+}
+
+impl Handler<Peek> for WatchHistory {
+    type Result = Option<i64>;
+    fn handle(&mut self, p: Peek, _: &mut Context<Self>) -> Option<i64> {
+        self.pending.get(&(p.user_id, p.video_id)).map(|&(position_ms, _)| position_ms)
+    }
+}
+
 /// A failed batch handed back for the next flush.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -130,8 +130,7 @@ pub async fn list_channels(
     let viewer = caller.0.as_ref().map(Caller::viewer);
     let limit = page_limit(q.limit) as usize;
     let offset = q.offset.unwrap_or(0).max(0) as usize;
-    let mut out = Vec::new();
-    for c in ctx
+    let page: Vec<ChannelRecord> = ctx
         .store
         .list_channels()
         .await?
@@ -139,10 +138,10 @@ pub async fn list_channels(
         .filter(|c| ApiContext::can_list(viewer.as_ref(), c.owner_id, c.visibility))
         .skip(offset)
         .take(limit)
-    {
-        let viewers = ctx.shared.viewers(&c.name).await;
-        out.push(ChannelView::new(c, viewers));
-    }
+        .collect();
+    let names: Vec<&str> = page.iter().map(|c| c.name.as_str()).collect();
+    let counts = ctx.shared.viewers_many(&names).await;
+    let out: Vec<ChannelView> = page.into_iter().zip(counts).map(|(c, n)| ChannelView::new(c, n)).collect();
     Ok(HttpResponse::Ok().json(out))
 }
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{check_text, page_limit, ApiContext, Caller, ErrorBody, MaybeCaller, API_PREFIX};
-use crate::actors::watch_history::Record;
+use crate::actors::watch_history::{Peek, Record};
 use crate::auth::entitlements::Viewer;
 use crate::auth::playback::PlaybackScope;
 use crate::error::{Error, ErrorKind};
@@ -85,8 +85,13 @@ pub async fn get_video(
             view.playback_token_expires = Some(expires);
         }
         if let Some(v) = &viewer {
-            view.resume_position_seconds =
-                ctx.store.watch_position(v.user_id, view.video.id).await?.map(|ms| ms as f64 / 1000.0);
+            // The buffer first (read your own writes before the next flush), then the store.
+            let peek = Peek { user_id: v.user_id, video_id: view.video.id };
+            let pos = match ctx.history.send(peek).await? {
+                Some(ms) => Some(ms),
+                None => ctx.store.watch_position(v.user_id, view.video.id).await?,
+            };
+            view.resume_position_seconds = pos.map(|ms| ms as f64 / 1000.0);
         }
     }
     Ok(HttpResponse::Ok().json(view))
