@@ -72,11 +72,11 @@ async fn wait_until(
 ) -> Result<(), Error> {
     loop {
         let p = *rx.borrow_and_update();
-        if ready(&p)? {
+        // An ended stream never blocks (RFC 8216bis §6.2.5.2): the caller answers with what
+        // exists, e.g. the final playlist with EXT-X-ENDLIST that a player waiting for the next
+        // part needs to see.
+        if p.ended || ready(&p)? {
             return Ok(());
-        }
-        if p.ended {
-            return Err(Error::not_found("the live session ended"));
         }
         match tokio::time::timeout_at(deadline.into(), rx.changed()).await {
             Ok(Ok(())) => {}
