@@ -42,38 +42,8 @@ const PART_TARGET: Duration = Duration::from_millis(200);
 /// ffmpeg publishing the 640x360 30 fps test pattern and a 440 Hz tone to channel `main` for
 /// `seconds`, with a key frame every `gop` frames and x264's default B-frames.
 fn publish(server: &TestServer, seconds: u32, gop: u32) -> Proc {
-    let args: Vec<String> = [
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "warning",
-        "-re",
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=640x360:rate=30",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=48000",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-g",
-        &gop.to_string(),
-        "-c:a",
-        "aac",
-        "-t",
-        &seconds.to_string(),
-        "-f",
-        "flv",
-        &server.publish_url(&server.key),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    Proc::spawn("ffmpeg", &args)
+    // A later `-g` overrides the helper's default; x264's default B-frames stay on.
+    ffmpeg_publish_with(&server.publish_url(&server.key), seconds, &["-g", &gop.to_string()])
 }
 
 /// An HTTP response with a binary body.
