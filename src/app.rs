@@ -199,7 +199,8 @@ async fn first_run_channel(store: &Store, config: &Config, rtmp: SocketAddr, htt
          \x20 Server:     rtmp://{rtmp_host}/live\n\
          \x20 Stream Key: {key}\n\
          or from ffmpeg:  ffmpeg -re -i INPUT -c:v libx264 -c:a aac -f flv rtmp://{rtmp_host}/live/{key}\n\
-         Watch:           ffplay rtmp://{rtmp_host}/live/{name}\n\
+         Watch:           http://{http_host}/watch/{name}\n\
+         \x20                LL-HLS http://{http_host}/live/{name}/index.m3u8 · RTMP rtmp://{rtmp_host}/live/{name}\n\
          Metrics:         http://{http_host}/metrics\n\
          The stream key is shown only now; `tidecast channel rotate-key {name}` makes a new one.\n",
         key = key.expose(),

@@ -24,6 +24,9 @@ use crate::store::Visibility;
 /// How often the channel checks its idle state.
 const IDLE_CHECK_EVERY: Duration = Duration::from_millis(500);
 
+/// Live channels by name: the registry's directory, which a stopping channel leaves itself.
+pub type ChannelDirectory = Arc<DashMap<String, Addr<Channel>>>;
+
 /// Settings every channel shares (from `[channel]` in the config).
 #[derive(Clone, Copy, Debug)]
 pub struct ChannelSettings {
@@ -63,7 +66,7 @@ pub struct Channel {
     /// When the channel last had neither publisher nor readers.
     idle_since: Option<Instant>,
     /// The registry's map, so a stopping channel can remove itself.
-    directory: Arc<DashMap<String, Addr<Channel>>>,
+    directory: ChannelDirectory,
     /// Counted in `tidecast_channels_live` (live or in grace).
     counted_live: bool,
     deps: ChannelDeps,
@@ -73,7 +76,7 @@ impl Channel {
     pub fn new(
         name: String,
         settings: ChannelSettings,
-        directory: Arc<DashMap<String, Addr<Channel>>>,
+        directory: ChannelDirectory,
         deps: ChannelDeps,
     ) -> Self {
         Channel {
@@ -152,8 +155,13 @@ impl Actor for Channel {
         }
         self.ring.close();
         self.set_live(false);
-        let me = ctx.address();
-        self.directory.remove_if(&self.name, |_, addr| *addr == me);
+        // actix runs `stopped` while unwinding from a panic too. A crashed channel stays in the
+        // directory with its dead address, which is how the registry tells a failure (to be
+        // counted and backed off) from an orderly stop.
+        if !std::thread::panicking() {
+            let me = ctx.address();
+            self.directory.remove_if(&self.name, |_, addr| *addr == me);
+        }
     }
 }
 
@@ -281,5 +289,127 @@ impl Handler<GetStatus> for Channel {
             in_grace: matches!(self.publisher, Publisher::Grace { .. }),
             readers: self.ring.reader_count(),
         })
+    }
+}
+
+/// Test-only: make the actor die the way a bug would (a panic in a handler), to exercise the
+/// registry's supervision.
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Crash;
+
+#[cfg(test)]
+impl Handler<Crash> for Channel {
+    type Result = ();
+
+    fn handle(&mut self, _: Crash, _: &mut Self::Context) {
+        panic!("simulated channel actor failure");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::codec::Tracks;
+    use crate::media::frame::{Frame, TrackKind};
+    use crate::media::ring::ReadResult;
+    use crate::media::time::MediaTime;
+    use bytes::Bytes;
+
+    fn settings(grace_ms: u64, idle_ms: u64) -> ChannelSettings {
+        ChannelSettings {
+            reconnect_grace: Duration::from_millis(grace_ms),
+            idle_timeout: Duration::from_millis(idle_ms),
+            ring: RingLimits { max_duration: Duration::from_secs(4), max_bytes: 1 << 20 },
+            hls: HlsSettings {
+                part_target: Duration::from_millis(200),
+                segment_target: Duration::from_secs(1),
+                window: Duration::from_secs(6),
+                block_timeout: Duration::from_secs(1),
+            },
+        }
+    }
+
+    fn start(grace_ms: u64, idle_ms: u64) -> (Addr<Channel>, ChannelDirectory, HlsDirectory) {
+        let dir = Arc::new(DashMap::new());
+        let hls: HlsDirectory = Arc::new(DashMap::new());
+        let deps = ChannelDeps { hls: hls.clone(), media: tokio::runtime::Handle::current() };
+        let addr = Channel::new("studio".into(), settings(grace_ms, idle_ms), dir.clone(), deps).start();
+        dir.insert("studio".into(), addr.clone());
+        (addr, dir, hls)
+    }
+
+    fn publish(session_id: u64) -> AddPublisher {
+        AddPublisher { session_id, cancel: CancellationToken::new(), visibility: Visibility::Public }
+    }
+
+    fn key_frame(ms: i64) -> Frame {
+        let t = MediaTime::from_millis(ms);
+        Frame::new(TrackKind::Video, t, t, true, Bytes::from_static(b"k"), Arc::new(Tracks::default()))
+    }
+
+    #[actix::test]
+    async fn second_publisher_is_refused_and_resume_within_grace_continues() {
+        let (ch, _, hls) = start(300, 60_000);
+        let grant = ch.send(publish(1)).await.unwrap().expect("first publisher accepted");
+        assert!(!grant.resumed);
+        assert!(hls.contains_key("studio"), "the LL-HLS packager starts with the live session");
+        let err = ch.send(publish(2)).await.unwrap().err().expect("second publisher refused");
+        assert_eq!(err.kind, ErrorKind::AlreadyExists);
+
+        let mut writer = grant.writer;
+        writer.push(key_frame(0));
+        let mut reader = ch.send(AddReader).await.unwrap().expect("live channel has a reader");
+        assert!(matches!(reader.try_read(), ReadResult::Frame(_)));
+
+        drop(writer);
+        ch.send(PublisherLeft { session_id: 1 }).await.unwrap();
+        let status = ch.send(GetStatus).await.unwrap();
+        assert!(status.in_grace && !status.live);
+        let grant = ch.send(publish(3)).await.unwrap().expect("a publisher returning in grace is accepted");
+        assert!(grant.resumed, "within grace the live session continues");
+        let mut writer = grant.writer;
+        writer.push(key_frame(0));
+        match reader.try_read() {
+            ReadResult::Frame(f) => assert!(f.discontinuity && f.dts > MediaTime::from_millis(0)),
+            other => panic!("the same reader continues: {other:?}"),
+        }
+    }
+
+    #[actix::test]
+    async fn grace_expiry_ends_the_session_and_closes_readers() {
+        let (ch, _, _) = start(100, 60_000);
+        let grant = ch.send(publish(1)).await.unwrap().unwrap();
+        let mut reader = ch.send(AddReader).await.unwrap().unwrap();
+        drop(grant);
+        ch.send(PublisherLeft { session_id: 1 }).await.unwrap();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(3), async { while reader.next().await.is_some() {} })
+                .await;
+        assert!(closed.is_ok(), "readers see the end of the session after the grace period");
+        let status = ch.send(GetStatus).await.unwrap();
+        assert!(!status.live && !status.in_grace);
+        let err = ch.send(AddReader).await.unwrap().err().expect("offline channel has no readers");
+        assert_eq!(err.kind, ErrorKind::NotFound);
+        let grant = ch.send(publish(2)).await.unwrap().unwrap();
+        assert!(!grant.resumed, "after grace a publisher starts a new session");
+    }
+
+    #[actix::test]
+    async fn idle_channel_stops_and_leaves_the_directory() {
+        let (ch, dir, _) = start(100, 200);
+        assert!(dir.contains_key("studio"));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!ch.connected(), "an idle channel stops");
+        assert!(!dir.contains_key("studio"), "and removes itself from the registry's directory");
+    }
+
+    #[actix::test]
+    async fn stale_publisher_left_is_ignored() {
+        let (ch, _, _) = start(100, 60_000);
+        let _grant = ch.send(publish(7)).await.unwrap().unwrap();
+        ch.send(PublisherLeft { session_id: 99 }).await.unwrap();
+        assert!(ch.send(GetStatus).await.unwrap().live, "only the current publisher's departure counts");
     }
 }

@@ -91,6 +91,8 @@ pub struct SegmentData {
     pub discontinuity: bool,
     pub init_version: u32,
     pub bytes: usize,
+    /// Video frames in it (for FRAME-RATE).
+    pub video_frames: u32,
     /// When it completed (for window expiry).
     pub completed_at: Option<std::time::Instant>,
 }
@@ -397,6 +399,7 @@ fn publish_parts(
             muxer.tracks = Some(tracks.clone());
         }
         let data = muxer.fragment(&part);
+        let video_frames = part.frames.iter().filter(|f| f.track == TrackKind::Video).count() as u32;
         let duration = part.duration();
         m.hls_parts.inc();
         m.hls_part_duration_seconds.observe(duration.as_secs_f64());
@@ -421,8 +424,11 @@ fn publish_parts(
                 w.codecs = codecs_of(&tracks);
                 w.resolution = tracks.video.as_ref().filter(|v| v.width > 0).map(|v| (v.width, v.height));
             }
-            if let Some(fi) = frame_interval.filter(|d| !d.is_zero()) {
-                w.frame_rate = Some((1.0 / fi.as_secs_f64() * 1000.0).round() / 1000.0);
+            if w.frame_rate.is_none() {
+                // A first estimate until a whole segment gives a measured one.
+                if let Some(fi) = frame_interval.filter(|d| !d.is_zero()) {
+                    w.frame_rate = Some((1.0 / fi.as_secs_f64() * 1000.0).round() / 1000.0);
+                }
             }
             if part.index == 0 {
                 w.segments.push_back(SegmentData {
@@ -435,6 +441,7 @@ fn publish_parts(
                     discontinuity: part.discontinuity,
                     init_version,
                     bytes: 0,
+                    video_frames: 0,
                     completed_at: None,
                 });
             }
@@ -443,6 +450,7 @@ fn publish_parts(
             };
             seg.duration += duration;
             seg.bytes += data.len();
+            seg.video_frames += video_frames;
             seg.part_count += 1;
             seg.parts.push(PartData { data, duration, independent: part.independent });
             if part.ends_segment {
@@ -453,6 +461,10 @@ fn publish_parts(
                 seg.data = Some(whole.freeze());
                 seg.completed_at = Some(std::time::Instant::now());
                 let secs = seg.duration;
+                if seg.video_frames > 0 && !secs.is_zero() {
+                    let fps = seg.video_frames as f64 / secs.as_secs_f64();
+                    w.frame_rate = Some((fps * 1000.0).round() / 1000.0);
+                }
                 if secs > w.target_duration {
                     // A GOP longer than the segment target: widen rather than lie (players
                     // treat a changing TARGETDURATION more kindly than segments exceeding it).

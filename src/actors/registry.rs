@@ -10,14 +10,12 @@
 //! exponentially growing backoff.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use dashmap::DashMap;
 use tracing::{info, warn};
 
-use super::channel::{Channel, ChannelDeps, ChannelSettings, StopChannel};
+use super::channel::{Channel, ChannelDeps, ChannelDirectory, ChannelSettings, StopChannel};
 use crate::error::{Error, ErrorKind, Result};
 use crate::metrics::metrics;
 use crate::protocols::rtmp::Secret;
@@ -43,7 +41,7 @@ pub struct ChannelRegistry {
     store: Store,
     settings: ChannelSettings,
     supervision: SupervisionSettings,
-    directory: Arc<DashMap<String, Addr<Channel>>>,
+    directory: ChannelDirectory,
     restarts: HashMap<String, RestartHistory>,
     deps: ChannelDeps,
 }
@@ -53,7 +51,7 @@ impl ChannelRegistry {
         store: Store,
         settings: ChannelSettings,
         supervision: SupervisionSettings,
-        directory: Arc<DashMap<String, Addr<Channel>>>,
+        directory: ChannelDirectory,
         deps: ChannelDeps,
     ) -> Self {
         ChannelRegistry { store, settings, supervision, directory, restarts: HashMap::new(), deps }
@@ -70,6 +68,8 @@ impl ChannelRegistry {
             if addr.connected() {
                 return Ok(addr);
             }
+            // Count each death once: forget the dead address as we record it.
+            self.directory.remove(name);
             self.record_restart(name);
         }
         if self.is_refused(name) {
@@ -189,5 +189,85 @@ impl Handler<StopAll> for ChannelRegistry {
                 let _ = a.send(StopChannel).await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::channel::Crash;
+    use crate::actors::hls::HlsSettings;
+    use crate::media::ring::RingLimits;
+    use crate::store::NewChannel;
+    use dashmap::DashMap;
+    use std::sync::Arc;
+
+    async fn registry(max_restarts: u32) -> (Addr<ChannelRegistry>, String) {
+        let store = Store::connect("sqlite::memory:", 1).await.unwrap();
+        store.migrate().await.unwrap();
+        let (_, key) = store
+            .create_channel(NewChannel {
+                name: "studio".into(),
+                title: None,
+                owner_id: None,
+                visibility: Visibility::Public,
+            })
+            .await
+            .unwrap();
+        let settings = ChannelSettings {
+            reconnect_grace: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(60),
+            ring: RingLimits { max_duration: Duration::from_secs(2), max_bytes: 1 << 20 },
+            hls: HlsSettings {
+                part_target: Duration::from_millis(200),
+                segment_target: Duration::from_secs(1),
+                window: Duration::from_secs(6),
+                block_timeout: Duration::from_secs(1),
+            },
+        };
+        let deps = ChannelDeps { hls: Arc::new(DashMap::new()), media: tokio::runtime::Handle::current() };
+        let sup = SupervisionSettings { max_restarts, restart_window: Duration::from_secs(60) };
+        let addr = ChannelRegistry::new(store, settings, sup, Arc::new(DashMap::new()), deps).start();
+        (addr, key.expose().to_string())
+    }
+
+    #[actix::test]
+    async fn wrong_key_is_unauthenticated_and_says_nothing_of_the_key() {
+        let (reg, _) = registry(3).await;
+        let err =
+            reg.send(AuthorizePublish { stream_key: Secret("live_nope".into()) }).await.unwrap().unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unauthenticated);
+        assert!(!err.msg.contains("live_nope"));
+    }
+
+    #[actix::test]
+    async fn dead_channels_are_restarted_then_marked_degraded() {
+        let (reg, key) = registry(2).await;
+        let restarts_before = metrics().channel_restarts.get();
+        let (_, first) =
+            reg.send(AuthorizePublish { stream_key: Secret(key.clone()) }).await.unwrap().unwrap();
+        let mut current = first;
+        for round in 0..2 {
+            let _ = current.send(Crash).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(!current.connected(), "round {round}: the actor died");
+            let (_, next) =
+                reg.send(AuthorizePublish { stream_key: Secret(key.clone()) }).await.unwrap().unwrap();
+            assert!(
+                next != current && next.connected(),
+                "round {round}: a fresh actor replaces the dead one"
+            );
+            current = next;
+        }
+        assert!(metrics().channel_restarts.get() >= restarts_before + 2);
+        // A third death within the window exceeds max_restarts = 2: refused for a backoff.
+        let _ = current.send(Crash).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let err = reg.send(AuthorizePublish { stream_key: Secret(key.clone()) }).await.unwrap().unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unavailable, "{err}");
+        assert!(err.msg.contains("degraded"));
+        // After the backoff it is tried again.
+        tokio::time::sleep(BASE_BACKOFF + Duration::from_millis(100)).await;
+        assert!(reg.send(AuthorizePublish { stream_key: Secret(key) }).await.unwrap().is_ok());
     }
 }
