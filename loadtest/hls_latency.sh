@@ -12,6 +12,7 @@
 #   PART_TARGET      hls.part_target (default 200ms)
 #   HLS_CONFIG       JSON merged over the watch page's hls.js config, for experiments, e.g.
 #                    '{"maxLiveSyncPlaybackRate":1.5}' (the page itself is not changed)
+#   SEEK_TO_LIVE_SYNC=1  once playing, seek to hls.liveSyncPosition (what the watch page could do)
 #   RUNS             how many player runs against the same live stream (default 1)
 #   OUT              where the JSON reports go (default a temp file, printed at the end)
 # Needs: ffmpeg, node, /usr/bin/chromium and `npm ci` in tests/browser (tests/run.sh installs
@@ -91,6 +92,7 @@ sleep 5
 
 args=("http://$HTTP/watch/main" "$SECONDS_TO_PLAY")
 [ -n "$HLS_CONFIG" ] && args+=(--hls-config "$HLS_CONFIG")
+[ "${SEEK_TO_LIVE_SYNC:-0}" = 1 ] && args+=(--seek-to-live-sync)
 for run in $(seq "$RUNS"); do
   echo "run $run/$RUNS: playing ${SECONDS_TO_PLAY}s${HLS_CONFIG:+ with $HLS_CONFIG}" >&2
   node tests/browser/play.mjs "${args[@]}" | tee -a "$OUT" | node -e '
@@ -99,7 +101,7 @@ for run in $(seq "$RUNS"); do
       if (r.error) { console.log(`error: ${r.error}`); process.exitCode = 1; return; }
       const f = (x) => (x === null ? "n/a" : x.toFixed(3));
       console.log(`hls.js ${r.hls_version}, Chromium ${r.browser}, part target ${r.part_target_s} s, ` +
-        `config extra ${JSON.stringify(r.hls_config_extra)}`);
+        `config extra ${JSON.stringify(r.hls_config_extra)}, seek to live sync ${JSON.stringify(r.seek_to_live_sync)}`);
       console.log(`  PDT latency (Date.now() - hls.playingDate): p50 ${f(r.pdt_latency_s.p50)} s  p95 ${f(r.pdt_latency_s.p95)} s`);
       console.log(`  hls.latency:                               p50 ${f(r.latency_s.p50)} s  p95 ${f(r.latency_s.p95)} s  (target ${f(r.target_latency_s.p50)} s)`);
       console.log(`  buffer ahead p50 ${f(r.buffer_ahead_s.p50)} s; playback rate p50 ${r.playback_rate.p50} max ${r.playback_rate.max}`);

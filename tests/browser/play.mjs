@@ -6,11 +6,13 @@
 // stalls, hls.js errors, whether low-latency mode really fetched parts, dropped frames, and how far
 // currentTime moved. Diagnostics go to stderr.
 //
-// Usage: node play.mjs URL SECONDS [--hls-config JSON] [--screenshot FILE]
+// Usage: node play.mjs URL SECONDS [--hls-config JSON] [--seek-to-live-sync] [--screenshot FILE]
 //   URL            the watch page, e.g. http://127.0.0.1:8080/watch/main
 //   SECONDS        how long to sample once playing
 //   --hls-config   extra hls.js config merged over the page's own (experiments only: the page's
 //                  Hls constructor is wrapped before the page script runs; the page is unchanged)
+//   --seek-to-live-sync  once playing, seek to hls.liveSyncPosition (experiment: what a watch
+//                  page could do to shed the start-up delay that hls.js otherwise keeps)
 //   --screenshot   save a PNG of the page at the end
 // Environment: CHROMIUM (default /usr/bin/chromium), PLAY_START_TIMEOUT_MS (default 30000).
 //
@@ -29,7 +31,7 @@ import { chromium } from 'playwright-core';
 const SAMPLE_MS = 500;
 
 function usage(msg) {
-  process.stderr.write(`play.mjs: ${msg}\nusage: node play.mjs URL SECONDS [--hls-config JSON] [--screenshot FILE]\n`);
+  process.stderr.write(`play.mjs: ${msg}\nusage: node play.mjs URL SECONDS [--hls-config JSON] [--seek-to-live-sync] [--screenshot FILE]\n`);
   process.exit(2);
 }
 
@@ -37,6 +39,7 @@ const argv = process.argv.slice(2);
 const positional = [];
 let extraConfig = null;
 let screenshot = null;
+let seekToLiveSync = false;
 for (let i = 0; i < argv.length; i++) {
   if (argv[i] === '--hls-config') {
     try {
@@ -44,6 +47,8 @@ for (let i = 0; i < argv.length; i++) {
     } catch (e) {
       usage(`--hls-config is not JSON: ${e.message}`);
     }
+  } else if (argv[i] === '--seek-to-live-sync') {
+    seekToLiveSync = true;
   } else if (argv[i] === '--screenshot') {
     screenshot = argv[++i];
   } else {
@@ -202,7 +207,7 @@ const stats = (xs) => ({
   n: xs.filter((x) => Number.isFinite(x)).length,
 });
 
-const result = { url, seconds, hls_config_extra: extraConfig };
+const result = { url, seconds, hls_config_extra: extraConfig, seek_to_live_sync: seekToLiveSync };
 let exitCode = 0;
 const userDataDir = mkdtempSync(join(tmpdir(), 'tidecast-chromium-'));
 let context = null;
@@ -240,9 +245,12 @@ try {
   const httpStatus = {};
   const failed = [];
   let liveRequests = 0;
+  // Arrival times of part responses: a long gap between two says media stopped coming.
+  const partArrivals = [];
   page.on('response', (r) => {
     if (r.status() >= 400 && failed.length < 20) failed.push(`${r.status()} ${r.url()}`);
     if (!r.url().includes('/live/')) return;
+    if (/\/part-[^/]*$/.test(r.url())) partArrivals.push([Date.now(), r.url().replace(/^.*\//, '')]);
     liveRequests++;
     httpStatus[r.status()] = (httpStatus[r.status()] || 0) + 1;
   });
@@ -275,6 +283,17 @@ try {
   }
   result.time_to_play_s = r3((Date.now() - t0) / 1000);
   log(`playing after ${result.time_to_play_s} s; sampling for ${seconds} s`);
+  if (seekToLiveSync) {
+    await new Promise((res) => setTimeout(res, 1000));
+    result.seek_to_live_sync = await page.evaluate(() => {
+      const v = document.getElementById('video');
+      const from = v.currentTime;
+      const to = window.hls.liveSyncPosition;
+      if (Number.isFinite(to) && to > from) v.currentTime = to;
+      return { from, to };
+    });
+    await new Promise((res) => setTimeout(res, 1000));
+  }
 
   const samples = [];
   const sampleStart = Date.now();
@@ -324,6 +343,11 @@ try {
     errors: tc.errors,
     dropped_frames: last.dropped,
     total_frames: last.totalFrames,
+    part_arrival_gaps_s: partArrivals
+      .slice(1)
+      .map(([t, name], i) => ({ gap_s: r3((t - partArrivals[i][0]) / 1000), part: name, at_s: r3((t - t0) / 1000) }))
+      .sort((a, b) => b.gap_s - a.gap_s)
+      .slice(0, 3),
     live_requests: liveRequests,
     http_status: httpStatus,
     failed_requests: failed,
