@@ -238,8 +238,10 @@ async fn media_playlist(
             })
             .await
         }
-        // A plain request before the first part: wait for something to list.
-        None => wait_until(&mut rx, deadline, |p| Ok(p.msn.is_some())).await,
+        // A plain request at the very start of a stream waits for the first complete segment:
+        // hls.js 1.x reports a playlist with parts but no EXTINF segment as an error
+        // (levelEmptyError) before it recovers.
+        None => wait_until(&mut rx, deadline, |p| Ok(p.msn.is_some_and(|m| m > 0 || p.complete))).await,
     };
     if query.msn.is_some() {
         metrics().hls_block_wait_seconds.observe(started.elapsed().as_secs_f64());
