@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: installs what the tests drive (ffmpeg, ffprobe),
+# The whole test suite, from a fresh machine: installs what the tests drive (ffmpeg, ffprobe;
+# Debian's Chromium, node and the npm packages of tests/browser for the hls.js player test),
 # then checks formatting and lints and runs every unit and integration test.
 #
 # Needs: Rust stable; PostgreSQL on 127.0.0.1:5432 for the store tests (override the admin URL
@@ -14,12 +15,24 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 missing=()
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
+# tests/hlsjs_play.rs: hls.js in headless Chromium. Debian's Chromium only: playwright's own
+# browser download cannot work on these machines. node 20 is usually there already.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]} with apt-get" >&2
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The npm packages of tests/browser (playwright-core drives Chromium; hls.js is served to the
+# watch page from node_modules/hls.js/dist). Reinstalled when missing or older than the lockfile.
+if [ ! -d tests/browser/node_modules ] || [ tests/browser/package-lock.json -nt tests/browser/node_modules ]; then
+  echo "tests/run.sh: npm ci in tests/browser" >&2
+  (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
+  touch tests/browser/node_modules
 fi
 
 cargo fmt --all -- --check

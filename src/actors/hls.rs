@@ -318,7 +318,6 @@ pub async fn run_packager(
     });
     let mut muxer = Muxer { sequence: 0, audio_next: None, tracks: None, init_version: 0 };
     let mut parts = Vec::new();
-    let mut last_dts: Option<MediaTime> = None;
     // Wall-clock anchor for EXT-X-PROGRAM-DATE-TIME: (media time, wall time) of a frame.
     let mut anchor: Option<(MediaTime, SystemTime)> = None;
     let dropped = metrics().frames_dropped.with_label_values(&["hls"]);
@@ -329,7 +328,6 @@ pub async fn run_packager(
                 if frame.discontinuity || anchor.is_none() {
                     anchor = Some((frame.dts, frame.received_at));
                 }
-                last_dts = Some(frame.dts);
                 segmenter.push(frame, &mut parts);
             }
             Some(Err(lag)) => {
@@ -337,18 +335,10 @@ pub async fn run_packager(
                 // the timeline continues after a discontinuity at the next key frame.
                 dropped.inc_by(lag.skipped);
                 warn!(%channel, skipped = lag.skipped, "HLS packager lapped; inserting a discontinuity");
-                if let Some(d) = last_dts {
-                    segmenter.finish(d, &mut parts);
-                }
+                segmenter.finish(&mut parts);
             }
             None => {
-                if let Some(d) = last_dts {
-                    let end = d.plus(MediaTime::new(
-                        segmenter.frame_interval().unwrap_or_default().as_micros() as i64,
-                        1_000_000,
-                    ));
-                    segmenter.finish(end, &mut parts);
-                }
+                segmenter.finish(&mut parts);
                 publish_parts(
                     &rendition,
                     &mut muxer,

@@ -80,11 +80,11 @@ async fn wait_until(
 ) -> Result<(), Error> {
     loop {
         let p = *rx.borrow_and_update();
-        if ready(&p)? {
+        // An ended stream never blocks (RFC 8216bis §6.2.5.2): the caller answers with what
+        // exists, e.g. the final playlist with EXT-X-ENDLIST that a player waiting for the next
+        // part needs to see.
+        if p.ended || ready(&p)? {
             return Ok(());
-        }
-        if p.ended {
-            return Err(Error::not_found("the live session ended"));
         }
         match tokio::time::timeout_at(deadline.into(), rx.changed()).await {
             Ok(Ok(())) => {}
@@ -246,8 +246,10 @@ async fn media_playlist(
             })
             .await
         }
-        // A plain request before the first part: wait for something to list.
-        None => wait_until(&mut rx, deadline, |p| Ok(p.msn.is_some())).await,
+        // A plain request at the very start of a stream waits for the first complete segment:
+        // hls.js 1.x reports a playlist with parts but no EXTINF segment as an error
+        // (levelEmptyError) before it recovers.
+        None => wait_until(&mut rx, deadline, |p| Ok(p.msn.is_some_and(|m| m > 0 || p.complete))).await,
     };
     if query.msn.is_some() {
         metrics().hls_block_wait_seconds.observe(started.elapsed().as_secs_f64());

@@ -57,8 +57,16 @@ async fn watch_page(path: web::Path<String>, state: web::Data<AppState>) -> Http
   function show(t) {{ status.textContent = t; }}
   if (window.Hls && Hls.isSupported()) {{
     // Low-latency mode: blocking playlist reloads, parts and preload hints (hls.js >= 1.0).
-    var hls = new Hls({{ lowLatencyMode: true, backBufferLength: 30 }});
+    // hls.js 1.7 only speeds up to catch the live edge while more than a second is buffered,
+    // so a player that starts (or stalls) behind stays behind: allow catching up at 1.5x, and
+    // jump to the live sync position once playback has started.
+    var hls = new Hls({{ lowLatencyMode: true, backBufferLength: 30, maxLiveSyncPlaybackRate: 1.5 }});
     window.hls = hls;
+    video.addEventListener("playing", function once() {{
+      video.removeEventListener("playing", once);
+      var target = hls.liveSyncPosition;
+      if (target && video.currentTime < target - 0.3) video.currentTime = target;
+    }});
     hls.on(Hls.Events.ERROR, function (_, d) {{ if (d.fatal) show("error: " + d.type + " " + d.details); }});
     hls.on(Hls.Events.FRAG_CHANGED, function () {{
       if (hls.latency) show("live · latency " + hls.latency.toFixed(2) + " s");

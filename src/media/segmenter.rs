@@ -178,9 +178,19 @@ impl Segmenter {
         }
     }
 
-    /// The stream ended: emit the open part as the end of its segment.
-    pub fn finish(&mut self, end: MediaTime, out: &mut Vec<Part>) {
+    /// The stream ended (or lost frames): emit the open part as the end of its segment. Its end
+    /// is one frame interval after the last driver frame, never past the part target: audio
+    /// that ran on after the last video frame does not stretch the part.
+    pub fn finish(&mut self, out: &mut Vec<Part>) {
+        let (Some(open), Some(last)) = (&self.open, self.last_driver_dts) else {
+            self.open = None;
+            return;
+        };
+        let interval = MediaTime::new(self.frame_interval.unwrap_or_default().as_micros() as i64, 1_000_000);
+        let cap = open.start.plus(MediaTime::new(self.cfg.part_target.as_micros() as i64, 1_000_000));
+        let end = last.plus(interval.rescale(last.timescale)).min(cap.rescale(last.timescale));
         self.close(end, true, out);
+        self.last_driver_dts = None;
     }
 
     fn start_segment(&mut self, frame: Arc<Frame>, _: usize) {
@@ -340,6 +350,28 @@ mod tests {
             out.iter().all(|p| p.duration() <= Duration::from_millis(200)),
             "{:?}",
             out.iter().map(|p| p.duration()).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn finish_ends_one_frame_after_the_last_video_frame_within_the_target() {
+        let t = tracks();
+        let mut s = Segmenter::new(cfg());
+        let mut out = Vec::new();
+        for i in 0..8 {
+            s.push(vf(i * 33, i == 0, &t), &mut out);
+        }
+        // Audio runs on for a second after the last video frame.
+        for i in 0..40 {
+            s.push(af(231 + i * 21, &t), &mut out);
+        }
+        s.finish(&mut out);
+        let last = out.last().expect("the open part is emitted");
+        assert!(last.ends_segment);
+        assert!(last.duration() <= Duration::from_millis(200), "{:?}", last.duration());
+        assert_eq!(
+            last.end,
+            MediaTime::from_millis(231 + 33).min(last.start.plus(MediaTime::from_millis(200)))
         );
     }
 

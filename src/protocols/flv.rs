@@ -364,4 +364,4 @@ fn packet_type_name(fourcc: &str, packet_type: u8) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -217,7 +217,8 @@ fn multitrack_modex_and_ts_start_are_refused() {
 
 /// Walks an FLV file (FLV spec E.2, E.3): header, then (PreviousTagSize, tag)*; yields
 /// (tag type, timestamp ms, body).
-fn flv_tags(file: &[u8]) -> Vec<(u8, u32, Bytes)> {
+/// Walk an FLV file's tags: (tag type, timestamp ms, body). Shared with the fMP4 tests.
+pub(crate) fn flv_tags(file: &[u8]) -> Vec<(u8, u32, Bytes)> {
     assert_eq!(&file[..3], b"FLV");
     let mut off = u32::from_be_bytes(file[5..9].try_into().unwrap()) as usize + 4;
     let mut tags = Vec::new();

@@ -562,19 +562,7 @@ fn stream<'a>(streams: &'a [serde_json::Value], kind: &str) -> &'a serde_json::V
 }
 
 /// FLV tags as (type, timestamp ms, body), from the 11-byte tag headers.
-fn flv_tags(file: &[u8]) -> Vec<(u8, u32, Bytes)> {
-    assert_eq!(&file[..3], b"FLV");
-    let mut off = be32(file, 5) as usize + 4;
-    let mut tags = Vec::new();
-    while off + 11 <= file.len() {
-        let h = &file[off..off + 11];
-        let size = u32::from_be_bytes([0, h[1], h[2], h[3]]) as usize;
-        let ts = u32::from_be_bytes([h[7], h[4], h[5], h[6]]);
-        tags.push((h[0] & 0x1f, ts, Bytes::copy_from_slice(&file[off + 11..off + 11 + size])));
-        off += 11 + size + 4;
-    }
-    tags
-}
+use crate::protocols::flv::tests::flv_tags;
 
 struct VideoFrame {
     dts_ms: u32,
