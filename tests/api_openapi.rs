@@ -71,6 +71,20 @@ async fn openapi_document_matches_the_routes() {
     let (s, doc) = get(&app, "/api/v1/openapi.json", None).await;
     assert_eq!(s, 200);
 
+    // It parses as a typed OpenAPI 3.1 document, and every operation's parameters, request
+    // body and responses resolve.
+    let spec = oas3::from_json(doc.to_string()).expect("a valid OpenAPI 3.1 document");
+    let version = spec.validate_version().expect("a supported OpenAPI version");
+    assert_eq!((version.major, version.minor), (3, 1));
+    let mut operations = 0;
+    for (path, method, op) in spec.operations() {
+        op.parameters(&spec).unwrap_or_else(|e| panic!("{method} {path}: parameters: {e}"));
+        op.request_body(&spec).unwrap_or_else(|e| panic!("{method} {path}: request body: {e}"));
+        assert!(!op.responses(&spec).is_empty(), "{method} {path}: no resolvable responses");
+        operations += 1;
+    }
+    assert_eq!(operations, ROUTES.len());
+
     // Well formed: OpenAPI 3.1 with info, every operation has responses and a unique id,
     // path parameters are declared, and every $ref resolves.
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
