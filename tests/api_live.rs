@@ -74,7 +74,28 @@ fn subscribers_channel_needs_a_token_on_every_llhls_request() {
     if !require_ffmpeg() {
         return;
     }
-    let server = TestServer::start(&[]);
+    // A plan for the channel, and a password for the admin the CLI creates.
+    let conf = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::fs::write(
+        conf.path(),
+        "[[billing.plans]]\nid = \"gold\"\nname = \"Gold\"\nprice_cents = 500\ncurrency = \"usd\"\n\
+         period = \"30days\"\nchannels = [\"premium\"]\n",
+    )
+    .unwrap();
+    let conf_path = conf.path().display().to_string();
+    let server =
+        TestServer::start(&[("TIDECAST_CONFIG", &conf_path), ("TIDECAST_PASSWORD", "admin password 1")]);
+    let out = server.cli(&["user", "create", "admin@example.com", "--admin"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (s, v) = http_json(
+        server.http,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(json!({"email": "admin@example.com", "password": "admin password 1"})),
+    );
+    assert_eq!(s, 200, "{v}");
+    let admin = v["access_token"].as_str().unwrap().to_owned();
     let owner = signed_in(&server, "owner@example.com");
     let viewer = signed_in(&server, "viewer@example.com");
     let (s, v) = http_json(
@@ -101,6 +122,18 @@ fn subscribers_channel_needs_a_token_on_every_llhls_request() {
         assert_eq!((s, v["can_play"].as_bool()), (200, Some(false)), "{v}");
         assert!(v.get("playback_token").is_none());
     }
+    // Once the admin grants the plan, the viewer is a subscriber and gets a token too.
+    let (_, me) = http_json(server.http, "GET", "/api/v1/users/me", Some(&viewer), None);
+    let (s, v) = http_json(
+        server.http,
+        "POST",
+        "/api/v1/subscriptions",
+        Some(&admin),
+        Some(json!({"plan_id": "gold", "user_id": me["id"]})),
+    );
+    assert_eq!(s, 201, "{v}");
+    let (_, v) = http_json(server.http, "GET", "/api/v1/channels/premium", Some(&viewer), None);
+    let subscriber_url = v["playback_url"].as_str().expect("a subscriber gets a playback URL").to_owned();
 
     // Tokens the server must refuse: expired, for another channel, signed with another key.
     let ring = std::fs::read_to_string(server.data_dir().join("secrets/playback.keys")).unwrap();
@@ -139,6 +172,8 @@ fn subscribers_channel_needs_a_token_on_every_llhls_request() {
         multivariant.body
     );
     refused("/live/premium/index.m3u8");
+    let r = server.get(&subscriber_url);
+    assert_eq!(r.status, 200, "subscriber's token: {}", r.body);
     let variant_uris = uris(&multivariant.body);
     assert!(!variant_uris.is_empty(), "{}", multivariant.body);
     assert!(variant_uris.iter().all(|u| u.contains(&format!("token={token}"))), "{}", multivariant.body);
