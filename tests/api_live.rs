@@ -205,6 +205,24 @@ fn subscribers_channel_needs_a_token_on_every_llhls_request() {
         let bare = with.split('?').next().unwrap().to_owned();
         refused(&bare);
     }
+
+    // Visibility changes take effect mid-session: public needs no token, and back again.
+    let set = |vis: &str| {
+        let (s, v) = http_json(
+            server.http,
+            "PATCH",
+            "/api/v1/channels/premium",
+            Some(&owner),
+            Some(json!({"visibility": vis})),
+        );
+        assert_eq!(s, 200, "{v}");
+    };
+    set("public");
+    let r = server.get("/live/premium/index.m3u8");
+    assert_eq!(r.status, 200, "public now: {}", r.body);
+    assert!(!r.body.contains("token="), "{}", r.body);
+    set("subscribers");
+    assert_eq!(server.get("/live/premium/index.m3u8").status, 403);
     ffmpeg.kill();
 }
 

@@ -56,8 +56,17 @@ fn offline() -> Error {
 /// this channel (`token` query parameter, handed out by `GET /api/v1/channels/{name}` to
 /// entitled callers; see `crate::auth::playback`). Returns the query to append to every URI we
 /// write, so players that never resend headers keep the token on parts and segments.
-fn authorize(state: &AppState, channel: &str, entry: &HlsChannel, query: &HlsQuery) -> Result<String, Error> {
-    if entry.visibility == Visibility::Public {
+///
+/// The visibility is the store's (cached for a few seconds by the API), not the one captured
+/// when the session started, so making a live channel non-public takes effect mid-session.
+async fn authorize(
+    state: &AppState,
+    channel: &str,
+    entry: &HlsChannel,
+    query: &HlsQuery,
+) -> Result<String, Error> {
+    let visibility = state.api.channel_visibility(channel).await.unwrap_or(entry.visibility);
+    if visibility == Visibility::Public {
         return Ok(String::new());
     }
     let token = query.other.iter().find(|(k, _)| k == "token").map(|(_, v)| v.as_str()).ok_or_else(|| {
@@ -105,7 +114,7 @@ async fn multivariant(path: web::Path<String>, req: HttpRequest, state: web::Dat
         Ok(e) => e,
         Err(e) => return fail(KIND, e),
     };
-    let uri_query = match authorize(&state, &channel, &entry, &query) {
+    let uri_query = match authorize(&state, &channel, &entry, &query).await {
         Ok(q) => q,
         Err(e) => return fail(KIND, e),
     };
@@ -223,7 +232,7 @@ async fn media_playlist(
     let Some(rendition) = entry.rendition(&rendition_name).cloned() else {
         return fail(kind, Error::not_found("no such rendition"));
     };
-    let uri_query = match authorize(&state, &channel, &entry, &query) {
+    let uri_query = match authorize(&state, &channel, &entry, &query).await {
         Ok(q) => q,
         Err(e) => return fail(kind, e),
     };
@@ -332,7 +341,7 @@ async fn media_file(
         Ok(e) => e,
         Err(e) => return fail(kind, e),
     };
-    if let Err(e) = authorize(&state, &channel, &entry, &query) {
+    if let Err(e) = authorize(&state, &channel, &entry, &query).await {
         return fail(kind, e);
     }
     let Some(rendition) = entry.rendition(&rendition_name).cloned() else {

@@ -236,6 +236,7 @@ pub async fn update_channel(
     let c = find_visible(&ctx, Some(&caller), &name).await?;
     require_owner(&caller, c.owner_id)?;
     ctx.store.set_visibility(&c.name, body.visibility).await?;
+    ctx.invalidate_visibility(&c.name);
     let c = ctx.store.channel_by_name(&c.name).await?.ok_or_else(|| Error::not_found("channel vanished"))?;
     let viewers = ctx.shared.viewers(&c.name).await;
     Ok(HttpResponse::Ok().json(ChannelView::new(c, viewers)))

@@ -37,6 +37,8 @@ pub struct ApiContext {
     plans: DashMap<i64, (Arc<Vec<String>>, Instant)>,
     /// user -> owns private content (their search results differ from everyone's).
     private_owners: DashMap<i64, (bool, Instant)>,
+    /// channel name -> visibility, for the LL-HLS token check.
+    visibilities: DashMap<String, (Visibility, Instant)>,
     /// (scope, page, terms) -> serialized results.
     search: DashMap<String, (bytes::Bytes, Instant)>,
 }
@@ -90,6 +92,7 @@ impl ApiContext {
             videos: DashMap::new(),
             plans: DashMap::new(),
             private_owners: DashMap::new(),
+            visibilities: DashMap::new(),
             search: DashMap::new(),
         })
     }
@@ -132,6 +135,32 @@ impl ApiContext {
         let ids = Arc::new(self.store.active_plan_ids(user_id, now_ms()).await?);
         self.plans.insert(user_id, (ids.clone(), Instant::now()));
         Ok(ids)
+    }
+
+    /// A channel's current visibility, from the cache if fresh (`None` if it does not exist or
+    /// the store cannot tell right now).
+    pub async fn channel_visibility(&self, name: &str) -> Option<Visibility> {
+        if let Some(e) = self.visibilities.get(name) {
+            if e.1.elapsed() < CACHE_TTL {
+                return Some(e.0);
+            }
+        }
+        match self.store.channel_by_name(name).await {
+            Ok(Some(c)) => {
+                self.visibilities.insert(name.to_owned(), (c.visibility, Instant::now()));
+                Some(c.visibility)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "channel visibility lookup failed");
+                None
+            }
+        }
+    }
+
+    /// Forget a channel's cached visibility (after a change on this node).
+    pub fn invalidate_visibility(&self, name: &str) {
+        self.visibilities.remove(name);
     }
 
     /// Whether the user owns private videos or channels, from the cache if fresh.
