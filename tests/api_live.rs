@@ -132,6 +132,7 @@ fn subscribers_channel_needs_a_token_on_every_llhls_request() {
         Some(json!({"plan_id": "gold", "user_id": me["id"]})),
     );
     assert_eq!(s, 201, "{v}");
+    let grant = v["subscription"]["id"].as_i64().unwrap();
     let (_, v) = http_json(server.http, "GET", "/api/v1/channels/premium", Some(&viewer), None);
     let subscriber_url = v["playback_url"].as_str().expect("a subscriber gets a playback URL").to_owned();
 
@@ -174,6 +175,11 @@ fn subscribers_channel_needs_a_token_on_every_llhls_request() {
     refused("/live/premium/index.m3u8");
     let r = server.get(&subscriber_url);
     assert_eq!(r.status, 200, "subscriber's token: {}", r.body);
+    // Revoking the subscription stops playback with the token already handed out.
+    let (s, v) = http_json(server.http, "DELETE", &format!("/api/v1/subscriptions/{grant}"), Some(&admin), None);
+    assert_eq!(s, 200, "{v}");
+    let r = server.get(&subscriber_url);
+    assert_eq!(r.status, 403, "revoked subscriber's token: {}", r.body);
     let variant_uris = uris(&multivariant.body);
     assert!(!variant_uris.is_empty(), "{}", multivariant.body);
     assert!(variant_uris.iter().all(|u| u.contains(&format!("token={token}"))), "{}", multivariant.body);

@@ -6,7 +6,10 @@
 //! not resend headers for parts and segments.
 //!
 //! Format: `base64url(payload) "." base64url(HMAC-SHA256(key, payload))`, with payload
-//! `v1|<kid>|<scope>|<expires unix seconds>` and scope `c:<channel name>` or `v:<video id>`.
+//! `v1|<kid>|<scope>|<expires unix seconds>[|<user id>]` and scope `c:<channel name>` or
+//! `v:<video id>`. The user id (tokens the API hands out carry it) lets a server re-check the
+//! holder's entitlement, so a revoked or expired subscription stops playback within the API's
+//! cache time rather than at the token's expiry (see `ApiContext::still_entitled`).
 //! URL-safe base64 without padding, so the token needs no escaping in a query string. The MAC
 //! is compared in constant time (`hmac`'s `verify_slice`).
 //!
@@ -60,6 +63,8 @@ pub struct PlaybackClaims {
     /// Expiry, unix seconds.
     pub expires: u64,
     pub kid: String,
+    /// The user the token was issued to, if it names one.
+    pub user_id: Option<i64>,
 }
 
 /// Signs and verifies playback tokens with a key ring (the first key signs).
@@ -85,8 +90,16 @@ impl PlaybackKeys {
 
     /// A token for `scope` that expires at `expires` (unix seconds).
     pub fn sign(&self, scope: &PlaybackScope, expires: u64) -> String {
+        self.sign_for(scope, expires, None)
+    }
+
+    /// A token for `scope` issued to `user_id`, expiring at `expires` (unix seconds).
+    pub fn sign_for(&self, scope: &PlaybackScope, expires: u64, user_id: Option<i64>) -> String {
         let key = self.ring.current();
-        let payload = format!("v1|{}|{}|{expires}", key.kid, scope.encode());
+        let mut payload = format!("v1|{}|{}|{expires}", key.kid, scope.encode());
+        if let Some(uid) = user_id {
+            payload.push_str(&format!("|{uid}"));
+        }
         let tag = Self::mac(&key.secret, payload.as_bytes()).finalize().into_bytes();
         format!("{}.{}", URL_SAFE_NO_PAD.encode(payload), URL_SAFE_NO_PAD.encode(tag))
     }
@@ -102,9 +115,9 @@ impl PlaybackKeys {
         let payload = URL_SAFE_NO_PAD.decode(payload_b64).map_err(|_| denied())?;
         let tag = URL_SAFE_NO_PAD.decode(tag_b64).map_err(|_| denied())?;
         let text = std::str::from_utf8(&payload).map_err(|_| denied())?;
-        let mut fields = text.splitn(4, '|');
-        let (Some("v1"), Some(kid), Some(token_scope), Some(expires)) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
+        let mut fields = text.split('|');
+        let (Some("v1"), Some(kid), Some(token_scope), Some(expires), user, None) =
+            (fields.next(), fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
         else {
             return Err(denied());
         };
@@ -118,7 +131,8 @@ impl PlaybackKeys {
         if expires <= now {
             return Err(denied());
         }
-        Ok(PlaybackClaims { scope: scope.clone(), expires, kid: kid.to_owned() })
+        let user_id = user.map(|u| u.parse::<i64>().map_err(|_| denied())).transpose()?;
+        Ok(PlaybackClaims { scope: scope.clone(), expires, kid: kid.to_owned(), user_id })
     }
 }
 
@@ -146,6 +160,9 @@ mod tests {
         let v = k.sign(&PlaybackScope::Video(7), 50);
         assert!(k.verify(&v, &PlaybackScope::Video(7), 10).is_ok());
         assert!(k.verify(&v, &PlaybackScope::Video(70), 10).is_err());
+        let u = k.sign_for(&PlaybackScope::Video(7), 50, Some(42));
+        assert_eq!(k.verify(&u, &PlaybackScope::Video(7), 10).unwrap().user_id, Some(42));
+        assert_eq!(k.verify(&v, &PlaybackScope::Video(7), 10).unwrap().user_id, None);
     }
 
     #[test]

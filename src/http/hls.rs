@@ -73,7 +73,13 @@ async fn authorize(
         Error::new(ErrorKind::PermissionDenied, "a playback token is required for this channel")
     })?;
     let now = crate::http::api::unix_now();
-    state.api.playback.verify(token, &PlaybackScope::Channel(channel.to_owned()), now)?;
+    let claims = state.api.playback.verify(token, &PlaybackScope::Channel(channel.to_owned()), now)?;
+    if !state.api.still_entitled(claims.user_id, channel).await? {
+        return Err(Error::new(
+            ErrorKind::PermissionDenied,
+            "the playback token's holder is no longer entitled",
+        ));
+    }
     Ok(format!("token={token}"))
 }
 

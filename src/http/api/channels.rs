@@ -205,7 +205,8 @@ pub async fn get_channel(
         if view.visibility == Visibility::Public {
             view.playback_url = Some(url);
         } else {
-            let (token, expires) = ctx.playback_token(&PlaybackScope::Channel(view.name.clone()));
+            let (token, expires) =
+                ctx.playback_token(&PlaybackScope::Channel(view.name.clone()), viewer.as_ref());
             view.playback_url = Some(format!("{url}?token={token}"));
             view.playback_token = Some(token);
             view.playback_token_expires = Some(expires);

@@ -37,8 +37,10 @@ pub struct ApiContext {
     plans: DashMap<i64, (Arc<Vec<String>>, Instant)>,
     /// user -> owns private content (their search results differ from everyone's).
     private_owners: DashMap<i64, (bool, Instant)>,
-    /// channel name -> visibility, for the LL-HLS token check.
-    visibilities: DashMap<String, (Visibility, Instant)>,
+    /// channel name -> record, for the LL-HLS checks (visibility, owner).
+    channels: DashMap<String, (ChannelRecord, Instant)>,
+    /// user -> is admin, for re-checking playback tokens.
+    admins: DashMap<i64, (bool, Instant)>,
     /// (scope, page, terms) -> serialized results.
     search: DashMap<String, (bytes::Bytes, Instant)>,
 }
@@ -92,7 +94,8 @@ impl ApiContext {
             videos: DashMap::new(),
             plans: DashMap::new(),
             private_owners: DashMap::new(),
-            visibilities: DashMap::new(),
+            channels: DashMap::new(),
+            admins: DashMap::new(),
             search: DashMap::new(),
         })
     }
@@ -140,27 +143,18 @@ impl ApiContext {
     /// A channel's current visibility, from the cache if fresh (`None` if it does not exist or
     /// the store cannot tell right now).
     pub async fn channel_visibility(&self, name: &str) -> Option<Visibility> {
-        if let Some(e) = self.visibilities.get(name) {
-            if e.1.elapsed() < CACHE_TTL {
-                return Some(e.0);
-            }
-        }
-        match self.store.channel_by_name(name).await {
-            Ok(Some(c)) => {
-                self.visibilities.insert(name.to_owned(), (c.visibility, Instant::now()));
-                Some(c.visibility)
-            }
-            Ok(None) => None,
+        match self.channel_cached(name).await {
+            Ok(c) => c.map(|c| c.visibility),
             Err(e) => {
-                tracing::warn!(error = %e, "channel visibility lookup failed");
+                tracing::warn!(error = %e, "channel lookup failed");
                 None
             }
         }
     }
 
-    /// Forget a channel's cached visibility (after a change on this node).
+    /// Forget a channel's cached record (after a change on this node).
     pub fn invalidate_visibility(&self, name: &str) {
-        self.visibilities.remove(name);
+        self.channels.remove(name);
     }
 
     /// Whether the user owns private videos or channels, from the cache if fresh.
@@ -235,10 +229,56 @@ impl ApiContext {
         visibility != Visibility::Private || viewer.is_some_and(|v| v.is_admin || Some(v.user_id) == owner_id)
     }
 
-    /// A playback token for `scope`, valid for `auth.playback_token_ttl`, and its expiry.
-    pub fn playback_token(&self, scope: &PlaybackScope) -> (String, u64) {
+    /// A playback token for `scope` issued to `viewer`, valid for `auth.playback_token_ttl`,
+    /// and its expiry.
+    pub fn playback_token(&self, scope: &PlaybackScope, viewer: Option<&Viewer>) -> (String, u64) {
         let expires = super::unix_now() + self.auth.playback_token_ttl.as_secs();
-        (self.playback.sign(scope, expires), expires)
+        (self.playback.sign_for(scope, expires, viewer.map(|v| v.user_id)), expires)
+    }
+
+    /// Whether the holder of a valid playback token for channel `name` is still entitled:
+    /// tokens naming a user are re-checked against the channel's current owner and visibility,
+    /// the user's admin flag and their active plans (all cached for `CACHE_TTL`), so a revoked,
+    /// canceled or expired subscription stops playback within seconds. Tokens that name no user
+    /// (signed elsewhere with the same key) stand on their signature and expiry alone.
+    pub async fn still_entitled(&self, user_id: Option<i64>, name: &str) -> crate::Result<bool> {
+        let Some(user_id) = user_id else {
+            return Ok(true);
+        };
+        let Some(channel) = self.channel_cached(name).await? else {
+            return Ok(false);
+        };
+        let viewer = Viewer { user_id, is_admin: self.is_admin(user_id).await? };
+        self.can_play_channel(Some(&viewer), &channel).await
+    }
+
+    async fn channel_cached(&self, name: &str) -> crate::Result<Option<ChannelRecord>> {
+        if let Some(e) = self.channels.get(name) {
+            if e.1.elapsed() < CACHE_TTL {
+                return Ok(Some(e.0.clone()));
+            }
+        }
+        let c = self.store.channel_by_name(name).await?;
+        match &c {
+            Some(c) => {
+                self.channels.insert(name.to_owned(), (c.clone(), Instant::now()));
+            }
+            None => {
+                self.channels.remove(name);
+            }
+        }
+        Ok(c)
+    }
+
+    async fn is_admin(&self, user_id: i64) -> crate::Result<bool> {
+        if let Some(e) = self.admins.get(&user_id) {
+            if e.1.elapsed() < CACHE_TTL {
+                return Ok(e.0);
+            }
+        }
+        let yes = self.store.user_by_id(user_id).await?.is_some_and(|u| u.is_admin);
+        self.admins.insert(user_id, (yes, Instant::now()));
+        Ok(yes)
     }
 }
 

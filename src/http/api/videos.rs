@@ -79,7 +79,7 @@ pub async fn get_video(
         if view.video.visibility == Visibility::Public {
             view.playback_url = Some(url);
         } else {
-            let (token, expires) = ctx.playback_token(&PlaybackScope::Video(view.video.id));
+            let (token, expires) = ctx.playback_token(&PlaybackScope::Video(view.video.id), viewer.as_ref());
             view.playback_url = Some(format!("{url}?token={token}"));
             view.playback_token = Some(token);
             view.playback_token_expires = Some(expires);
