@@ -176,7 +176,8 @@ fn subscribers_channel_needs_a_token_on_every_llhls_request() {
     let r = server.get(&subscriber_url);
     assert_eq!(r.status, 200, "subscriber's token: {}", r.body);
     // Revoking the subscription stops playback with the token already handed out.
-    let (s, v) = http_json(server.http, "DELETE", &format!("/api/v1/subscriptions/{grant}"), Some(&admin), None);
+    let (s, v) =
+        http_json(server.http, "DELETE", &format!("/api/v1/subscriptions/{grant}"), Some(&admin), None);
     assert_eq!(s, 200, "{v}");
     let r = server.get(&subscriber_url);
     assert_eq!(r.status, 403, "revoked subscriber's token: {}", r.body);

@@ -119,7 +119,7 @@ impl ApiContext {
         let v = self.store.video_by_id(id).await?;
         match &v {
             Some(v) => {
-                self.videos.insert(id, (v.clone(), Instant::now()));
+                bounded(&self.videos).insert(id, (v.clone(), Instant::now()));
             }
             None => {
                 self.videos.remove(&id);
@@ -136,7 +136,7 @@ impl ApiContext {
             }
         }
         let ids = Arc::new(self.store.active_plan_ids(user_id, now_ms()).await?);
-        self.plans.insert(user_id, (ids.clone(), Instant::now()));
+        bounded(&self.plans).insert(user_id, (ids.clone(), Instant::now()));
         Ok(ids)
     }
 
@@ -165,7 +165,7 @@ impl ApiContext {
             }
         }
         let yes = self.store.owns_private_content(user_id).await?;
-        self.private_owners.insert(user_id, (yes, Instant::now()));
+        bounded(&self.private_owners).insert(user_id, (yes, Instant::now()));
         Ok(yes)
     }
 
@@ -261,7 +261,7 @@ impl ApiContext {
         let c = self.store.channel_by_name(name).await?;
         match &c {
             Some(c) => {
-                self.channels.insert(name.to_owned(), (c.clone(), Instant::now()));
+                bounded(&self.channels).insert(name.to_owned(), (c.clone(), Instant::now()));
             }
             None => {
                 self.channels.remove(name);
@@ -277,9 +277,20 @@ impl ApiContext {
             }
         }
         let yes = self.store.user_by_id(user_id).await?.is_some_and(|u| u.is_admin);
-        self.admins.insert(user_id, (yes, Instant::now()));
+        bounded(&self.admins).insert(user_id, (yes, Instant::now()));
         Ok(yes)
     }
+}
+
+/// Entries one cache may hold; past this it starts over, so memory stays bounded however many
+/// users and videos pass through (a cleared cache only costs a database read per entry).
+const CACHE_MAX: usize = 100_000;
+
+fn bounded<K: Eq + std::hash::Hash, V>(map: &DashMap<K, V>) -> &DashMap<K, V> {
+    if map.len() >= CACHE_MAX {
+        map.clear();
+    }
+    map
 }
 
 /// For tests: a key ring from a fixed secret.
