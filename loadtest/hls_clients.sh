@@ -11,9 +11,14 @@
 #   RAMP=200                 players started per second
 #   RUNS="tidecast-ll tidecast-plain nginx-plain"
 #   POLL_MS=500              plain pattern: playlist poll interval
+#   CLIENT_ARGS=""           extra hls-clients arguments for every run (e.g. "--no-parts")
 #   CARGO_TARGET_DIR         default ~/.cache/tidecast-target
 #   LOADTEST_CACHE           where the test FLV is kept, default ~/.cache/tidecast-loadtest
 #   KEEP=1                   keep the temp dir (server logs, per-run JSON)
+#   NICE=0                   run servers, publisher and client under `nice -n NICE` (e.g. -10 on a
+#                            machine shared with other work; needs root for negative values)
+#   PERF=1                   also `perf record -g` tidecast for 10 s inside each window (adds
+#                            overhead: a diagnostic, not for figures); report in the kept dir
 #
 # Loopback only; every process this script starts is killed by its PID on exit.
 set -euo pipefail
@@ -30,6 +35,8 @@ CACHE=${LOADTEST_CACHE:-$HOME/.cache/tidecast-loadtest}
 NGINX_RTMP_MODULE=${NGINX_RTMP_MODULE:-/usr/lib/nginx/modules/ngx_rtmp_module.so}
 # Seconds the publisher runs before the client starts (a few segments in every playlist), and
 # the client's own no-player CPU baseline.
+NICE=${NICE:-0}
+NICE_CMD=(nice -n "$NICE")
 PREROLL=8
 BASELINE=4
 SETTLE=3
@@ -37,6 +44,7 @@ SETTLE=3
 die() { echo "hls_clients.sh: $*" >&2; exit 1; }
 log() { echo "== $*" >&2; }
 
+[[ $NICE =~ ^-?[0-9]+$ ]] && (( NICE >= -20 && NICE <= 19 )) || die "NICE must be -20..19"
 [[ $DURATION =~ ^[0-9]+$ ]] && (( DURATION >= 1 && DURATION <= 300 )) || die "DURATION must be 1..300"
 [[ $RAMP =~ ^[0-9]+$ ]] && (( RAMP >= 1 && RAMP <= 2000 )) || die "RAMP must be 1..2000"
 for n in $CLIENTS; do
@@ -115,7 +123,7 @@ fi
 start_publisher() {
     local url=$1 n=$2 logf=$3
     local secs=$(( PREROLL + BASELINE + n / RAMP + 1 + SETTLE + DURATION + 10 ))
-    timeout $(( secs + 30 )) "$FANOUT" --label publisher --publish-url "$url" --input "$INPUT" \
+    timeout $(( secs + 30 )) "${NICE_CMD[@]}" "$FANOUT" --label publisher --publish-url "$url" --input "$INPUT" \
         --warmup 3 --settle 0 --duration "$secs" > "$logf.json" 2> "$logf" &
     PUB_PID=$!
     PIDS+=("$PUB_PID")
@@ -126,9 +134,9 @@ run_clients() {
     local label=$1 mode=$2 pid=$3 url=$4 n=$5
     local bound=$(( BASELINE + n / RAMP + 1 + SETTLE + DURATION + 40 ))
     log "$label: $n players ($mode), window ${DURATION}s, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-    timeout "$bound" "$HLSCLIENTS" --label "$label" --mode "$mode" --url "$url" --clients "$n" \
+    timeout "$bound" "${NICE_CMD[@]}" "$HLSCLIENTS" --label "$label" --mode "$mode" --url "$url" --clients "$n" \
         --ramp "$RAMP" --settle "$SETTLE" --baseline "$BASELINE" --duration "$DURATION" \
-        --poll-ms "$POLL_MS" --server-pid "$pid" \
+        --poll-ms "$POLL_MS" --server-pid "$pid" ${CLIENT_ARGS:-} \
         > "$WORK/$label-$n.json" 2> "$WORK/$label-$n.log" || {
         cat "$WORK/$label-$n.log" >&2
         die "$label: hls-clients failed for N=$n"
@@ -145,7 +153,7 @@ run_tidecast() {
     TIDECAST__HTTP__LISTEN=127.0.0.1:0 \
     TIDECAST__RTMP__LISTEN=127.0.0.1:0 \
     TIDECAST__LOG__LEVEL=${TIDECAST_LOG_LEVEL:-warn} \
-        "$TIDECAST" > "$dir/stdout.log" 2> "$dir/stderr.log" &
+        "${NICE_CMD[@]}" "$TIDECAST" > "$dir/stdout.log" 2> "$dir/stderr.log" &
     local pid=$!
     PIDS+=("$pid")
     local key="" rport="" hport=""
@@ -163,7 +171,20 @@ run_tidecast() {
     local url=http://127.0.0.1:$hport/live/main/source/index.m3u8
     wait_playlist "$url" EXT-X-PART || die "tidecast: no LL-HLS playlist at $url"
     sleep "$PREROLL"
+    local perf_pid=""
+    if [[ ${PERF:-0} == 1 ]]; then
+        (sleep $(( BASELINE + n / RAMP + 1 + SETTLE + 5 )) &&
+            exec perf record -q -F 499 -g -p "$pid" -o "$dir/perf.data" -- sleep 10) > "$dir/perf.log" 2>&1 &
+        perf_pid=$!
+        PIDS+=("$perf_pid")
+    fi
     run_clients "$label" "$mode" "$pid" "$url" "$n"
+    if [[ -n $perf_pid ]]; then
+        wait "$perf_pid" 2>/dev/null || true
+        perf report -i "$dir/perf.data" --no-children --percent-limit 1.5 --stdio -g none \
+            > "$dir/perf.txt" 2>/dev/null || true
+        log "perf report: $dir/perf.txt"
+    fi
     grep -E 'ERROR|WARN' "$dir/stderr.log" | sort | uniq -c | sort -rn | head -5 | sed 's/^/   server log: /' >&2 || true
     stop_pid "$PUB_PID"
     stop_pid "$pid"
@@ -221,7 +242,7 @@ http {
     }
 }
 CONF
-    nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" > "$dir/stdout.log" 2>&1 &
+    "${NICE_CMD[@]}" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" > "$dir/stdout.log" 2>&1 &
     local pid=$!
     PIDS+=("$pid")
     wait_port "$rport" || { cat "$dir/logs/error.log" >&2; die "nginx is not listening on $rport"; }
@@ -235,7 +256,7 @@ CONF
 }
 
 # --- sweep -------------------------------------------------------------------------------
-log "machine: $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)"
+log "machine: $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1); nice $NICE"
 for n in $CLIENTS; do
     for r in $RUNS; do
         case $r in

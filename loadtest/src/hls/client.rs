@@ -74,7 +74,7 @@ pub struct Record {
 
 #[derive(Clone, Copy, Debug)]
 pub enum Mode {
-    LlHls { skip: bool },
+    LlHls { skip: bool, parts: bool },
     Plain { poll: Duration },
 }
 
@@ -170,7 +170,7 @@ pub async fn run(ctx: Arc<Ctx>, id: usize) -> Vec<Record> {
     let stop = ctx.stop;
     let body = async {
         match ctx.mode {
-            Mode::LlHls { skip } => ll_hls(&ctx, skip, &mut records).await,
+            Mode::LlHls { skip, parts } => ll_hls(&ctx, skip, parts, &mut records).await,
             Mode::Plain { poll } => plain(&ctx, poll, id, &mut records).await,
         }
     };
@@ -191,7 +191,7 @@ async fn fresh_playlist(ctx: &Ctx, records: &mut Vec<Record>) -> Option<Playlist
     None
 }
 
-async fn ll_hls(ctx: &Ctx, skip: bool, records: &mut Vec<Record>) {
+async fn ll_hls(ctx: &Ctx, skip: bool, fetch_parts: bool, records: &mut Vec<Record>) {
     let mut parts: JoinSet<Record> = JoinSet::new();
     let mut pl = match fresh_playlist(ctx, records).await {
         Some(p) => p,
@@ -219,9 +219,11 @@ async fn ll_hls(ctx: &Ctx, skip: bool, records: &mut Vec<Record>) {
                 records.push(r);
             }
         }
-        let part_url = ctx.resolve(&hint_uri);
-        let http = ctx.http.clone();
-        parts.spawn(async move { get(&http, Kind::Part, &part_url, false, Some((msn, part))).await.0 });
+        if fetch_parts {
+            let part_url = ctx.resolve(&hint_uri);
+            let http = ctx.http.clone();
+            parts.spawn(async move { get(&http, Kind::Part, &part_url, false, Some((msn, part))).await.0 });
+        }
         let url = format!(
             "{}?_HLS_msn={msn}&_HLS_part={part}{}",
             ctx.playlist_url,

@@ -73,6 +73,10 @@ struct Args {
     /// advertises CAN-SKIP-UNTIL; this turns that off).
     #[arg(long)]
     no_skip: bool,
+    /// LL-HLS mode: blocking playlist reloads only, no part fetches (a diagnostic: separates
+    /// the playlist path from the cost of moving part bytes).
+    #[arg(long)]
+    no_parts: bool,
     /// Server PID, for CPU and RSS from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -156,10 +160,13 @@ async fn run(args: Args) -> Result<()> {
     conn.set_nodelay(true);
     let http: client::Http = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(usize::MAX)
-        .pool_idle_timeout(Duration::from_secs(90))
+        // Below actix-web's default keep-alive (5 s): otherwise the server may close an idle
+        // pooled connection just as a request is written on it ("connection closed before
+        // message completed"), an artifact of the client, not a server failure.
+        .pool_idle_timeout(Duration::from_secs(3))
         .build(conn);
     let mode = match args.mode {
-        ModeArg::Ll => Mode::LlHls { skip: !args.no_skip },
+        ModeArg::Ll => Mode::LlHls { skip: !args.no_skip, parts: !args.no_parts },
         ModeArg::Plain => Mode::Plain { poll: Duration::from_millis(args.poll_ms) },
     };
     let ctx = Arc::new(client::Ctx::new(http, args.url.clone(), mode, win_end));
