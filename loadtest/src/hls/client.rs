@@ -108,7 +108,13 @@ impl Ctx {
 }
 
 /// GET `url`; keep the body only when asked (playlists), otherwise just count it.
-async fn get(http: &Http, kind: Kind, url: &str, keep: bool, key: Option<(u64, u32)>) -> (Record, Option<Bytes>) {
+async fn get(
+    http: &Http,
+    kind: Kind,
+    url: &str,
+    keep: bool,
+    key: Option<(u64, u32)>,
+) -> (Record, Option<Bytes>) {
     let sent = Instant::now();
     let result: Result<(u16, usize, Option<Bytes>)> = async {
         let uri: Uri = url.parse().map_err(|e| anyhow!("bad URL {url}: {e}"))?;

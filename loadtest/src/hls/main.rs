@@ -214,11 +214,14 @@ async fn run(args: Args) -> Result<()> {
     let mut first_blocking: HashMap<(u64, u32), Instant> = HashMap::new();
     let mut first_part: HashMap<(u64, u32), Instant> = HashMap::new();
     for r in all.iter().flatten().filter(|r| r.status == 200) {
-        let (Some(k), map) = (r.key, match r.kind {
-            Kind::Blocking => &mut first_blocking,
-            Kind::Part => &mut first_part,
-            _ => continue,
-        }) else {
+        let (Some(k), map) = (
+            r.key,
+            match r.kind {
+                Kind::Blocking => &mut first_blocking,
+                Kind::Part => &mut first_part,
+                _ => continue,
+            },
+        ) else {
             continue;
         };
         map.entry(k).and_modify(|t| *t = (*t).min(r.done)).or_insert(r.done);
@@ -286,16 +289,68 @@ async fn run(args: Args) -> Result<()> {
     let _ = writeln!(t, "{} ({:?}), {} players, window {window_s:.0} s", args.label, args.mode, args.clients);
     for k in Kind::ALL {
         if let Some((ok, bad)) = counts.get(k.name()) {
-            let _ = writeln!(t, "  {:<9} {:>8} ok {:>6} failed  {:>8.1}/s", k.name(), ok, bad, (ok + bad) as f64 / window_s);
+            let _ = writeln!(
+                t,
+                "  {:<9} {:>8} ok {:>6} failed  {:>8.1}/s",
+                k.name(),
+                ok,
+                bad,
+                (ok + bad) as f64 / window_s
+            );
         }
     }
-    let _ = writeln!(t, "  requests total {total} ({:.1}/s), {:.1} MiB/s received", total as f64 / window_s, bytes as f64 / window_s / 1048576.0);
+    let _ = writeln!(
+        t,
+        "  requests total {total} ({:.1}/s), {:.1} MiB/s received",
+        total as f64 / window_s,
+        bytes as f64 / window_s / 1048576.0
+    );
     if vf.n > 0 {
-        let _ = writeln!(t, "  blocking reload delay vs first answer ms: p50 {} p95 {} p99 {} max {} (n={})", f(vf.p50), f(vf.p95), f(vf.p99), f(vf.max), vf.n);
-        let _ = writeln!(t, "  blocking reload delay vs PDT completion ms: min {} p50 {} p95 {} p99 {} max {} (n={})", f(vp.min), f(vp.p50), f(vp.p95), f(vp.p99), f(vp.max), vp.n);
-        let _ = writeln!(t, "  part response delay vs first answer ms: p50 {} p95 {} p99 {} max {}", f(pf.p50), f(pf.p95), f(pf.p99), f(pf.max));
-        let _ = writeln!(t, "  blocking reload time request->response ms: p50 {} p95 {} p99 {} max {}", f(bw.p50), f(bw.p95), f(bw.p99), f(bw.max));
-        let _ = writeln!(t, "  target p99 <= {} ms (vs first answer): {}", args.target_ms, match verdict { Some(true) => "MET", Some(false) => "NOT MET", None => "-" });
+        let _ = writeln!(
+            t,
+            "  blocking reload delay vs first answer ms: p50 {} p95 {} p99 {} max {} (n={})",
+            f(vf.p50),
+            f(vf.p95),
+            f(vf.p99),
+            f(vf.max),
+            vf.n
+        );
+        let _ = writeln!(
+            t,
+            "  blocking reload delay vs PDT completion ms: min {} p50 {} p95 {} p99 {} max {} (n={})",
+            f(vp.min),
+            f(vp.p50),
+            f(vp.p95),
+            f(vp.p99),
+            f(vp.max),
+            vp.n
+        );
+        let _ = writeln!(
+            t,
+            "  part response delay vs first answer ms: p50 {} p95 {} p99 {} max {}",
+            f(pf.p50),
+            f(pf.p95),
+            f(pf.p99),
+            f(pf.max)
+        );
+        let _ = writeln!(
+            t,
+            "  blocking reload time request->response ms: p50 {} p95 {} p99 {} max {}",
+            f(bw.p50),
+            f(bw.p95),
+            f(bw.p99),
+            f(bw.max)
+        );
+        let _ = writeln!(
+            t,
+            "  target p99 <= {} ms (vs first answer): {}",
+            args.target_ms,
+            match verdict {
+                Some(true) => "MET",
+                Some(false) => "NOT MET",
+                None => "-",
+            }
+        );
     }
     if let Some((secs, pctc)) = server_win {
         let _ = writeln!(t, "  server CPU {pctc:.1}% of a core ({secs:.2} CPU s), baseline (no players) {}%, RSS mean {} KiB max {} KiB (before players {} KiB)",
@@ -319,7 +374,13 @@ async fn run(args: Args) -> Result<()> {
     let num = |v: Option<f64>| v.map_or("null".to_string(), |x| format!("{x:.3}"));
     let s = |v: &str| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""));
     put("label", s(&args.label));
-    put("mode", s(match args.mode { ModeArg::Ll => "ll", ModeArg::Plain => "plain" }));
+    put(
+        "mode",
+        s(match args.mode {
+            ModeArg::Ll => "ll",
+            ModeArg::Plain => "plain",
+        }),
+    );
     put("clients", args.clients.to_string());
     put("window_s", format!("{window_s:.3}"));
     for k in Kind::ALL {
@@ -331,7 +392,9 @@ async fn run(args: Args) -> Result<()> {
     put("requests_per_s", format!("{:.3}", total as f64 / window_s));
     put("failed", total_failed.to_string());
     put("mib_per_s", format!("{:.3}", bytes as f64 / window_s / 1048576.0));
-    for (name, d) in [("delay_first", &vf), ("delay_pdt", &vp), ("part_delay_first", &pf), ("blocking_wait", &bw)] {
+    for (name, d) in
+        [("delay_first", &vf), ("delay_pdt", &vp), ("part_delay_first", &pf), ("blocking_wait", &bw)]
+    {
         put(&format!("{name}_n"), d.n.to_string());
         put(&format!("{name}_p50_ms"), num(d.p50));
         put(&format!("{name}_p95_ms"), num(d.p95));

@@ -66,7 +66,8 @@ pub fn parse(text: &str) -> Result<Playlist, String> {
             cur.pdt = Some(parse_pdt(v).ok_or_else(|| format!("bad date-time '{v}'"))?);
             have_cur = true;
         } else if line.starts_with("#EXT-X-PART:") {
-            let d = attr(line, "DURATION").and_then(|v| v.parse().ok()).ok_or("EXT-X-PART without DURATION")?;
+            let d =
+                attr(line, "DURATION").and_then(|v| v.parse().ok()).ok_or("EXT-X-PART without DURATION")?;
             cur.parts.push(Part { duration: d });
             have_cur = true;
         } else if let Some(v) = line.strip_prefix("#EXTINF:") {
