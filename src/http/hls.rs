@@ -249,11 +249,14 @@ async fn media_playlist(
     if let Err(e) = waited {
         return fail(kind, e);
     }
-    let body = {
-        let w = rendition.window();
-        let pl = playlist_of(&w, &rendition, &entry.renditions);
-        drop(w);
+    let render = |w: &Window| {
+        let pl = playlist_of(w, &rendition, &entry.renditions);
         render_media(&pl, &RenderOptions { skip: query.skip, uri_query: &uri_query })
+    };
+    let body = if uri_query.is_empty() {
+        rendition.cached_playlist(query.skip, render)
+    } else {
+        bytes::Bytes::from(render(&rendition.window()))
     };
     count(kind, 200);
     let cache = if query.msn.is_some() {
@@ -289,7 +292,16 @@ fn parse_file(name: &str) -> Option<MediaFile> {
     Some(MediaFile::Part(m.parse().ok()?, i.parse().ok()?))
 }
 
+/// Bodies go out as a stream of slices of the shared buffer: actix-http copies a whole body into
+/// the connection's write buffer and keeps that buffer (up to 128 KiB) for the life of a
+/// keep-alive connection, so 80 KB parts would pin 80 KB per player; slices keep it small.
+const BODY_SLICE: usize = 16 * 1024;
+
 fn media_response(data: bytes::Bytes, init: bool) -> HttpResponse {
+    let len = data.len() as u64;
+    let slices = (0..data.len())
+        .step_by(BODY_SLICE)
+        .map(move |at| Ok::<_, std::convert::Infallible>(data.slice(at..(at + BODY_SLICE).min(data.len()))));
     HttpResponse::Ok()
         .insert_header(ContentType(
             if init { "video/mp4" } else { "video/iso.segment" }.parse().expect("static mime"),
@@ -299,7 +311,7 @@ fn media_response(data: bytes::Bytes, init: bool) -> HttpResponse {
             CacheDirective::MaxAge(86_400),
             CacheDirective::Extension("immutable".into(), None),
         ]))
-        .body(data)
+        .body(actix_web::body::SizedStream::new(len, futures_util::stream::iter(slices)))
 }
 
 async fn media_file(
