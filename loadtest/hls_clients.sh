@@ -179,6 +179,21 @@ run_tidecast() {
         PIDS+=("$perf_pid")
     fi
     run_clients "$label" "$mode" "$pid" "$url" "$n"
+    if [[ $mode == ll ]]; then
+        # The server's own share: from a part's publication to the release of each request that
+        # was blocked on it (histogram tidecast_hls_block_release_seconds; quantiles are the
+        # upper bounds of the buckets they fall in). Kernel send and client parsing come after.
+        curl -s "http://127.0.0.1:$hport/metrics" | awk '
+            /^tidecast_hls_block_release_seconds_bucket/ {
+                match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5); n++; les[n] = le; cnt[n] = $2
+            }
+            END {
+                total = cnt[n]; if (total == 0) { print "   server-side release: no blocked requests"; exit }
+                split("0.5 0.99", qs, " ")
+                for (i = 1; i <= 2; i++) for (j = 1; j <= n; j++) if (cnt[j] >= qs[i] * total) { res[i] = les[j]; break }
+                printf "   server-side release after part publication: p50 <= %s s, p99 <= %s s (%d requests)\n", res[1], res[2], total
+            }' >&2 || true
+    fi
     if [[ -n $perf_pid ]]; then
         wait "$perf_pid" 2>/dev/null || true
         perf report -i "$dir/perf.data" --no-children --percent-limit 1.5 --stdio -g none \

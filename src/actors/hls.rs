@@ -69,6 +69,8 @@ pub struct Progress {
     /// Segment `msn` is complete.
     pub complete: bool,
     pub ended: bool,
+    /// When this progress was published (the newest part completed).
+    pub at: Option<std::time::Instant>,
 }
 
 /// One part's bytes and playlist facts.
@@ -238,8 +240,20 @@ impl HlsRendition {
 
 fn progress_of(w: &Window) -> Progress {
     match w.segments.back() {
-        Some(s) => Progress { msn: Some(s.msn), parts: s.part_count, complete: s.complete(), ended: w.ended },
-        None => Progress { msn: None, parts: 0, complete: false, ended: w.ended },
+        Some(s) => Progress {
+            msn: Some(s.msn),
+            parts: s.part_count,
+            complete: s.complete(),
+            ended: w.ended,
+            at: Some(std::time::Instant::now()),
+        },
+        None => Progress {
+            msn: None,
+            parts: 0,
+            complete: false,
+            ended: w.ended,
+            at: Some(std::time::Instant::now()),
+        },
     }
 }
 

@@ -70,14 +70,21 @@ async fn wait_until(
     deadline: Instant,
     mut ready: impl FnMut(&Progress) -> Result<bool, Error>,
 ) -> Result<(), Error> {
+    let mut waited = false;
     loop {
         let p = *rx.borrow_and_update();
         // An ended stream never blocks (RFC 8216bis §6.2.5.2): the caller answers with what
         // exists, e.g. the final playlist with EXT-X-ENDLIST that a player waiting for the next
         // part needs to see.
         if p.ended || ready(&p)? {
+            if let (true, Some(at)) = (waited, p.at) {
+                // How long after the part was published this held request was released: the
+                // server's share of "answered within N ms of its part completing".
+                metrics().hls_block_release_seconds.observe(at.elapsed().as_secs_f64());
+            }
             return Ok(());
         }
+        waited = true;
         match tokio::time::timeout_at(deadline.into(), rx.changed()).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(offline()),
