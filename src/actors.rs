@@ -19,6 +19,7 @@ pub mod channel;
 pub mod hls;
 pub mod registry;
 pub mod rtmp;
+pub mod watch_history;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -109,6 +109,7 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         })?;
     let rtmp_task = media.spawn(rtmp::serve(listener, rtmp_ctx));
 
+    let api = actix_web::web::Data::new(crate::http::api::ApiContext::build(&config, store.clone()).await?);
     let http_opts = crate::http::HttpOptions {
         listen: config.http.listen.clone(),
         workers: config.http.workers,
@@ -120,6 +121,7 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         hls: hls_directory.clone(),
         hls_settings: settings.hls,
         hlsjs_url: config.http.hlsjs_url.clone(),
+        api: api.clone(),
     };
     let (http, http_addr) = crate::http::start(http_opts, app_state).map_err(|e| {
         Error::with_source(
@@ -147,6 +149,8 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
     }
     http_handle.stop(true).await;
     let _ = http_task.await;
+    // After HTTP: no new watch updates can arrive, and every acknowledged one is written.
+    api.shutdown().await;
     store.close().await;
     info!("stopped");
     Ok(())

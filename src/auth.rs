@@ -1,3 +1,6 @@
+//! Authentication: password hashing (here), access tokens ([`jwt`]), playback tokens
+//! ([`playback`]), their key rings ([`keys`]) and the entitlement rule ([`entitlements`]).
+//!
 //! Password hashing: Argon2id with the OWASP Password Storage Cheat Sheet's minimum parameters
 //! (m = 19456 KiB, t = 2, p = 1), stored as PHC strings (`$argon2id$v=19$m=19456,t=2,p=1$...`).
 //!
@@ -9,6 +12,13 @@
 //! Errors never contain the password or the hash. `password_hash::Error` implements
 //! `std::error::Error` only with argon2's `std` feature, which we do not enable, so its `Display`
 //! text (which never includes inputs) is folded into the message instead of kept as a source.
+
+pub mod entitlements;
+pub mod jwt;
+pub mod keys;
+pub mod playback;
+
+use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -54,6 +64,50 @@ pub async fn verify_password(password: String, phc: String) -> crate::Result<boo
         }
     })
     .await
+}
+
+/// Bounds concurrent Argon2 work and makes an unknown account cost the same as a wrong
+/// password: both run one full verification.
+#[derive(Clone)]
+pub struct PasswordGate {
+    permits: Arc<tokio::sync::Semaphore>,
+    /// A hash of a random password, verified when the account does not exist (or has no
+    /// password), so the response time does not tell whether an email is registered.
+    dummy_phc: Arc<String>,
+}
+
+impl PasswordGate {
+    /// `max_concurrent` hashes at once (each takes 19 MiB); more callers wait in line.
+    pub async fn new(max_concurrent: usize) -> crate::Result<PasswordGate> {
+        let mut random = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut OsRng, &mut random);
+        let dummy_phc = hash_password(hex::encode(random)).await?;
+        Ok(PasswordGate {
+            permits: Arc::new(tokio::sync::Semaphore::new(max_concurrent.max(1))),
+            dummy_phc: Arc::new(dummy_phc),
+        })
+    }
+
+    /// Hashes a new password, waiting for a permit.
+    pub async fn hash(&self, password: String) -> crate::Result<String> {
+        let _permit =
+            self.permits.acquire().await.map_err(|_| Error::unavailable("password hashing closed"))?;
+        hash_password(password).await
+    }
+
+    /// Whether `password` matches `stored`; with `None` (no such account, or no password) a
+    /// dummy hash is verified and the answer is `false`, in the same time.
+    pub async fn verify(&self, password: String, stored: Option<String>) -> crate::Result<bool> {
+        let _permit =
+            self.permits.acquire().await.map_err(|_| Error::unavailable("password hashing closed"))?;
+        match stored {
+            Some(phc) => verify_password(password, phc).await,
+            None => {
+                let _ = verify_password(password, self.dummy_phc.as_ref().clone()).await?;
+                Ok(false)
+            }
+        }
+    }
 }
 
 async fn run_blocking<T: Send + 'static>(

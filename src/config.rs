@@ -96,6 +96,14 @@ pub struct Config {
     pub hls: HlsConfig,
     /// Prometheus metrics options.
     pub metrics: MetricsConfig,
+    /// Platform API: accounts, tokens, rate limits, watch history, comments.
+    pub auth: AuthConfig,
+    /// Optional Redis for ephemeral shared state (rate limits, revocation, viewer counts).
+    pub redis: RedisConfig,
+    /// Plans, subscriptions and the payment provider.
+    pub billing: BillingConfig,
+    /// Platform API limits and the watch-history writer.
+    pub api: ApiConfig,
 }
 
 /// `[server]`: process-wide settings.
@@ -349,6 +357,229 @@ pub struct MetricsConfig {
     pub per_channel_labels: bool,
 }
 
+/// `[auth]`: accounts, access tokens and playback tokens.
+///
+/// Secrets (`jwt_secret`, `playback_secret`) are key rings: `kid:secret` pairs separated by
+/// commas, the first one signs and every one verifies, so a key is rotated by prepending a new
+/// pair and dropping the old one after the longest token lifetime. Set them through the
+/// environment (`TIDECAST__AUTH__JWT_SECRET`) or a `*_file`; never in a committed file. Empty
+/// means "generate one on first start and keep it under `server.data_dir/secrets/`".
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// JWT signing key ring (`kid:secret,...`; secrets at least 32 bytes). Empty: use the file.
+    pub jwt_secret: String,
+    /// File holding the JWT key ring. Empty: `data_dir/secrets/jwt.keys`, created if missing.
+    pub jwt_secret_file: PathBuf,
+    /// Lifetime of an access token. Shorter limits a stolen token; longer logs in less often.
+    #[serde(with = "duration_str")]
+    pub access_token_ttl: Duration,
+    /// Playback token key ring (`kid:secret,...`). Empty: use the file.
+    pub playback_secret: String,
+    /// File holding the playback key ring. Empty: `data_dir/secrets/playback.keys`.
+    pub playback_secret_file: PathBuf,
+    /// Lifetime of a playback token: long enough for a long live session or film.
+    #[serde(with = "duration_str")]
+    pub playback_token_ttl: Duration,
+    /// Password hashes computed at once (each takes 19 MiB and tens of ms of one core), so a
+    /// login flood queues instead of exhausting memory.
+    pub max_concurrent_hashes: usize,
+    /// Failed logins allowed per account within `login_window`.
+    pub login_max_failures: u32,
+    /// Login attempts allowed per client IP within `login_window`.
+    pub login_max_per_ip: u32,
+    /// The rate-limit window for logins.
+    #[serde(with = "duration_str")]
+    pub login_window: Duration,
+    /// Shortest password accepted at registration, in characters.
+    pub min_password_len: usize,
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = |s: &str| if s.is_empty() { "" } else { "<redacted>" };
+        f.debug_struct("AuthConfig")
+            .field("jwt_secret", &redact(&self.jwt_secret))
+            .field("jwt_secret_file", &self.jwt_secret_file)
+            .field("access_token_ttl", &self.access_token_ttl)
+            .field("playback_secret", &redact(&self.playback_secret))
+            .field("playback_secret_file", &self.playback_secret_file)
+            .field("playback_token_ttl", &self.playback_token_ttl)
+            .field("max_concurrent_hashes", &self.max_concurrent_hashes)
+            .field("login_max_failures", &self.login_max_failures)
+            .field("login_max_per_ip", &self.login_max_per_ip)
+            .field("login_window", &self.login_window)
+            .field("min_password_len", &self.min_password_len)
+            .finish()
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: String::new(),
+            jwt_secret_file: PathBuf::new(),
+            access_token_ttl: Duration::from_secs(3600),
+            playback_secret: String::new(),
+            playback_secret_file: PathBuf::new(),
+            playback_token_ttl: Duration::from_secs(6 * 3600),
+            max_concurrent_hashes: 4,
+            login_max_failures: 10,
+            login_max_per_ip: 100,
+            login_window: Duration::from_secs(15 * 60),
+            min_password_len: 8,
+        }
+    }
+}
+
+/// `[redis]`: optional shared state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`; empty means no Redis: the state lives in this process.
+    pub url: String,
+    /// Prefix of every key we write, so several deployments can share one Redis.
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self { url: String::new(), key_prefix: "tidecast:".to_owned() }
+    }
+}
+
+/// Which payment provider `POST /subscriptions` goes through.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BillingProvider {
+    /// An admin grants and revokes subscriptions (self-hosting, no payment).
+    #[default]
+    Manual,
+    /// Stripe Checkout; subscriptions activate through the signed webhook.
+    Stripe,
+}
+
+/// One plan users can subscribe to (`[[billing.plans]]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanConfig {
+    /// Stable identifier used in the API (`[a-z0-9_-]`).
+    pub id: String,
+    /// Name shown to users.
+    pub name: String,
+    /// Price per period in the currency's minor unit (cents).
+    pub price_cents: i64,
+    /// ISO 4217 currency code, lowercase (`"usd"`).
+    pub currency: String,
+    /// Billing period: how long a grant or a payment lasts.
+    #[serde(with = "duration_str")]
+    pub period: Duration,
+    /// Channels the plan unlocks; `["*"]` means every channel.
+    pub channels: Vec<String>,
+    /// Stripe Price id (`price_...`) for the `stripe` provider.
+    #[serde(default)]
+    pub stripe_price_id: String,
+}
+
+impl PlanConfig {
+    /// Whether this plan unlocks `channel`.
+    pub fn covers(&self, channel: &str) -> bool {
+        self.channels.iter().any(|c| c == "*" || c == channel)
+    }
+}
+
+/// `[billing]`: plans and the payment provider.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingConfig {
+    /// `manual` or `stripe`.
+    pub provider: BillingProvider,
+    /// Stripe API base URL (tests point it at a local mock).
+    pub stripe_api_base: String,
+    /// Stripe secret API key (`sk_...`); prefer the env or the file.
+    pub stripe_secret_key: String,
+    /// File holding the Stripe secret API key.
+    pub stripe_secret_key_file: PathBuf,
+    /// Stripe webhook signing secret (`whsec_...`); prefer the env or the file.
+    pub stripe_webhook_secret: String,
+    /// File holding the webhook signing secret.
+    pub stripe_webhook_secret_file: PathBuf,
+    /// Webhook timestamps older (or newer) than this are refused, against replays.
+    #[serde(with = "duration_str")]
+    pub webhook_tolerance: Duration,
+    /// Where Stripe Checkout sends the user after paying.
+    pub success_url: String,
+    /// Where Stripe Checkout sends the user who gave up.
+    pub cancel_url: String,
+    /// The plans on offer.
+    pub plans: Vec<PlanConfig>,
+}
+
+impl fmt::Debug for BillingConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = |s: &str| if s.is_empty() { "" } else { "<redacted>" };
+        f.debug_struct("BillingConfig")
+            .field("provider", &self.provider)
+            .field("stripe_api_base", &self.stripe_api_base)
+            .field("stripe_secret_key", &redact(&self.stripe_secret_key))
+            .field("stripe_secret_key_file", &self.stripe_secret_key_file)
+            .field("stripe_webhook_secret", &redact(&self.stripe_webhook_secret))
+            .field("stripe_webhook_secret_file", &self.stripe_webhook_secret_file)
+            .field("webhook_tolerance", &self.webhook_tolerance)
+            .field("success_url", &self.success_url)
+            .field("cancel_url", &self.cancel_url)
+            .field("plans", &self.plans)
+            .finish()
+    }
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        Self {
+            provider: BillingProvider::Manual,
+            stripe_api_base: "https://api.stripe.com".to_owned(),
+            stripe_secret_key: String::new(),
+            stripe_secret_key_file: PathBuf::new(),
+            stripe_webhook_secret: String::new(),
+            stripe_webhook_secret_file: PathBuf::new(),
+            webhook_tolerance: Duration::from_secs(300),
+            success_url: "http://localhost:8080/".to_owned(),
+            cancel_url: "http://localhost:8080/".to_owned(),
+            plans: Vec::new(),
+        }
+    }
+}
+
+/// `[api]`: Platform API limits and the watch-history writer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Largest JSON request body accepted.
+    pub max_body: Size,
+    /// Longest comment, in characters.
+    pub comment_max_len: usize,
+    /// Watch-progress updates are buffered and written in one batch this often. A crash loses
+    /// at most this much acknowledged progress; a graceful shutdown loses none.
+    #[serde(with = "duration_str")]
+    pub watch_flush_interval: Duration,
+    /// A batch is also written as soon as this many distinct (user, video) updates wait.
+    pub watch_flush_batch: usize,
+    /// Updates buffered beyond this are refused with 503 until a flush catches up.
+    pub watch_max_pending: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_body: Size::kib(64),
+            comment_max_len: 2000,
+            watch_flush_interval: Duration::from_secs(1),
+            watch_flush_batch: 5000,
+            watch_max_pending: 200_000,
+        }
+    }
+}
+
 impl Config {
     /// Loads the configuration: defaults, then `file` (which must exist if given), then the
     /// process's `TIDECAST__SECTION__KEY` environment variables; then validates it.
@@ -490,6 +721,53 @@ impl Config {
         );
         check(!c.idle_timeout.is_zero(), "channel.idle_timeout: must be greater than 0".to_owned());
         check(!c.restart_window.is_zero(), "channel.restart_window: must be greater than 0".to_owned());
+
+        // [auth], [redis], [billing], [api]
+        let a = &self.auth;
+        check(!a.access_token_ttl.is_zero(), "auth.access_token_ttl: must be greater than 0".to_owned());
+        check(!a.playback_token_ttl.is_zero(), "auth.playback_token_ttl: must be greater than 0".to_owned());
+        check(a.max_concurrent_hashes > 0, "auth.max_concurrent_hashes: must be greater than 0".to_owned());
+        check(!a.login_window.is_zero(), "auth.login_window: must be greater than 0".to_owned());
+        check(
+            self.redis.url.is_empty()
+                || self.redis.url.starts_with("redis://")
+                || self.redis.url.starts_with("rediss://"),
+            "redis.url: must be empty or start with redis:// or rediss://".to_owned(),
+        );
+        let b = &self.billing;
+        for (i, p) in b.plans.iter().enumerate() {
+            let id_ok = !p.id.is_empty()
+                && p.id.len() <= 64
+                && p.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+            check(
+                id_ok,
+                format!("billing.plans[{i}].id: {:?} must be 1-64 characters of a-z, 0-9, _ or -", p.id),
+            );
+            check(p.price_cents >= 0, format!("billing.plans[{i}].price_cents: must not be negative"));
+            check(!p.period.is_zero(), format!("billing.plans[{i}].period: must be greater than 0"));
+            check(!p.channels.is_empty(), format!("billing.plans[{i}].channels: list channels or \"*\""));
+            check(
+                b.provider != BillingProvider::Stripe || !p.stripe_price_id.is_empty(),
+                format!("billing.plans[{i}].stripe_price_id: required with the stripe provider"),
+            );
+            check(
+                !b.plans[..i].iter().any(|q| q.id == p.id),
+                format!("billing.plans[{i}].id: {:?} is used twice", p.id),
+            );
+        }
+        check(!b.webhook_tolerance.is_zero(), "billing.webhook_tolerance: must be greater than 0".to_owned());
+        let api = &self.api;
+        check(api.max_body >= Size::kib(1), "api.max_body: must be at least 1KiB".to_owned());
+        check(api.comment_max_len > 0, "api.comment_max_len: must be greater than 0".to_owned());
+        check(
+            !api.watch_flush_interval.is_zero(),
+            "api.watch_flush_interval: must be greater than 0".to_owned(),
+        );
+        check(api.watch_flush_batch > 0, "api.watch_flush_batch: must be greater than 0".to_owned());
+        check(
+            api.watch_max_pending >= api.watch_flush_batch,
+            "api.watch_max_pending: must be at least api.watch_flush_batch".to_owned(),
+        );
 
         if problems.is_empty() {
             Ok(())

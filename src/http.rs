@@ -3,6 +3,7 @@
 //! Today: `/metrics` (Prometheus text format), `/healthz` (the process is up), `/readyz` (the
 //! store answers). LL-HLS, WHIP/WHEP and the `/api/v1` routes mount here as they land.
 
+pub mod api;
 pub mod error;
 pub mod health;
 pub mod hls;
@@ -30,6 +31,9 @@ pub struct AppState {
     pub hls_settings: HlsSettings,
     /// Where the watch page loads hls.js from.
     pub hlsjs_url: String,
+    /// The Platform API's shared context (also holds the playback-token verifier the LL-HLS
+    /// routes use: `state.api.playback`, see `crate::auth::playback`).
+    pub api: web::Data<api::ApiContext>,
 }
 
 /// HTTP settings that shape the app rather than a handler.
@@ -88,11 +92,15 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
 
 /// Bind and start the HTTP server; logs the bound address (port 0 picks a free one).
 pub fn start(opts: HttpOptions, state: AppState) -> std::io::Result<(Server, SocketAddr)> {
+    let api_data = state.api.clone();
+    let api_max_body = state.api.api.max_body.as_usize();
     let data = web::Data::new(state);
     let (origins, static_dir) = (opts.cors_origins.clone(), opts.static_dir.clone());
     let mut server = HttpServer::new(move || {
         let mut app = App::new()
             .app_data(data.clone())
+            .app_data(api_data.clone())
+            .configure(api::configure(api_max_body))
             .app_data(web::JsonConfig::default().limit(64 * 1024).error_handler(error::json_error))
             .wrap(cors(&origins))
             .wrap(from_fn(observe))

@@ -24,7 +24,8 @@
 //! ├── ChannelRegistry (supervised)      channel name -> Addr<Channel>; authorizes; never on the frame path
 //! │   └── Channel (one per live channel) owns its FrameRing; grants RingWriter / RingReader
 //! ├── RTMP sessions × N                  a task per connection: ingest (publish) or viewer (play)
-//! └── HTTP                               /metrics, /healthz, /readyz
+//! ├── WatchHistory                       buffers watch progress, writes it in batches (api)
+//! └── HTTP                               /api/v1, LL-HLS, /metrics, /healthz, /readyz
 //! ```
 //!
 //! ## Glossary
@@ -40,16 +41,22 @@
 //! - **session**: one connection's life (a publisher's ingest session or a viewer session); a
 //!   *live session* of a channel spans publisher reconnects within the grace period.
 //! - **video**: a VOD item, uploaded or archived from a live session.
+//! - **visibility**: who may play a channel or video: `public`, `subscribers`, `private`.
+//! - **plan** / **subscription**: what a user pays for (config) / their grant of it (store).
+//! - **access token**: the API's JWT bearer token; **playback token**: a signed, expiring
+//!   capability to play one channel or video, carried in playlist URIs (`?token=`).
 
 pub mod actors;
 pub mod app;
 pub mod auth;
+pub mod billing;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod media;
 pub mod metrics;
 pub mod protocols;
+pub mod shared_state;
 pub mod store;
 
 pub use error::{Error, ErrorKind, Result};

@@ -53,10 +53,26 @@ pub struct Metrics {
     pub hls_segments: IntCounter,
     /// Durations of produced parts.
     pub hls_part_duration_seconds: Histogram,
+    /// Shared-state operations that fell back to in-process state because Redis did not answer.
+    pub shared_state_fallbacks: IntCounter,
+    /// Watch-progress updates accepted by the API.
+    pub watch_updates: IntCounter,
+    /// Watch-history rows written by batch flushes.
+    pub watch_rows_written: IntCounter,
+    /// Watch-history flushes that failed (the batch is kept and retried).
+    pub watch_flush_failures: IntCounter,
+    /// Watch-progress updates buffered, not yet written.
+    pub watch_pending: IntGauge,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition is valid");
+    r.register(Box::new(c.clone())).expect("each metric is registered once");
+    c
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("static metric definition is valid");
     r.register(Box::new(c.clone())).expect("each metric is registered once");
     c
 }
@@ -194,6 +210,28 @@ impl Metrics {
                 &["route", "status"],
             ),
             http_duration_seconds,
+            shared_state_fallbacks: counter(
+                &r,
+                "tidecast_shared_state_fallbacks_total",
+                "Shared-state operations served in-process because Redis did not answer",
+            ),
+            watch_updates: counter(&r, "tidecast_api_watch_updates_total", "Watch-progress updates accepted"),
+            watch_rows_written: counter(
+                &r,
+                "tidecast_api_watch_rows_written_total",
+                "Watch-history rows written by batch flushes",
+            ),
+            watch_flush_failures: counter(
+                &r,
+                "tidecast_api_watch_flush_failures_total",
+                "Watch-history flushes that failed and will be retried",
+            ),
+            watch_pending: {
+                let g = IntGauge::new("tidecast_api_watch_pending", "Watch-progress updates not yet written")
+                    .expect("valid");
+                r.register(Box::new(g.clone())).expect("registered once");
+                g
+            },
             registry: r,
         }
     }

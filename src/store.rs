@@ -41,14 +41,27 @@ macro_rules! with_pool {
 }
 
 mod channels;
+mod comments;
+mod history;
+mod search;
+mod subscriptions;
+#[doc(hidden)]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 mod users;
+mod videos;
 
 pub use channels::{
     hash_stream_key, validate_channel_name, ChannelRecord, NewChannel, StreamKey, Visibility,
+    MAX_CHANNEL_TITLE_LEN,
 };
+pub use comments::Comment;
+pub use history::{HistoryEntry, WatchUpdate};
+pub use search::search_terms;
+pub use subscriptions::{BillingAction, Subscription, SubscriptionStatus};
 pub use users::{NewUser, User};
+pub use videos::{normalize_tags, NewVideo, Video, VideoSource, VideoStatus};
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -188,7 +201,7 @@ impl Store {
 }
 
 /// Now, in unix milliseconds.
-fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).expect("system clock is after 1970");
     i64::try_from(since_epoch.as_millis()).expect("unix milliseconds fit in i64 until year 292M")
 }

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use super::error::error_response;
 use super::AppState;
 use crate::actors::hls::{HlsChannel, HlsRendition, Progress, Window};
+use crate::auth::playback::PlaybackScope;
 use crate::error::{Error, ErrorKind};
 use crate::metrics::metrics;
 use crate::protocols::hls::{
@@ -51,13 +52,20 @@ fn offline() -> Error {
     Error::not_found("channel is offline or does not exist")
 }
 
-/// Who may play: public channels for everyone; other visibilities need a playback token,
-/// which arrives with the platform API. Returns the query to append to every URI we write.
-fn authorize(entry: &HlsChannel, _query: &HlsQuery) -> Result<String, Error> {
-    match entry.visibility {
-        Visibility::Public => Ok(String::new()),
-        _ => Err(Error::new(ErrorKind::PermissionDenied, "a playback token is required for this channel")),
+/// Who may play: public channels for everyone; other visibilities need a playback token for
+/// this channel (`token` query parameter, handed out by `GET /api/v1/channels/{name}` to
+/// entitled callers; see `crate::auth::playback`). Returns the query to append to every URI we
+/// write, so players that never resend headers keep the token on parts and segments.
+fn authorize(state: &AppState, channel: &str, entry: &HlsChannel, query: &HlsQuery) -> Result<String, Error> {
+    if entry.visibility == Visibility::Public {
+        return Ok(String::new());
     }
+    let token = query.other.iter().find(|(k, _)| k == "token").map(|(_, v)| v.as_str()).ok_or_else(|| {
+        Error::new(ErrorKind::PermissionDenied, "a playback token is required for this channel")
+    })?;
+    let now = crate::http::api::unix_now();
+    state.api.playback.verify(token, &PlaybackScope::Channel(channel.to_owned()), now)?;
+    Ok(format!("token={token}"))
 }
 
 fn lookup(state: &AppState, channel: &str) -> Result<Arc<HlsChannel>, Error> {
@@ -104,7 +112,7 @@ async fn multivariant(path: web::Path<String>, req: HttpRequest, state: web::Dat
         Ok(e) => e,
         Err(e) => return fail(KIND, e),
     };
-    let uri_query = match authorize(&entry, &query) {
+    let uri_query = match authorize(&state, &channel, &entry, &query) {
         Ok(q) => q,
         Err(e) => return fail(KIND, e),
     };
@@ -222,7 +230,7 @@ async fn media_playlist(
     let Some(rendition) = entry.rendition(&rendition_name).cloned() else {
         return fail(kind, Error::not_found("no such rendition"));
     };
-    let uri_query = match authorize(&entry, &query) {
+    let uri_query = match authorize(&state, &channel, &entry, &query) {
         Ok(q) => q,
         Err(e) => return fail(kind, e),
     };
@@ -343,7 +351,7 @@ async fn media_file(
         Ok(e) => e,
         Err(e) => return fail(kind, e),
     };
-    if let Err(e) = authorize(&entry, &query) {
+    if let Err(e) = authorize(&state, &channel, &entry, &query) {
         return fail(kind, e);
     }
     let Some(rendition) = entry.rendition(&rendition_name).cloned() else {

@@ -34,7 +34,7 @@ const MAX_STREAM_KEY_LEN: usize = 256;
 const CHANNEL_COLUMNS: &str = "id, name, title, owner_id, visibility, created_at_ms, updated_at_ms";
 
 /// Who may watch a channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Visibility {
     /// Anyone, signed in or not.
@@ -79,7 +79,7 @@ impl FromStr for Visibility {
 }
 
 /// A channel as stored, without its stream key or the key's hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ChannelRecord {
     pub id: i64,
     pub name: String,
@@ -154,7 +154,7 @@ pub fn validate_channel_name(name: &str) -> crate::Result<()> {
 
 /// Row shape shared by both backends; `visibility` is TEXT in the database.
 #[derive(sqlx::FromRow)]
-struct ChannelRow {
+pub(super) struct ChannelRow {
     id: i64,
     name: String,
     title: String,

@@ -1,0 +1,219 @@
+//! `ApiContext`: everything the API handlers share, built once at start-up.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Addr};
+use dashmap::DashMap;
+
+use crate::actors::watch_history::{Flush, WatchHistory, WatchHistorySettings};
+use crate::auth::entitlements::{can_play, Viewer};
+use crate::auth::jwt::JwtKeys;
+use crate::auth::keys::KeyRing;
+use crate::auth::playback::{PlaybackKeys, PlaybackScope};
+use crate::auth::PasswordGate;
+use crate::billing::Billing;
+use crate::config::{ApiConfig, AuthConfig, Config};
+use crate::shared_state::SharedState;
+use crate::store::{now_ms, ChannelRecord, Store, Video, Visibility};
+
+/// How long cached video metadata, active plan ids and search results are trusted.
+pub const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Most cached search result pages; past this the cache starts over.
+const SEARCH_CACHE_MAX: usize = 10_000;
+
+/// What every API handler needs.
+pub struct ApiContext {
+    pub store: Store,
+    pub jwt: JwtKeys,
+    pub playback: PlaybackKeys,
+    pub passwords: PasswordGate,
+    pub shared: SharedState,
+    pub history: Addr<WatchHistory>,
+    pub billing: Billing,
+    pub auth: AuthConfig,
+    pub api: ApiConfig,
+    videos: DashMap<i64, (Video, Instant)>,
+    plans: DashMap<i64, (Arc<Vec<String>>, Instant)>,
+    /// user -> owns private content (their search results differ from everyone's).
+    private_owners: DashMap<i64, (bool, Instant)>,
+    /// (scope, page, terms) -> serialized results.
+    search: DashMap<String, (bytes::Bytes, Instant)>,
+}
+
+impl ApiContext {
+    /// Loads the key rings (generating them under `data_dir/secrets/` if nothing is
+    /// configured), connects the shared state and starts the `WatchHistory` actor. Must run
+    /// inside an actix `System`.
+    pub async fn build(config: &Config, store: Store) -> crate::Result<ApiContext> {
+        let secrets = config.server.data_dir.join("secrets");
+        let a = &config.auth;
+        let jwt_ring =
+            KeyRing::load(&a.jwt_secret, &a.jwt_secret_file, &secrets.join("jwt.keys"), "auth.jwt_secret")?;
+        let playback_ring = KeyRing::load(
+            &a.playback_secret,
+            &a.playback_secret_file,
+            &secrets.join("playback.keys"),
+            "auth.playback_secret",
+        )?;
+        let shared = SharedState::connect(&config.redis).await?;
+        Self::with_parts(config, store, jwt_ring, playback_ring, shared).await
+    }
+
+    /// Like [`ApiContext::build`] with explicit key rings and shared state (tests).
+    pub async fn with_parts(
+        config: &Config,
+        store: Store,
+        jwt_ring: KeyRing,
+        playback_ring: KeyRing,
+        shared: SharedState,
+    ) -> crate::Result<ApiContext> {
+        let history = WatchHistory::new(
+            store.clone(),
+            WatchHistorySettings {
+                flush_interval: config.api.watch_flush_interval,
+                flush_batch: config.api.watch_flush_batch,
+                max_pending: config.api.watch_max_pending,
+            },
+        )
+        .start();
+        Ok(ApiContext {
+            jwt: JwtKeys::new(&jwt_ring, config.auth.access_token_ttl),
+            playback: PlaybackKeys::new(playback_ring),
+            passwords: PasswordGate::new(config.auth.max_concurrent_hashes).await?,
+            shared,
+            history,
+            billing: Billing::new(&config.billing)?,
+            auth: config.auth.clone(),
+            api: config.api.clone(),
+            store,
+            videos: DashMap::new(),
+            plans: DashMap::new(),
+            private_owners: DashMap::new(),
+            search: DashMap::new(),
+        })
+    }
+
+    /// Writes every buffered watch update; call on graceful shutdown after HTTP has stopped.
+    pub async fn shutdown(&self) {
+        match self.history.send(Flush).await {
+            Ok(Ok(rows)) => tracing::info!(rows, "watch history flushed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "final watch history flush failed"),
+            Err(e) => tracing::error!(error = %e, "watch history actor is gone"),
+        }
+    }
+
+    /// A video, from the cache if fresh.
+    pub async fn video(&self, id: i64) -> crate::Result<Option<Video>> {
+        if let Some(e) = self.videos.get(&id) {
+            if e.1.elapsed() < CACHE_TTL {
+                return Ok(Some(e.0.clone()));
+            }
+        }
+        let v = self.store.video_by_id(id).await?;
+        match &v {
+            Some(v) => {
+                self.videos.insert(id, (v.clone(), Instant::now()));
+            }
+            None => {
+                self.videos.remove(&id);
+            }
+        }
+        Ok(v)
+    }
+
+    /// Plan ids of the user's active subscriptions, from the cache if fresh.
+    pub async fn active_plans(&self, user_id: i64) -> crate::Result<Arc<Vec<String>>> {
+        if let Some(e) = self.plans.get(&user_id) {
+            if e.1.elapsed() < CACHE_TTL {
+                return Ok(e.0.clone());
+            }
+        }
+        let ids = Arc::new(self.store.active_plan_ids(user_id, now_ms()).await?);
+        self.plans.insert(user_id, (ids.clone(), Instant::now()));
+        Ok(ids)
+    }
+
+    /// Whether the user owns private videos or channels, from the cache if fresh.
+    pub async fn owns_private(&self, user_id: i64) -> crate::Result<bool> {
+        if let Some(e) = self.private_owners.get(&user_id) {
+            if e.1.elapsed() < CACHE_TTL {
+                return Ok(e.0);
+            }
+        }
+        let yes = self.store.owns_private_content(user_id).await?;
+        self.private_owners.insert(user_id, (yes, Instant::now()));
+        Ok(yes)
+    }
+
+    /// A cached search result page, if fresh.
+    pub fn cached_search(&self, key: &str) -> Option<bytes::Bytes> {
+        self.search.get(key).filter(|e| e.1.elapsed() < CACHE_TTL).map(|e| e.0.clone())
+    }
+
+    pub fn cache_search(&self, key: String, body: bytes::Bytes) {
+        if self.search.len() >= SEARCH_CACHE_MAX {
+            self.search.clear();
+        }
+        self.search.insert(key, (body, Instant::now()));
+    }
+
+    /// Forget a user's cached plans (after a grant, revoke or webhook on this node).
+    pub fn invalidate_plans(&self, user_id: Option<i64>) {
+        match user_id {
+            Some(id) => {
+                self.plans.remove(&id);
+            }
+            None => self.plans.clear(),
+        }
+    }
+
+    /// Whether `viewer` has an active subscription covering `channel`.
+    pub async fn subscribed(&self, viewer: Option<&Viewer>, channel: Option<&str>) -> crate::Result<bool> {
+        let (Some(v), Some(channel)) = (viewer, channel) else {
+            return Ok(false);
+        };
+        let plans = self.active_plans(v.user_id).await?;
+        Ok(self.billing.covers(&plans, channel))
+    }
+
+    /// Entitlement for a channel (database touched only for `subscribers` content).
+    pub async fn can_play_channel(&self, viewer: Option<&Viewer>, c: &ChannelRecord) -> crate::Result<bool> {
+        if can_play(viewer, c.owner_id, c.visibility, false) {
+            return Ok(true);
+        }
+        if c.visibility != Visibility::Subscribers {
+            return Ok(false);
+        }
+        Ok(can_play(viewer, c.owner_id, c.visibility, self.subscribed(viewer, Some(&c.name)).await?))
+    }
+
+    /// Entitlement for a video: its own visibility, subscription through its channel.
+    pub async fn can_play_video(&self, viewer: Option<&Viewer>, v: &Video) -> crate::Result<bool> {
+        if can_play(viewer, v.owner_id, v.visibility, false) {
+            return Ok(true);
+        }
+        if v.visibility != Visibility::Subscribers {
+            return Ok(false);
+        }
+        let sub = self.subscribed(viewer, v.channel_name.as_deref()).await?;
+        Ok(can_play(viewer, v.owner_id, v.visibility, sub))
+    }
+
+    /// Whether the caller may see that the content exists (private content is hidden from
+    /// everyone but its owner and admins: 404, not 403).
+    pub fn can_list(viewer: Option<&Viewer>, owner_id: Option<i64>, visibility: Visibility) -> bool {
+        visibility != Visibility::Private || viewer.is_some_and(|v| v.is_admin || Some(v.user_id) == owner_id)
+    }
+
+    /// A playback token for `scope`, valid for `auth.playback_token_ttl`, and its expiry.
+    pub fn playback_token(&self, scope: &PlaybackScope) -> (String, u64) {
+        let expires = super::unix_now() + self.auth.playback_token_ttl.as_secs();
+        (self.playback.sign(scope, expires), expires)
+    }
+}
+
+/// For tests: a key ring from a fixed secret.
+pub fn test_ring(kid: &str) -> KeyRing {
+    KeyRing::parse(&format!("{kid}:{}", "t".repeat(32))).expect("fixed test key ring is valid")
+}

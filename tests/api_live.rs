@@ -1,0 +1,219 @@
+//! The Platform API against the real binary: playback tokens on real LL-HLS requests
+//! (multivariant, media playlist, part, segment) for a `subscribers` channel published by
+//! ffmpeg, and a graceful shutdown (SIGTERM) that keeps every acknowledged watch update.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use tidecast::auth::keys::KeyRing;
+use tidecast::auth::playback::{PlaybackKeys, PlaybackScope};
+use tidecast::store::{NewVideo, Store, VideoSource, VideoStatus, Visibility};
+
+/// A minimal HTTP/1.1 request with a JSON body (Connection: close).
+fn http_json(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("HTTP connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn signed_in(server: &TestServer, email: &str) -> String {
+    let body = json!({"email": email, "password": "correct horse battery", "username": email.split('@').next().unwrap()});
+    let (s, v) = http_json(server.http, "POST", "/api/v1/users/register", None, Some(body));
+    assert_eq!(s, 201, "{v}");
+    let body = json!({"email": email, "password": "correct horse battery"});
+    let (s, v) = http_json(server.http, "POST", "/api/v1/auth/login", None, Some(body));
+    assert_eq!(s, 200, "{v}");
+    v["access_token"].as_str().unwrap().to_owned()
+}
+
+/// URIs in a playlist: plain lines and `URI="..."` attributes.
+fn uris(playlist: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in playlist.lines() {
+        if !line.starts_with('#') && !line.trim().is_empty() {
+            out.push(line.trim().to_owned());
+        }
+        let mut rest = line;
+        while let Some(i) = rest.find("URI=\"") {
+            let tail = &rest[i + 5..];
+            let end = tail.find('"').unwrap();
+            out.push(tail[..end].to_owned());
+            rest = &tail[end..];
+        }
+    }
+    out
+}
+
+#[test]
+fn subscribers_channel_needs_a_token_on_every_llhls_request() {
+    if !require_ffmpeg() {
+        return;
+    }
+    let server = TestServer::start(&[]);
+    let owner = signed_in(&server, "owner@example.com");
+    let viewer = signed_in(&server, "viewer@example.com");
+    let (s, v) = http_json(
+        server.http,
+        "POST",
+        "/api/v1/channels",
+        Some(&owner),
+        Some(json!({"name": "premium", "visibility": "subscribers"})),
+    );
+    assert_eq!(s, 201, "{v}");
+    let key = v["stream_key"].as_str().unwrap().to_owned();
+    let mut ffmpeg = ffmpeg_publish(&server.publish_url(&key), 30);
+    server.wait_live(Duration::from_secs(15));
+
+    // The owner is entitled: a token and a playback URL that carries it.
+    let (s, v) = http_json(server.http, "GET", "/api/v1/channels/premium", Some(&owner), None);
+    assert_eq!(s, 200, "{v}");
+    let token = v["playback_token"].as_str().unwrap().to_owned();
+    let url = v["playback_url"].as_str().unwrap().to_owned();
+    assert_eq!(url, format!("/live/premium/index.m3u8?token={token}"));
+    // A signed-in user without a subscription, and an anonymous caller, get none.
+    for caller in [Some(viewer.as_str()), None] {
+        let (s, v) = http_json(server.http, "GET", "/api/v1/channels/premium", caller, None);
+        assert_eq!((s, v["can_play"].as_bool()), (200, Some(false)), "{v}");
+        assert!(v.get("playback_token").is_none());
+    }
+
+    // Tokens the server must refuse: expired, for another channel, signed with another key.
+    let ring = std::fs::read_to_string(server.data_dir().join("secrets/playback.keys")).unwrap();
+    let keys = PlaybackKeys::new(KeyRing::parse(&ring).unwrap());
+    let now = tidecast::http::api::unix_now();
+    let expired = keys.sign(&PlaybackScope::Channel("premium".into()), now - 1);
+    let other_channel = keys.sign(&PlaybackScope::Channel("main".into()), now + 600);
+    let foreign = PlaybackKeys::new(KeyRing::parse(&format!("p1:{}", "z".repeat(32))).unwrap())
+        .sign(&PlaybackScope::Channel("premium".into()), now + 600);
+    let refused = |path: &str| {
+        for bad in [
+            "",
+            "?token=",
+            "?token=garbage",
+            &format!("?token={expired}"),
+            &format!("?token={other_channel}"),
+            &format!("?token={foreign}"),
+        ] {
+            let r = server.get(&format!("{path}{bad}"));
+            assert_eq!(r.status, 403, "{path}{bad}: {}", r.body);
+            assert!(r.body.contains("permission_denied"), "{}", r.body);
+        }
+    };
+
+    // Multivariant playlist (waits for the first part), then the media playlist, a part and a
+    // segment: each refused without a valid token and served with it; every URI in each
+    // playlist carries the token.
+    let mut multivariant = server.get(&url);
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            multivariant = server.get(&url);
+            multivariant.status == 200
+        }),
+        "multivariant: {} {}",
+        multivariant.status,
+        multivariant.body
+    );
+    refused("/live/premium/index.m3u8");
+    let variant_uris = uris(&multivariant.body);
+    assert!(!variant_uris.is_empty(), "{}", multivariant.body);
+    assert!(variant_uris.iter().all(|u| u.contains(&format!("token={token}"))), "{}", multivariant.body);
+    let media_path = format!("/live/premium/{}", variant_uris[0]);
+    let rendition = variant_uris[0].split('/').next().unwrap().to_owned();
+    let mut media = server.get(&media_path);
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            media = server.get(&media_path);
+            media.status == 200 && media.body.contains("#EXTINF")
+        }),
+        "media playlist: {} {}",
+        media.status,
+        media.body
+    );
+    refused(&format!("/live/premium/{rendition}/index.m3u8"));
+    let media_uris = uris(&media.body);
+    assert!(media_uris.iter().all(|u| u.contains(&format!("token={token}"))), "{}", media.body);
+    let base = format!("/live/premium/{rendition}/");
+    // URIs are `<session>/p<msn>.<part>.m4s`, `<session>/s<msn>.m4s` and `<session>/init.mp4`.
+    let file_name = |u: &str| u.split('?').next().unwrap().rsplit('/').next().unwrap().to_owned();
+    let part = media_uris.iter().find(|u| file_name(u).starts_with('p')).cloned().expect("a part URI");
+    let segment = media_uris.iter().find(|u| file_name(u).starts_with('s')).cloned().expect("a segment URI");
+    let init = media_uris.iter().find(|u| file_name(u).starts_with("init")).cloned().expect("an init URI");
+    for file in [part, segment, init] {
+        let with = format!("{base}{file}");
+        let r = server.get(&with);
+        assert_eq!(r.status, 200, "{with}: {}", r.body);
+        let bare = with.split('?').next().unwrap().to_owned();
+        refused(&bare);
+    }
+    ffmpeg.kill();
+}
+
+#[test]
+fn graceful_shutdown_keeps_every_acknowledged_watch_update() {
+    // An hour between flushes: only the shutdown flush can write these.
+    let mut server = TestServer::start(&[("TIDECAST__API__WATCH_FLUSH_INTERVAL", "1h")]);
+    let db_url = format!("sqlite://{}/tidecast.db", server.data_dir().display());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let store = rt.block_on(Store::connect(&db_url, 1)).unwrap();
+    let video = rt
+        .block_on(store.create_video(NewVideo {
+            channel_id: None,
+            owner_id: None,
+            title: "film".into(),
+            description: String::new(),
+            tags: vec![],
+            visibility: Visibility::Public,
+            source: VideoSource::Upload,
+            duration_ms: 3_600_000,
+            status: VideoStatus::Ready,
+        }))
+        .unwrap();
+    let token = signed_in(&server, "watcher@example.com");
+    let (_, me) = http_json(server.http, "GET", "/api/v1/users/me", Some(&token), None);
+    let user_id = me["id"].as_i64().unwrap();
+    for pos in 1..=50 {
+        let (s, v) = http_json(
+            server.http,
+            "POST",
+            &format!("/api/v1/videos/{}/watch", video.id),
+            Some(&token),
+            Some(json!({"position_seconds": pos})),
+        );
+        assert_eq!(s, 204, "{v}");
+    }
+    assert_eq!(rt.block_on(store.watch_position(user_id, video.id)).unwrap(), None, "flushed early");
+    let status = server.stop();
+    assert!(status.is_some_and(|s| s.success()), "graceful stop failed: {status:?}\n{}", server.logs());
+    assert_eq!(
+        rt.block_on(store.watch_position(user_id, video.id)).unwrap(),
+        Some(50_000),
+        "{}",
+        server.logs()
+    );
+    assert!(server.logs().contains("watch history flushed"), "{}", server.logs());
+}
