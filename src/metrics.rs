@@ -46,6 +46,8 @@ pub struct Metrics {
     pub hls_requests: IntCounterVec,
     /// Time blocking playlist reloads and preload-hinted part requests waited.
     pub hls_block_wait_seconds: Histogram,
+    /// From a part's publication to the release of a request that was blocked waiting for it.
+    pub hls_block_release_seconds: Histogram,
     /// Parts and segments produced by the packagers.
     pub hls_parts: IntCounter,
     pub hls_segments: IntCounter,
@@ -117,6 +119,15 @@ impl Metrics {
         )
         .expect("valid");
         r.register(Box::new(hls_block_wait_seconds.clone())).expect("registered once");
+        let hls_block_release_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "tidecast_hls_block_release_seconds",
+                "Part publication to release of a request blocked on it",
+            )
+            .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0]),
+        )
+        .expect("valid");
+        r.register(Box::new(hls_block_release_seconds.clone())).expect("registered once");
         let hls_part_duration_seconds = Histogram::with_opts(
             HistogramOpts::new("tidecast_hls_part_duration_seconds", "Durations of produced LL-HLS parts")
                 .buckets(vec![0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 1.0, 2.0]),
@@ -136,6 +147,7 @@ impl Metrics {
                 &["kind", "status"],
             ),
             hls_block_wait_seconds,
+            hls_block_release_seconds,
             hls_parts,
             hls_segments,
             hls_part_duration_seconds,

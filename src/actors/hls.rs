@@ -12,7 +12,7 @@
 //! that recently), while the segment bytes stay for the whole window.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -27,6 +27,7 @@ use crate::media::segmenter::{Part, Segmenter, SegmenterConfig};
 use crate::media::time::MediaTime;
 use crate::metrics::metrics;
 use crate::protocols::fmp4::{self, Sample, TrackRun, AUDIO_TRACK_ID, VIDEO_TIMESCALE, VIDEO_TRACK_ID};
+use crate::protocols::hls::SkipRequest;
 use crate::store::Visibility;
 
 /// The rendition name of the publisher's own encoding.
@@ -68,6 +69,8 @@ pub struct Progress {
     /// Segment `msn` is complete.
     pub complete: bool,
     pub ended: bool,
+    /// When this progress was published (the newest part completed).
+    pub at: Option<std::time::Instant>,
 }
 
 /// One part's bytes and playlist facts.
@@ -162,6 +165,10 @@ pub struct HlsRendition {
     pub name: String,
     window: RwLock<Window>,
     progress: watch::Sender<Progress>,
+    /// Rendered playlists of the current window version, by skip mode. Every completed part
+    /// releases every blocked reload at once; with this, a thousand of them share one rendering
+    /// instead of rendering the same text a thousand times.
+    rendered: Mutex<Vec<(u64, SkipRequest, Bytes)>>,
 }
 
 impl HlsRendition {
@@ -183,7 +190,28 @@ impl HlsRendition {
                 version: 0,
             }),
             progress: watch::channel(Progress::default()).0,
+            rendered: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The playlist text for `skip` at the current window version, rendered by `render` only
+    /// when this version has not been rendered yet. For responses without per-viewer URI
+    /// queries (tokens): those are rendered per request.
+    pub fn cached_playlist(&self, skip: SkipRequest, render: impl FnOnce(&Window) -> String) -> Bytes {
+        let w = self.window();
+        let version = w.version;
+        let lock = || self.rendered.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, _, text)) = lock().iter().find(|(v, s, _)| *v == version && *s == skip) {
+            return text.clone();
+        }
+        let text = Bytes::from(render(&w));
+        drop(w);
+        let mut cache = lock();
+        cache.retain(|(v, _, _)| *v == version);
+        if !cache.iter().any(|(_, s, _)| *s == skip) {
+            cache.push((version, skip, text.clone()));
+        }
+        text
     }
 
     /// Read access for rendering; held only while copying out what a response needs.
@@ -212,8 +240,20 @@ impl HlsRendition {
 
 fn progress_of(w: &Window) -> Progress {
     match w.segments.back() {
-        Some(s) => Progress { msn: Some(s.msn), parts: s.part_count, complete: s.complete(), ended: w.ended },
-        None => Progress { msn: None, parts: 0, complete: false, ended: w.ended },
+        Some(s) => Progress {
+            msn: Some(s.msn),
+            parts: s.part_count,
+            complete: s.complete(),
+            ended: w.ended,
+            at: Some(std::time::Instant::now()),
+        },
+        None => Progress {
+            msn: None,
+            parts: 0,
+            complete: false,
+            ended: w.ended,
+            at: Some(std::time::Instant::now()),
+        },
     }
 }
 

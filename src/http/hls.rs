@@ -93,14 +93,21 @@ async fn wait_until(
     deadline: Instant,
     mut ready: impl FnMut(&Progress) -> Result<bool, Error>,
 ) -> Result<(), Error> {
+    let mut waited = false;
     loop {
         let p = *rx.borrow_and_update();
         // An ended stream never blocks (RFC 8216bis §6.2.5.2): the caller answers with what
         // exists, e.g. the final playlist with EXT-X-ENDLIST that a player waiting for the next
         // part needs to see.
         if p.ended || ready(&p)? {
+            if let (true, Some(at)) = (waited, p.at) {
+                // How long after the part was published this held request was released: the
+                // server's share of "answered within N ms of its part completing".
+                metrics().hls_block_release_seconds.observe(at.elapsed().as_secs_f64());
+            }
             return Ok(());
         }
+        waited = true;
         match tokio::time::timeout_at(deadline.into(), rx.changed()).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(offline()),
@@ -272,11 +279,14 @@ async fn media_playlist(
     if let Err(e) = waited {
         return fail(kind, e);
     }
-    let body = {
-        let w = rendition.window();
-        let pl = playlist_of(&w, &rendition, &entry.renditions);
-        drop(w);
+    let render = |w: &Window| {
+        let pl = playlist_of(w, &rendition, &entry.renditions);
         render_media(&pl, &RenderOptions { skip: query.skip, uri_query: &uri_query })
+    };
+    let body = if uri_query.is_empty() {
+        rendition.cached_playlist(query.skip, render)
+    } else {
+        bytes::Bytes::from(render(&rendition.window()))
     };
     count(kind, 200);
     let cache = if query.msn.is_some() {
@@ -312,7 +322,16 @@ fn parse_file(name: &str) -> Option<MediaFile> {
     Some(MediaFile::Part(m.parse().ok()?, i.parse().ok()?))
 }
 
+/// Bodies go out as a stream of slices of the shared buffer: actix-http copies a whole body into
+/// the connection's write buffer and keeps that buffer (up to 128 KiB) for the life of a
+/// keep-alive connection, so 80 KB parts would pin 80 KB per player; slices keep it small.
+const BODY_SLICE: usize = 16 * 1024;
+
 fn media_response(data: bytes::Bytes, init: bool) -> HttpResponse {
+    let len = data.len() as u64;
+    let slices = (0..data.len())
+        .step_by(BODY_SLICE)
+        .map(move |at| Ok::<_, std::convert::Infallible>(data.slice(at..(at + BODY_SLICE).min(data.len()))));
     HttpResponse::Ok()
         .insert_header(ContentType(
             if init { "video/mp4" } else { "video/iso.segment" }.parse().expect("static mime"),
@@ -322,7 +341,7 @@ fn media_response(data: bytes::Bytes, init: bool) -> HttpResponse {
             CacheDirective::MaxAge(86_400),
             CacheDirective::Extension("immutable".into(), None),
         ]))
-        .body(data)
+        .body(actix_web::body::SizedStream::new(len, futures_util::stream::iter(slices)))
 }
 
 async fn media_file(

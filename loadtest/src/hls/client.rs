@@ -1,0 +1,282 @@
+//! One simulated HLS player. Two behaviours:
+//!
+//! - `LlHls` (hls.js in low-latency mode at the live edge): GET the media playlist once, then
+//!   loop: take the preload hint `part-M-I.m4s`, issue the blocking reload
+//!   `?_HLS_msn=M&_HLS_part=I[&_HLS_skip=YES]` and, concurrently, GET the hinted part (the server
+//!   holds it until complete). The next reload is issued as soon as the playlist answers; part
+//!   fetches run on their own (at most `MAX_PARTS_IN_FLIGHT` per player), as in hls.js where
+//!   playlist reloads and fragment loads are separate loops.
+//! - `Plain` (a classic HLS player; nginx-rtmp has no LL-HLS): poll the playlist every
+//!   `poll` (random phase per player) and GET each segment that appeared since the last poll,
+//!   once. The first poll fetches only the newest segment.
+//!
+//! Every request is timed; records are returned when the window closes.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{anyhow, Result};
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Empty};
+use hyper::Uri;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::playlist::{self, Playlist};
+
+pub type Http = Client<HttpConnector, Empty<Bytes>>;
+
+/// Give up on one request after this long (tidecast's `hls.block_timeout` is 6 s).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Part fetches one player may have outstanding before it waits for one to finish.
+const MAX_PARTS_IN_FLIGHT: usize = 4;
+/// Pause after a failed playlist request before trying again (a plain GET, to resync).
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Playlist,
+    Blocking,
+    Part,
+    Segment,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Playlist, Kind::Blocking, Kind::Part, Kind::Segment];
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Playlist => "playlist",
+            Kind::Blocking => "blocking",
+            Kind::Part => "part",
+            Kind::Segment => "segment",
+        }
+    }
+}
+
+/// One finished (or failed) request.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub kind: Kind,
+    /// 0 for a transport error or timeout.
+    pub status: u16,
+    pub sent: Instant,
+    /// When the whole body had arrived (or the failure).
+    pub done: Instant,
+    pub done_wall: SystemTime,
+    pub bytes: usize,
+    /// The part a blocking reload or part fetch asked for.
+    pub key: Option<(u64, u32)>,
+    /// Blocking reloads: completion of that part by the returned playlist's date-times.
+    pub pdt_completion: Option<SystemTime>,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Mode {
+    LlHls { skip: bool, parts: bool },
+    Plain { poll: Duration },
+}
+
+pub struct Ctx {
+    pub http: Http,
+    pub playlist_url: String,
+    /// `playlist_url` up to and including its last '/'.
+    pub base: String,
+    pub mode: Mode,
+    /// Players stop issuing requests here and abandon what is in flight.
+    pub stop: Instant,
+}
+
+impl Ctx {
+    pub fn new(http: Http, playlist_url: String, mode: Mode, stop: Instant) -> Self {
+        let base = playlist_url[..=playlist_url.rfind('/').unwrap_or(0)].to_string();
+        Ctx { http, playlist_url, base, mode, stop }
+    }
+
+    fn resolve(&self, uri: &str) -> String {
+        if uri.starts_with("http://") {
+            uri.to_string()
+        } else if let Some(abs) = uri.strip_prefix('/') {
+            let host_end = self.base.find("://").map_or(0, |i| i + 3);
+            let host_end = self.base[host_end..].find('/').map_or(self.base.len(), |j| host_end + j);
+            format!("{}/{abs}", &self.base[..host_end])
+        } else {
+            format!("{}{uri}", self.base)
+        }
+    }
+}
+
+/// GET `url`; keep the body only when asked (playlists), otherwise just count it.
+async fn get(
+    http: &Http,
+    kind: Kind,
+    url: &str,
+    keep: bool,
+    key: Option<(u64, u32)>,
+) -> (Record, Option<Bytes>) {
+    let sent = Instant::now();
+    let result: Result<(u16, usize, Option<Bytes>)> = async {
+        let uri: Uri = url.parse().map_err(|e| anyhow!("bad URL {url}: {e}"))?;
+        let resp = tokio::time::timeout(REQUEST_TIMEOUT, http.get(uri))
+            .await
+            .map_err(|_| anyhow!("no response headers in {REQUEST_TIMEOUT:?}"))??;
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        let mut n = 0;
+        let mut buf = keep.then(BytesMut::new);
+        let deadline = sent + REQUEST_TIMEOUT;
+        while let Some(frame) = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .map_err(|_| anyhow!("body not complete in {REQUEST_TIMEOUT:?}"))?
+        {
+            if let Ok(d) = frame?.into_data() {
+                n += d.len();
+                if let Some(b) = buf.as_mut() {
+                    b.extend_from_slice(&d);
+                }
+            }
+        }
+        Ok((status, n, buf.map(BytesMut::freeze)))
+    }
+    .await;
+    let (done, done_wall) = (Instant::now(), SystemTime::now());
+    match result {
+        Ok((status, bytes, body)) => (
+            Record { kind, status, sent, done, done_wall, bytes, key, pdt_completion: None, error: None },
+            body,
+        ),
+        Err(e) => (
+            Record {
+                kind,
+                status: 0,
+                sent,
+                done,
+                done_wall,
+                bytes: 0,
+                key,
+                pdt_completion: None,
+                error: Some(format!("{e:#}")),
+            },
+            None,
+        ),
+    }
+}
+
+fn parse_body(rec: &Record, body: Option<Bytes>) -> Option<Playlist> {
+    if rec.status != 200 {
+        return None;
+    }
+    playlist::parse(std::str::from_utf8(&body?).ok()?).ok()
+}
+
+/// Run one player until `ctx.stop`; returns its records.
+pub async fn run(ctx: Arc<Ctx>, id: usize) -> Vec<Record> {
+    let mut records = Vec::with_capacity(512);
+    let stop = ctx.stop;
+    let body = async {
+        match ctx.mode {
+            Mode::LlHls { skip, parts } => ll_hls(&ctx, skip, parts, &mut records).await,
+            Mode::Plain { poll } => plain(&ctx, poll, id, &mut records).await,
+        }
+    };
+    let _ = tokio::time::timeout_at(stop, body).await;
+    records
+}
+
+async fn fresh_playlist(ctx: &Ctx, records: &mut Vec<Record>) -> Option<Playlist> {
+    while Instant::now() < ctx.stop {
+        let (rec, body) = get(&ctx.http, Kind::Playlist, &ctx.playlist_url, true, None).await;
+        let pl = parse_body(&rec, body);
+        records.push(rec);
+        if pl.is_some() {
+            return pl;
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+    None
+}
+
+async fn ll_hls(ctx: &Ctx, skip: bool, fetch_parts: bool, records: &mut Vec<Record>) {
+    let mut parts: JoinSet<Record> = JoinSet::new();
+    let mut pl = match fresh_playlist(ctx, records).await {
+        Some(p) => p,
+        None => return,
+    };
+    loop {
+        while let Some(r) = parts.try_join_next() {
+            if let Ok(r) = r {
+                records.push(r);
+            }
+        }
+        let Some((hint_uri, (msn, part))) =
+            pl.preload_hint.as_ref().and_then(|u| Some((u.clone(), playlist::part_of_uri(u)?)))
+        else {
+            // No hint (stream ended or not LL-HLS): start over from a plain reload.
+            tokio::time::sleep(RETRY_PAUSE).await;
+            pl = match fresh_playlist(ctx, records).await {
+                Some(p) => p,
+                None => return,
+            };
+            continue;
+        };
+        if parts.len() >= MAX_PARTS_IN_FLIGHT {
+            if let Some(Ok(r)) = parts.join_next().await {
+                records.push(r);
+            }
+        }
+        if fetch_parts {
+            let part_url = ctx.resolve(&hint_uri);
+            let http = ctx.http.clone();
+            parts.spawn(async move { get(&http, Kind::Part, &part_url, false, Some((msn, part))).await.0 });
+        }
+        let url = format!(
+            "{}?_HLS_msn={msn}&_HLS_part={part}{}",
+            ctx.playlist_url,
+            if skip { "&_HLS_skip=YES" } else { "" }
+        );
+        let (mut rec, body) = get(&ctx.http, Kind::Blocking, &url, true, Some((msn, part))).await;
+        let next = parse_body(&rec, body);
+        if let Some(p) = &next {
+            rec.pdt_completion = p.part_completion(msn, part);
+        }
+        records.push(rec);
+        pl = match next {
+            Some(p) => p,
+            None => {
+                tokio::time::sleep(RETRY_PAUSE).await;
+                match fresh_playlist(ctx, records).await {
+                    Some(p) => p,
+                    None => return,
+                }
+            }
+        };
+    }
+}
+
+async fn plain(ctx: &Ctx, poll: Duration, id: usize, records: &mut Vec<Record>) {
+    // Spread the players' polls over the interval (a fixed pseudo-random phase per player).
+    let phase = (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) % (poll.as_micros().max(1) as u64);
+    tokio::time::sleep(Duration::from_micros(phase)).await;
+    let mut tick = tokio::time::interval(poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut fetched: Option<u64> = None;
+    loop {
+        tick.tick().await;
+        let (rec, body) = get(&ctx.http, Kind::Playlist, &ctx.playlist_url, true, None).await;
+        let pl = parse_body(&rec, body);
+        records.push(rec);
+        let Some(pl) = pl else { continue };
+        let complete: Vec<_> = pl.segments.iter().filter(|s| s.uri.is_some()).collect();
+        let from = match fetched {
+            Some(m) => m + 1,
+            None => complete.last().map_or(0, |s| s.msn),
+        };
+        for s in complete.iter().filter(|s| s.msn >= from) {
+            let url = ctx.resolve(s.uri.as_deref().unwrap_or_default());
+            let (rec, _) = get(&ctx.http, Kind::Segment, &url, false, Some((s.msn, 0))).await;
+            records.push(rec);
+            fetched = Some(s.msn);
+        }
+    }
+}
