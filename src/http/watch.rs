@@ -57,16 +57,11 @@ async fn watch_page(path: web::Path<String>, state: web::Data<AppState>) -> Http
   function show(t) {{ status.textContent = t; }}
   if (window.Hls && Hls.isSupported()) {{
     // Low-latency mode: blocking playlist reloads, parts and preload hints (hls.js >= 1.0).
-    // hls.js 1.7 only speeds up to catch the live edge while more than a second is buffered,
-    // so a player that starts (or stalls) behind stays behind: allow catching up at 1.5x, and
-    // jump to the live sync position once playback has started.
+    // hls.js 1.7 keeps its playback rate at 1 unless told otherwise, so a player that starts
+    // or stalls behind the live edge stays behind: allow catching up at up to 1.5x. (A seek to
+    // hls.liveSyncPosition after start gains ~0.3 s more but costs a visible rebuffer.)
     var hls = new Hls({{ lowLatencyMode: true, backBufferLength: 30, maxLiveSyncPlaybackRate: 1.5 }});
     window.hls = hls;
-    video.addEventListener("playing", function once() {{
-      video.removeEventListener("playing", once);
-      var target = hls.liveSyncPosition;
-      if (target && video.currentTime < target - 0.3) video.currentTime = target;
-    }});
     hls.on(Hls.Events.ERROR, function (_, d) {{ if (d.fatal) show("error: " + d.type + " " + d.details); }});
     hls.on(Hls.Events.FRAG_CHANGED, function () {{
       if (hls.latency) show("live · latency " + hls.latency.toFixed(2) + " s");
