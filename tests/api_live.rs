@@ -230,6 +230,11 @@ fn subscribers_channel_needs_a_token_on_every_llhls_request() {
     assert!(!r.body.contains("token="), "{}", r.body);
     set("subscribers");
     assert_eq!(server.get("/live/premium/index.m3u8").status, 403);
+    // Private: the owner's token still plays; the channel is hidden from others on the API.
+    set("private");
+    assert_eq!(server.get(&url).status, 200, "owner's token on a private channel");
+    assert_eq!(server.get("/live/premium/index.m3u8").status, 403);
+    assert_eq!(http_json(server.http, "GET", "/api/v1/channels/premium", Some(&viewer), None).0, 404);
     ffmpeg.kill();
 }
 
