@@ -173,6 +173,15 @@ fn subscribers_channel_needs_a_token_on_every_llhls_request() {
         multivariant.body
     );
     refused("/live/premium/index.m3u8");
+    // The feed opens with channels on air that the caller may play.
+    let (_, feed) = http_json(server.http, "GET", "/api/v1/videos/feed", Some(&owner), None);
+    assert_eq!(
+        (feed[0]["reason"].as_str(), feed[0]["channel"]["name"].as_str()),
+        (Some("live"), Some("premium")),
+        "{feed}"
+    );
+    let (_, feed) = http_json(server.http, "GET", "/api/v1/videos/feed", None, None);
+    assert!(!feed.to_string().contains("premium"), "anonymous feed lists a subscribers channel: {feed}");
     let r = server.get(&subscriber_url);
     assert_eq!(r.status, 200, "subscriber's token: {}", r.body);
     // Revoking the subscription stops playback with the token already handed out.

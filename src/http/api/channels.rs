@@ -38,7 +38,7 @@ pub struct ChannelView {
 }
 
 impl ChannelView {
-    fn new(c: ChannelRecord, viewers: i64) -> Self {
+    pub(super) fn new(c: ChannelRecord, viewers: i64) -> Self {
         ChannelView {
             name: c.name,
             title: c.title,

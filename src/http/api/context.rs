@@ -252,7 +252,8 @@ impl ApiContext {
         self.can_play_channel(Some(&viewer), &channel).await
     }
 
-    async fn channel_cached(&self, name: &str) -> crate::Result<Option<ChannelRecord>> {
+    /// A channel record, from the cache if fresh.
+    pub async fn channel_cached(&self, name: &str) -> crate::Result<Option<ChannelRecord>> {
         if let Some(e) = self.channels.get(name) {
             if e.1.elapsed() < CACHE_TTL {
                 return Ok(Some(e.0.clone()));

@@ -151,14 +151,19 @@ pub struct FeedQuery {
 
 #[derive(Serialize, ToSchema)]
 pub struct FeedItem {
-    /// `subscription` (live or recent on a subscribed channel), `similar` (watched by people
-    /// with a similar history), `popular`, or `recent`.
+    /// `live` (a channel on air now: `channel` is set), `subscription` (live or recent video
+    /// on a subscribed channel), `similar` (watched by people with a similar history),
+    /// `popular`, or `recent`.
     pub reason: String,
-    pub video: Video,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub video: Option<Video>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<super::channels::ChannelView>,
 }
 
-/// Personalized feed: subscribed channels' live and recent videos, then what people with a
-/// similar history watched, then popular and recent ones. Only videos the caller may play.
+/// Personalized feed: channels live now, subscribed channels' live and recent videos, then
+/// what people with a similar history watched, then popular and recent ones. Only what the
+/// caller may play.
 #[utoipa::path(
     context_path = API_PREFIX,
     tag = "videos",
@@ -170,9 +175,27 @@ pub async fn feed(
     ctx: web::Data<ApiContext>,
     caller: MaybeCaller,
     q: web::Query<FeedQuery>,
+    server: Option<web::Data<crate::http::AppState>>,
 ) -> Result<HttpResponse, Error> {
     let limit = page_limit(q.limit);
     let viewer = caller.0.as_ref().map(Caller::viewer);
+    let mut items: Vec<FeedItem> = Vec::new();
+    // Channels on air now (the LL-HLS directory of this node), when the server has one.
+    if let Some(server) = &server {
+        let mut live: Vec<String> = server.hls.iter().map(|e| e.key().clone()).collect();
+        live.sort();
+        for name in live {
+            if items.len() as i64 >= limit {
+                break;
+            }
+            let Some(c) = ctx.channel_cached(&name).await? else { continue };
+            if ctx.can_play_channel(viewer.as_ref(), &c).await? {
+                let viewers = ctx.shared.viewers(&c.name).await;
+                let channel = Some(super::channels::ChannelView::new(c, viewers));
+                items.push(FeedItem { reason: "live".to_owned(), video: None, channel });
+            }
+        }
+    }
     let mut sections: Vec<(&str, Vec<Video>)> = Vec::new();
     if let Some(v) = &viewer {
         let plans = ctx.active_plans(v.user_id).await?;
@@ -184,7 +207,6 @@ pub async fn feed(
     }
     sections.push(("popular", ctx.store.popular_videos(limit * 2).await?));
     sections.push(("recent", ctx.store.recent_videos(None, limit * 2).await?));
-    let mut items: Vec<FeedItem> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     'outer: for (reason, videos) in sections {
         for video in videos {
@@ -194,7 +216,7 @@ pub async fn feed(
             if !seen.insert(video.id) || !ctx.can_play_video(viewer.as_ref(), &video).await? {
                 continue;
             }
-            items.push(FeedItem { reason: reason.to_owned(), video });
+            items.push(FeedItem { reason: reason.to_owned(), video: Some(video), channel: None });
         }
     }
     Ok(HttpResponse::Ok().json(items))
