@@ -247,7 +247,18 @@ try {
   let liveRequests = 0;
   // Arrival times of part responses: a long gap between two says media stopped coming.
   const partArrivals = [];
+  // Requests that took longer than a second from issue to response headers: a held request
+  // that should have been released, or one the browser queued behind others.
+  const issued = new Map();
+  const slow = [];
+  page.on('request', (q) => issued.set(q, Date.now()));
   page.on('response', (r) => {
+    const at = issued.get(r.request());
+    if (at !== undefined) {
+      issued.delete(r.request());
+      const ms = Date.now() - at;
+      if (ms > 1000 && slow.length < 20) slow.push({ ms, url: r.url().replace(/^.*\/live\//, '/live/'), issued_s: (at - t0) / 1000 });
+    }
     if (r.status() >= 400 && failed.length < 20) failed.push(`${r.status()} ${r.url()}`);
     if (!r.url().includes('/live/')) return;
     if (/\/part-[^/]*$/.test(r.url())) partArrivals.push([Date.now(), r.url().replace(/^.*\//, '')]);
@@ -351,6 +362,7 @@ try {
     live_requests: liveRequests,
     http_status: httpStatus,
     failed_requests: failed,
+    slow_requests: slow,
     console,
   });
 } catch (e) {
