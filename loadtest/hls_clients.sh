@@ -55,39 +55,9 @@ for tool in ffmpeg jq cargo curl python3; do command -v "$tool" >/dev/null || di
 # Each player holds up to ~2-5 keep-alive connections in the client and as many in the server.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 
-WORK=$(mktemp -d /tmp/tidecast-hlsload.XXXXXX)
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    if [[ ${KEEP:-0} == 1 ]]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-stop_pid() {
-    local pid=$1 keep=() p
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-wait_port() {
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
+# shellcheck source=loadtest/common.sh
+source "$HERE/common.sh"
+lt_init tidecast-hlsload
 
 # wait_playlist URL PATTERN: until the playlist answers 200 and lists PATTERN (max 30 s).
 wait_playlist() {
@@ -107,16 +77,7 @@ FANOUT=$CARGO_TARGET_DIR/release/rtmp-fanout
 HLSCLIENTS=$CARGO_TARGET_DIR/release/hls-clients
 
 # --- test stream (same file as rtmp_fanout.sh) ---------------------------------------------
-mkdir -p "$CACHE"
-INPUT=$CACHE/testsrc2-720p30-3M-aac-30s.flv
-if [[ ! -s $INPUT ]]; then
-    log "encoding the 3 Mbps test stream once into $INPUT"
-    ffmpeg -nostdin -hide_banner -loglevel error -y \
-        -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=1000:sample_rate=48000 \
-        -t 30 -c:v libx264 -preset veryfast -b:v 3M -maxrate 3M -bufsize 3M -g 60 -pix_fmt yuv420p \
-        -c:a aac -b:a 128k -f flv "$INPUT.tmp"
-    mv "$INPUT.tmp" "$INPUT"
-fi
+ensure_input
 
 # start_publisher URL N LOG: a real-time publisher (rtmp-fanout's publisher mode, no viewers)
 # lasting the whole run; sets PUB_PID.

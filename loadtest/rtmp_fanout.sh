@@ -42,43 +42,9 @@ for tool in ffmpeg jq cargo; do command -v "$tool" >/dev/null || die "$tool is n
 # Each viewer is one socket in the client and one in the server.
 ulimit -n 16384 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 
-WORK=$(mktemp -d /tmp/tidecast-loadtest.XXXXXX)
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    if [[ ${KEEP:-0} == 1 ]]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Stop one server we started (by PID) and forget it.
-stop_pid() {
-    local pid=$1 keep=() p
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-wait_port() {
-    local port=$1
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
+# shellcheck source=loadtest/common.sh
+source "$HERE/common.sh"
+lt_init tidecast-loadtest
 
 # --- build -------------------------------------------------------------------------------
 log "building tidecast and rtmp-fanout (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
@@ -88,16 +54,7 @@ TIDECAST=$CARGO_TARGET_DIR/release/tidecast
 FANOUT=$CARGO_TARGET_DIR/release/rtmp-fanout
 
 # --- test stream -------------------------------------------------------------------------
-mkdir -p "$CACHE"
-INPUT=$CACHE/testsrc2-720p30-3M-aac-30s.flv
-if [[ ! -s $INPUT ]]; then
-    log "encoding the 3 Mbps test stream once into $INPUT"
-    ffmpeg -nostdin -hide_banner -loglevel error -y \
-        -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=1000:sample_rate=48000 \
-        -t 30 -c:v libx264 -preset veryfast -b:v 3M -maxrate 3M -bufsize 3M -g 60 -pix_fmt yuv420p \
-        -c:a aac -b:a 128k -f flv "$INPUT.tmp"
-    mv "$INPUT.tmp" "$INPUT"
-fi
+ensure_input
 
 # --- one run -----------------------------------------------------------------------------
 # run_fanout LABEL SERVER_PID PUBLISH_URL PLAY_URL N  -> JSON line in $WORK/LABEL-N.json

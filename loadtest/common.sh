@@ -1,0 +1,57 @@
+# Shared by the loadtest scripts (sourced, not run): the processes a run starts and how it ends
+# them (only ours, by PID), free ports, and the cached 3 Mbps test stream.
+# Callers set CACHE and define `log`; lt_init sets WORK and PIDS.
+
+# lt_init PREFIX: a work directory under /tmp and the EXIT trap that ends every process we start.
+lt_init() {
+    WORK=$(mktemp -d "/tmp/$1.XXXXXX")
+    PIDS=()
+    trap lt_cleanup EXIT
+    trap 'exit 130' INT TERM
+}
+
+lt_cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    if [[ ${KEEP:-0} == 1 ]]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
+}
+
+# Stop one process we started (by PID) and forget it.
+stop_pid() {
+    local pid=$1 keep=() p
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# wait_port PORT: until something accepts on 127.0.0.1:PORT (max 10 s).
+wait_port() {
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# ensure_input: the 30 s 720p30 3 Mbps H.264 + AAC test stream, encoded once into $CACHE; sets INPUT.
+ensure_input() {
+    mkdir -p "$CACHE"
+    INPUT=$CACHE/testsrc2-720p30-3M-aac-30s.flv
+    if [[ ! -s $INPUT ]]; then
+        log "encoding the 3 Mbps test stream once into $INPUT"
+        ffmpeg -nostdin -hide_banner -loglevel error -y \
+            -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=1000:sample_rate=48000 \
+            -t 30 -c:v libx264 -preset veryfast -b:v 3M -maxrate 3M -bufsize 3M -g 60 -pix_fmt yuv420p \
+            -c:a aac -b:a 128k -f flv "$INPUT.tmp"
+        mv "$INPUT.tmp" "$INPUT"
+    fi
+}
