@@ -14,6 +14,7 @@
 #   CLIENT_ARGS=""           extra hls-clients arguments for every run (e.g. "--no-parts")
 #   CARGO_TARGET_DIR         default ~/.cache/tidecast-target
 #   LOADTEST_CACHE           where the test FLV is kept, default ~/.cache/tidecast-loadtest
+#   TIDECAST_BIN             run this tidecast binary instead (A/B comparisons); still builds
 #   KEEP=1                   keep the temp dir (server logs, per-run JSON)
 #   NICE=0                   run servers, publisher and client under `nice -n NICE` (e.g. -10 on a
 #                            machine shared with other work; needs root for negative values)
@@ -72,7 +73,7 @@ wait_playlist() {
 log "building tidecast, rtmp-fanout and hls-clients (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 (cd "$ROOT" && cargo build --release --quiet)
 cargo build --release --quiet --manifest-path "$HERE/Cargo.toml"
-TIDECAST=$CARGO_TARGET_DIR/release/tidecast
+TIDECAST=${TIDECAST_BIN:-$CARGO_TARGET_DIR/release/tidecast}
 FANOUT=$CARGO_TARGET_DIR/release/rtmp-fanout
 HLSCLIENTS=$CARGO_TARGET_DIR/release/hls-clients
 
@@ -146,13 +147,17 @@ run_tidecast() {
         # upper bounds of the buckets they fall in). Kernel send and client parsing come after.
         curl -s "http://127.0.0.1:$hport/metrics" | awk '
             /^tidecast_hls_block_release_seconds_bucket/ {
-                match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5); n++; les[n] = le; cnt[n] = $2
+                match($0, /kind="[^"]*"/); k = substr($0, RSTART + 6, RLENGTH - 7)
+                match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5)
+                n[k]++; les[k, n[k]] = le; cnt[k, n[k]] = $2
             }
             END {
-                total = cnt[n]; if (total == 0) { print "   server-side release: no blocked requests"; exit }
-                split("0.5 0.99", qs, " ")
-                for (i = 1; i <= 2; i++) for (j = 1; j <= n; j++) if (cnt[j] >= qs[i] * total) { res[i] = les[j]; break }
-                printf "   server-side release after part publication: p50 <= %s s, p99 <= %s s (%d requests)\n", res[1], res[2], total
+                for (k in n) {
+                    total = cnt[k, n[k]]; if (total == 0) continue
+                    split("0.5 0.99", qs, " ")
+                    for (i = 1; i <= 2; i++) for (j = 1; j <= n[k]; j++) if (cnt[k, j] >= qs[i] * total) { res[i] = les[k, j]; break }
+                    printf "   server-side release of held %s requests after part publication: p50 <= %s s, p99 <= %s s (%d requests)\n", k, res[1], res[2], total
+                }
             }' >&2 || true
     fi
     if [[ -n $perf_pid ]]; then

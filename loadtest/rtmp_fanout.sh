@@ -14,6 +14,7 @@
 #   CARGO_TARGET_DIR       default ~/.cache/tidecast-target
 #   LOADTEST_CACHE         where the test FLV is kept, default ~/.cache/tidecast-loadtest
 #   KEEP=1                 keep the temp dir (server logs, per-run JSON)
+#   TIDECAST_BIN           run this tidecast binary instead (A/B comparisons)
 #
 # Everything is loopback only; every process this script starts is killed by its PID on exit.
 set -euo pipefail
@@ -50,7 +51,7 @@ lt_init tidecast-loadtest
 log "building tidecast and rtmp-fanout (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 (cd "$ROOT" && cargo build --release --quiet)
 cargo build --release --quiet --manifest-path "$HERE/Cargo.toml"
-TIDECAST=$CARGO_TARGET_DIR/release/tidecast
+TIDECAST=${TIDECAST_BIN:-$CARGO_TARGET_DIR/release/tidecast}
 FANOUT=$CARGO_TARGET_DIR/release/rtmp-fanout
 
 # --- test stream -------------------------------------------------------------------------

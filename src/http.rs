@@ -68,10 +68,11 @@ async fn observe(
 
 /// Register every route on an actix `ServiceConfig` (also used by in-process tests).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/metrics", web::get().to(health::metrics_text))
+    // LL-HLS first: it carries almost all requests (see `hls::configure`).
+    cfg.configure(hls::configure)
+        .route("/metrics", web::get().to(health::metrics_text))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
-        .configure(hls::configure)
         .configure(watch::configure);
 }
 
@@ -100,11 +101,11 @@ pub fn start(opts: HttpOptions, state: AppState) -> std::io::Result<(Server, Soc
         let mut app = App::new()
             .app_data(data.clone())
             .app_data(api_data.clone())
+            .configure(configure)
             .configure(api::configure(api_max_body))
             .app_data(web::JsonConfig::default().limit(64 * 1024).error_handler(error::json_error))
             .wrap(cors(&origins))
-            .wrap(from_fn(observe))
-            .configure(configure);
+            .wrap(from_fn(observe));
         if !static_dir.is_empty() {
             app = app.service(actix_files::Files::new("/static", &static_dir));
         }

@@ -46,8 +46,10 @@ pub struct Metrics {
     pub hls_requests: IntCounterVec,
     /// Time blocking playlist reloads and preload-hinted part requests waited.
     pub hls_block_wait_seconds: Histogram,
-    /// From a part's publication to the release of a request that was blocked waiting for it.
-    pub hls_block_release_seconds: Histogram,
+    /// From a part's publication to the release of a request that was blocked waiting for it,
+    /// by what was waiting (`playlist`: blocking reloads and the multivariant playlist at
+    /// stream start; `part`: preload-hinted part requests).
+    pub hls_block_release_seconds: HistogramVec,
     /// Parts and segments produced by the packagers.
     pub hls_parts: IntCounter,
     pub hls_segments: IntCounter,
@@ -119,12 +121,13 @@ impl Metrics {
         )
         .expect("valid");
         r.register(Box::new(hls_block_wait_seconds.clone())).expect("registered once");
-        let hls_block_release_seconds = Histogram::with_opts(
+        let hls_block_release_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "tidecast_hls_block_release_seconds",
                 "Part publication to release of a request blocked on it",
             )
-            .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0]),
+            .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 1.0]),
+            &["kind"],
         )
         .expect("valid");
         r.register(Box::new(hls_block_release_seconds.clone())).expect("registered once");
@@ -253,6 +256,9 @@ impl Metrics {
         }
         for consumer in ["rtmp_play", "hls"] {
             self.frames_dropped.with_label_values(&[consumer]);
+        }
+        for kind in ["playlist", "part"] {
+            self.hls_block_release_seconds.with_label_values(&[kind]);
         }
     }
 

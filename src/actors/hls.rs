@@ -165,6 +165,11 @@ pub struct HlsRendition {
     pub name: String,
     window: RwLock<Window>,
     progress: watch::Sender<Progress>,
+    /// The same progress, published right after `progress`: held part requests wait on this
+    /// one. When a part completes, every blocked playlist reload and every held part request
+    /// becomes ready at once; waking the reloads first puts them ahead in the HTTP workers' run
+    /// queues, so the small playlist answers go out before the ~1,000x larger part bodies.
+    media_progress: watch::Sender<Progress>,
     /// Rendered playlists of the current window version, by skip mode. Every completed part
     /// releases every blocked reload at once; with this, a thousand of them share one rendering
     /// instead of rendering the same text a thousand times.
@@ -190,6 +195,7 @@ impl HlsRendition {
                 version: 0,
             }),
             progress: watch::channel(Progress::default()).0,
+            media_progress: watch::channel(Progress::default()).0,
             rendered: Mutex::new(Vec::new()),
         }
     }
@@ -223,8 +229,14 @@ impl HlsRendition {
         *self.progress.borrow()
     }
 
+    /// Progress for playlist requests.
     pub fn subscribe(&self) -> watch::Receiver<Progress> {
         self.progress.subscribe()
+    }
+
+    /// Progress for held media (part) requests: published just after `subscribe`'s.
+    pub fn subscribe_media(&self) -> watch::Receiver<Progress> {
+        self.media_progress.subscribe()
     }
 
     fn update(&self, f: impl FnOnce(&mut Window)) {
@@ -235,6 +247,7 @@ impl HlsRendition {
             progress_of(&w)
         };
         self.progress.send_replace(progress);
+        self.media_progress.send_replace(progress);
     }
 }
 
