@@ -4,28 +4,26 @@
 //!   loop: take the preload hint `part-M-I.m4s`, issue the blocking reload
 //!   `?_HLS_msn=M&_HLS_part=I[&_HLS_skip=YES]` and, concurrently, GET the hinted part (the server
 //!   holds it until complete). The next reload is issued as soon as the playlist answers; part
-//!   fetches run on their own (at most `MAX_PARTS_IN_FLIGHT` per player), as in hls.js where
-//!   playlist reloads and fragment loads are separate loops.
+//!   fetches run on their own (at most `MAX_PARTS_IN_FLIGHT` per player, as spawned tasks), as in
+//!   hls.js where playlist reloads and fragment loads are separate loops.
 //! - `Plain` (a classic HLS player; nginx-rtmp has no LL-HLS): poll the playlist every
 //!   `poll` (random phase per player) and GET each segment that appeared since the last poll,
 //!   once. The first poll fetches only the newest segment.
 //!
-//! Every request is timed; records are returned when the window closes.
+//! Requests go through `http.rs`, our own minimal HTTP/1.1 GET client; each player has its own
+//! small pool of keep-alive connections, shared by its reload loop and its part tasks (so at
+//! most 1 + `MAX_PARTS_IN_FLIGHT` connections per player are busy at once). Every request is
+//! timed; records are returned when the window closes.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{anyhow, Result};
-use bytes::{Bytes, BytesMut};
-use http_body_util::{BodyExt, Empty};
-use hyper::Uri;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use anyhow::Result;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::http::{self, Pool, Target};
 use super::playlist::{self, Playlist};
-
-pub type Http = Client<HttpConnector, Empty<Bytes>>;
 
 /// Give up on one request after this long (tidecast's `hls.block_timeout` is 6 s).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,9 +77,10 @@ pub enum Mode {
 }
 
 pub struct Ctx {
-    pub http: Http,
-    pub playlist_url: String,
-    /// `playlist_url` up to and including its last '/'.
+    pub target: Target,
+    /// Path and query of the media playlist.
+    pub playlist_path: String,
+    /// `playlist_path` up to and including the last '/' of its path.
     pub base: String,
     pub mode: Mode,
     /// Players stop issuing requests here and abandon what is in flight.
@@ -89,61 +88,57 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(http: Http, playlist_url: String, mode: Mode, stop: Instant) -> Self {
-        let base = playlist_url[..=playlist_url.rfind('/').unwrap_or(0)].to_string();
-        Ctx { http, playlist_url, base, mode, stop }
+    /// `playlist_url`: `http://host[:port]/path[?query]` (the host is resolved once, here).
+    pub async fn new(playlist_url: &str, mode: Mode, stop: Instant) -> Result<Self> {
+        let (target, playlist_path) = Target::from_url(playlist_url).await?;
+        let path_only = playlist_path.split('?').next().unwrap_or_default();
+        let base = path_only[..=path_only.rfind('/').unwrap_or(0)].to_string();
+        Ok(Ctx { target, playlist_path, base, mode, stop })
     }
 
+    /// The request path for a URI found in the playlist. An absolute URL on another host comes
+    /// back unchanged, and the request then fails with an error saying so.
     fn resolve(&self, uri: &str) -> String {
-        if uri.starts_with("http://") {
+        if let Some(rest) = uri.strip_prefix("http://") {
+            match http::split_authority(rest) {
+                (host, path) if host == self.target.host => path.to_string(),
+                _ => uri.to_string(),
+            }
+        } else if uri.starts_with('/') {
             uri.to_string()
-        } else if let Some(abs) = uri.strip_prefix('/') {
-            let host_end = self.base.find("://").map_or(0, |i| i + 3);
-            let host_end = self.base[host_end..].find('/').map_or(self.base.len(), |j| host_end + j);
-            format!("{}/{abs}", &self.base[..host_end])
         } else {
             format!("{}{uri}", self.base)
         }
     }
 }
 
-/// GET `url`; keep the body only when asked (playlists), otherwise just count it.
+/// GET `path`; keep the body only when asked (playlists), otherwise just count it.
 async fn get(
-    http: &Http,
+    ctx: &Ctx,
+    pool: &Pool,
     kind: Kind,
-    url: &str,
+    path: &str,
     keep: bool,
     key: Option<(u64, u32)>,
-) -> (Record, Option<Bytes>) {
+) -> (Record, Option<Vec<u8>>) {
     let sent = Instant::now();
-    let result: Result<(u16, usize, Option<Bytes>)> = async {
-        let uri: Uri = url.parse().map_err(|e| anyhow!("bad URL {url}: {e}"))?;
-        let resp = tokio::time::timeout(REQUEST_TIMEOUT, http.get(uri))
-            .await
-            .map_err(|_| anyhow!("no response headers in {REQUEST_TIMEOUT:?}"))??;
-        let status = resp.status().as_u16();
-        let mut body = resp.into_body();
-        let mut n = 0;
-        let mut buf = keep.then(BytesMut::new);
-        let deadline = sent + REQUEST_TIMEOUT;
-        while let Some(frame) = tokio::time::timeout_at(deadline, body.frame())
-            .await
-            .map_err(|_| anyhow!("body not complete in {REQUEST_TIMEOUT:?}"))?
-        {
-            if let Ok(d) = frame?.into_data() {
-                n += d.len();
-                if let Some(b) = buf.as_mut() {
-                    b.extend_from_slice(&d);
-                }
-            }
-        }
-        Ok((status, n, buf.map(BytesMut::freeze)))
-    }
-    .await;
+    let mut body = keep.then(Vec::new);
+    let result =
+        http::get(&ctx.target, pool, path, body.as_mut(), sent + REQUEST_TIMEOUT, REQUEST_TIMEOUT).await;
     let (done, done_wall) = (Instant::now(), SystemTime::now());
     match result {
-        Ok((status, bytes, body)) => (
-            Record { kind, status, sent, done, done_wall, bytes, key, pdt_completion: None, error: None },
+        Ok(r) => (
+            Record {
+                kind,
+                status: r.status,
+                sent,
+                done,
+                done_wall,
+                bytes: r.bytes,
+                key,
+                pdt_completion: None,
+                error: None,
+            },
             body,
         ),
         Err(e) => (
@@ -163,7 +158,7 @@ async fn get(
     }
 }
 
-fn parse_body(rec: &Record, body: Option<Bytes>) -> Option<Playlist> {
+fn parse_body(rec: &Record, body: Option<Vec<u8>>) -> Option<Playlist> {
     if rec.status != 200 {
         return None;
     }
@@ -174,19 +169,20 @@ fn parse_body(rec: &Record, body: Option<Bytes>) -> Option<Playlist> {
 pub async fn run(ctx: Arc<Ctx>, id: usize) -> Vec<Record> {
     let mut records = Vec::with_capacity(512);
     let stop = ctx.stop;
+    let pool = Arc::new(Pool::default());
     let body = async {
         match ctx.mode {
-            Mode::LlHls { skip, parts } => ll_hls(&ctx, skip, parts, &mut records).await,
-            Mode::Plain { poll } => plain(&ctx, poll, id, &mut records).await,
+            Mode::LlHls { skip, parts } => ll_hls(&ctx, &pool, skip, parts, &mut records).await,
+            Mode::Plain { poll } => plain(&ctx, &pool, poll, id, &mut records).await,
         }
     };
     let _ = tokio::time::timeout_at(stop, body).await;
     records
 }
 
-async fn fresh_playlist(ctx: &Ctx, records: &mut Vec<Record>) -> Option<Playlist> {
+async fn fresh_playlist(ctx: &Ctx, pool: &Pool, records: &mut Vec<Record>) -> Option<Playlist> {
     while Instant::now() < ctx.stop {
-        let (rec, body) = get(&ctx.http, Kind::Playlist, &ctx.playlist_url, true, None).await;
+        let (rec, body) = get(ctx, pool, Kind::Playlist, &ctx.playlist_path, true, None).await;
         let pl = parse_body(&rec, body);
         records.push(rec);
         if pl.is_some() {
@@ -197,9 +193,9 @@ async fn fresh_playlist(ctx: &Ctx, records: &mut Vec<Record>) -> Option<Playlist
     None
 }
 
-async fn ll_hls(ctx: &Ctx, skip: bool, fetch_parts: bool, records: &mut Vec<Record>) {
+async fn ll_hls(ctx: &Arc<Ctx>, pool: &Arc<Pool>, skip: bool, fetch_parts: bool, records: &mut Vec<Record>) {
     let mut parts: JoinSet<Record> = JoinSet::new();
-    let mut pl = match fresh_playlist(ctx, records).await {
+    let mut pl = match fresh_playlist(ctx, pool, records).await {
         Some(p) => p,
         None => return,
     };
@@ -214,7 +210,7 @@ async fn ll_hls(ctx: &Ctx, skip: bool, fetch_parts: bool, records: &mut Vec<Reco
         else {
             // No hint (stream ended or not LL-HLS): start over from a plain reload.
             tokio::time::sleep(RETRY_PAUSE).await;
-            pl = match fresh_playlist(ctx, records).await {
+            pl = match fresh_playlist(ctx, pool, records).await {
                 Some(p) => p,
                 None => return,
             };
@@ -226,16 +222,19 @@ async fn ll_hls(ctx: &Ctx, skip: bool, fetch_parts: bool, records: &mut Vec<Reco
             }
         }
         if fetch_parts {
-            let part_url = ctx.resolve(&hint_uri);
-            let http = ctx.http.clone();
-            parts.spawn(async move { get(&http, Kind::Part, &part_url, false, Some((msn, part))).await.0 });
+            let part_path = ctx.resolve(&hint_uri);
+            let (ctx, pool) = (ctx.clone(), pool.clone());
+            parts.spawn(
+                async move { get(&ctx, &pool, Kind::Part, &part_path, false, Some((msn, part))).await.0 },
+            );
         }
-        let url = format!(
-            "{}?_HLS_msn={msn}&_HLS_part={part}{}",
-            ctx.playlist_url,
+        let path = format!(
+            "{}{}_HLS_msn={msn}&_HLS_part={part}{}",
+            ctx.playlist_path,
+            if ctx.playlist_path.contains('?') { '&' } else { '?' },
             if skip { "&_HLS_skip=YES" } else { "" }
         );
-        let (mut rec, body) = get(&ctx.http, Kind::Blocking, &url, true, Some((msn, part))).await;
+        let (mut rec, body) = get(ctx, pool, Kind::Blocking, &path, true, Some((msn, part))).await;
         let next = parse_body(&rec, body);
         if let Some(p) = &next {
             rec.pdt_completion = p.part_completion(msn, part);
@@ -245,7 +244,7 @@ async fn ll_hls(ctx: &Ctx, skip: bool, fetch_parts: bool, records: &mut Vec<Reco
             Some(p) => p,
             None => {
                 tokio::time::sleep(RETRY_PAUSE).await;
-                match fresh_playlist(ctx, records).await {
+                match fresh_playlist(ctx, pool, records).await {
                     Some(p) => p,
                     None => return,
                 }
@@ -254,7 +253,7 @@ async fn ll_hls(ctx: &Ctx, skip: bool, fetch_parts: bool, records: &mut Vec<Reco
     }
 }
 
-async fn plain(ctx: &Ctx, poll: Duration, id: usize, records: &mut Vec<Record>) {
+async fn plain(ctx: &Ctx, pool: &Pool, poll: Duration, id: usize, records: &mut Vec<Record>) {
     // Spread the players' polls over the interval (a fixed pseudo-random phase per player).
     let phase = (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) % (poll.as_micros().max(1) as u64);
     tokio::time::sleep(Duration::from_micros(phase)).await;
@@ -263,7 +262,7 @@ async fn plain(ctx: &Ctx, poll: Duration, id: usize, records: &mut Vec<Record>) 
     let mut fetched: Option<u64> = None;
     loop {
         tick.tick().await;
-        let (rec, body) = get(&ctx.http, Kind::Playlist, &ctx.playlist_url, true, None).await;
+        let (rec, body) = get(ctx, pool, Kind::Playlist, &ctx.playlist_path, true, None).await;
         let pl = parse_body(&rec, body);
         records.push(rec);
         let Some(pl) = pl else { continue };
@@ -273,8 +272,8 @@ async fn plain(ctx: &Ctx, poll: Duration, id: usize, records: &mut Vec<Record>) 
             None => complete.last().map_or(0, |s| s.msn),
         };
         for s in complete.iter().filter(|s| s.msn >= from) {
-            let url = ctx.resolve(s.uri.as_deref().unwrap_or_default());
-            let (rec, _) = get(&ctx.http, Kind::Segment, &url, false, Some((s.msn, 0))).await;
+            let path = ctx.resolve(s.uri.as_deref().unwrap_or_default());
+            let (rec, _) = get(ctx, pool, Kind::Segment, &path, false, Some((s.msn, 0))).await;
             records.push(rec);
             fetched = Some(s.msn);
         }

@@ -1,5 +1,6 @@
-//! `hls-clients`: many HLS players in one process (one tokio runtime, one pooled keep-alive
-//! HTTP/1.1 client over hyper), against one media playlist.
+//! `hls-clients`: many HLS players in one process (one tokio runtime; our own minimal HTTP/1.1
+//! GET client over tokio `TcpStream`s, a small keep-alive pool per player, see `http.rs`),
+//! against one media playlist.
 //!
 //! Timeline (all bounded; the process exits by the window end + 15 s whatever happens):
 //!   t0                 `--baseline` seconds of server CPU with no player (the publisher runs)
@@ -20,6 +21,7 @@
 mod proc;
 
 mod client;
+mod http;
 mod playlist;
 
 use std::collections::HashMap;
@@ -29,8 +31,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::{Parser, ValueEnum};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
 use client::{Kind, Mode, Record};
@@ -156,20 +156,11 @@ async fn run(args: Args) -> Result<()> {
     let win_end = win_start + Duration::from_secs(args.duration);
     let hard_deadline = win_end + Duration::from_secs(15);
 
-    let mut conn = HttpConnector::new();
-    conn.set_nodelay(true);
-    let http: client::Http = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(usize::MAX)
-        // Below actix-web's default keep-alive (5 s): otherwise the server may close an idle
-        // pooled connection just as a request is written on it ("connection closed before
-        // message completed"), an artifact of the client, not a server failure.
-        .pool_idle_timeout(Duration::from_secs(3))
-        .build(conn);
     let mode = match args.mode {
         ModeArg::Ll => Mode::LlHls { skip: !args.no_skip, parts: !args.no_parts },
         ModeArg::Plain => Mode::Plain { poll: Duration::from_millis(args.poll_ms) },
     };
-    let ctx = Arc::new(client::Ctx::new(http, args.url.clone(), mode, win_end));
+    let ctx = Arc::new(client::Ctx::new(&args.url, mode, win_end).await?);
 
     let server = args.server_pid.map(proc::Sampler::new);
     let base_a = server.as_ref().map(|s| s.sample()).transpose()?;
