@@ -115,6 +115,7 @@ run_tidecast() {
     TIDECAST__HTTP__LISTEN=127.0.0.1:0 \
     TIDECAST__RTMP__LISTEN=127.0.0.1:0 \
     TIDECAST__LOG__LEVEL=${TIDECAST_LOG_LEVEL:-warn} \
+    TIDECAST__HTTP__WORKERS=${TIDECAST_WORKERS:-0} \
         "${NICE_CMD[@]}" "$TIDECAST" > "$dir/stdout.log" 2> "$dir/stderr.log" &
     local pid=$!
     PIDS+=("$pid")

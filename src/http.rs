@@ -115,6 +115,10 @@ pub fn start(opts: HttpOptions, state: AppState) -> std::io::Result<(Server, Soc
     // Players keep connections open between parts and segments; actix's 5 s default closed
     // connections of slow segment downloads under load.
     .keep_alive(std::time::Duration::from_secs(75))
+    // actix leaves Nagle's algorithm on. A part body goes out in several writes smaller than
+    // the MSS, and with Nagle each one after the first waits for the player's (possibly
+    // delayed, up to 40 ms) ACK of the previous: fatal for a 200 ms LL-HLS part.
+    .tcp_nodelay(true)
     .shutdown_timeout(5);
     if opts.workers > 0 {
         server = server.workers(opts.workers);

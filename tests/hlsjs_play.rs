@@ -230,6 +230,19 @@ fn hlsjs_plays_ll_hls_in_chromium_without_stalls() {
             "\n*** hls.js rebuffered during playback at {stalls:?} s; slow requests: {} ***\n",
             report["slow_requests"]
         );
+        // What led to each stall: the requests around it and hls.js's own log.
+        for ctx in report["stall_context"].as_array().into_iter().flatten() {
+            eprintln!("--- waiting at {} s after playback started ---", ctx["at_s"]);
+            for line in ctx["requests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(ctx["hls_log"].as_array().into_iter().flatten())
+            {
+                eprintln!("  {}", line.as_str().unwrap_or_default());
+            }
+        }
+        eprintln!("server log (tail):\n{}", log_tail(&server, 30));
     }
     assert!(stalls.len() <= 1, "stalls after playback started: {stalls:?}\n{context}");
     assert_eq!(report["low_latency_mode"].as_bool(), Some(true), "hls.js left low-latency mode\n{context}");

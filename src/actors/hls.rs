@@ -12,12 +12,13 @@
 //! that recently), while the segment bytes stay for the whole window.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
 
 use crate::media::codec::{AudioCodec, Tracks};
@@ -71,6 +72,8 @@ pub struct Progress {
     pub ended: bool,
     /// When this progress was published (the newest part completed).
     pub at: Option<std::time::Instant>,
+    /// The window version it was published with (grows with every publication).
+    pub seq: u64,
 }
 
 /// One part's bytes and playlist facts.
@@ -165,11 +168,19 @@ pub struct HlsRendition {
     pub name: String,
     window: RwLock<Window>,
     progress: watch::Sender<Progress>,
-    /// The same progress, published right after `progress`: held part requests wait on this
-    /// one. When a part completes, every blocked playlist reload and every held part request
-    /// becomes ready at once; waking the reloads first puts them ahead in the HTTP workers' run
-    /// queues, so the small playlist answers go out before the ~1,000x larger part bodies.
+    /// The same progress for held part requests, published once the playlist reloads blocked
+    /// on it have been answered (see `PlaylistHold`), or after `MEDIA_RELEASE_CAP` at most.
+    /// When a part completes, every blocked reload and every held part request becomes ready
+    /// at once; on a loaded server, releasing both together makes the playlist answers queue
+    /// behind ~80 KB part bodies (in the server's workers, in the kernel and in the players),
+    /// while a player needs the playlist first to know what to fetch next.
     media_progress: watch::Sender<Progress>,
+    /// Blocked playlist requests by the parity of the progress `seq` they started waiting at:
+    /// the publication of `seq + 1` releases them, and its part requests wait for that slot
+    /// to drain.
+    held_playlists: [AtomicUsize; 2],
+    /// Signalled when a `held_playlists` slot drains to zero.
+    playlists_drained: Notify,
     /// Rendered playlists of the current window version, by skip mode. Every completed part
     /// releases every blocked reload at once; with this, a thousand of them share one rendering
     /// instead of rendering the same text a thousand times.
@@ -196,6 +207,8 @@ impl HlsRendition {
             }),
             progress: watch::channel(Progress::default()).0,
             media_progress: watch::channel(Progress::default()).0,
+            held_playlists: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            playlists_drained: Notify::new(),
             rendered: Mutex::new(Vec::new()),
         }
     }
@@ -239,7 +252,15 @@ impl HlsRendition {
         self.media_progress.subscribe()
     }
 
-    fn update(&self, f: impl FnOnce(&mut Window)) {
+    /// Count a playlist request that is about to wait with `seen` as the newest progress;
+    /// dropping the guard (answered, timed out or abandoned) uncounts it.
+    pub fn hold_playlist(&self, seen: &Progress) -> PlaylistHold<'_> {
+        let slot = (seen.seq & 1) as usize;
+        self.held_playlists[slot].fetch_add(1, Ordering::AcqRel);
+        PlaylistHold { rendition: self, slot }
+    }
+
+    fn update(self: &Arc<Self>, f: impl FnOnce(&mut Window)) {
         let progress = {
             let mut w = self.window.write().unwrap_or_else(|p| p.into_inner());
             f(&mut w);
@@ -247,7 +268,59 @@ impl HlsRendition {
             progress_of(&w)
         };
         self.progress.send_replace(progress);
-        self.media_progress.send_replace(progress);
+        // Playlist requests that were waiting at the previous publication are the ones this
+        // one releases.
+        let slot = (progress.seq.wrapping_sub(1) & 1) as usize;
+        let handle = tokio::runtime::Handle::try_current();
+        match handle {
+            Ok(handle) if self.held_playlists[slot].load(Ordering::Acquire) > 0 => {
+                let me = self.clone();
+                handle.spawn(async move {
+                    let cap = tokio::time::Instant::now() + MEDIA_RELEASE_CAP;
+                    loop {
+                        let drained = me.playlists_drained.notified();
+                        tokio::pin!(drained);
+                        drained.as_mut().enable();
+                        if me.held_playlists[slot].load(Ordering::Acquire) == 0 {
+                            break;
+                        }
+                        if tokio::time::timeout_at(cap, drained).await.is_err() {
+                            break;
+                        }
+                    }
+                    me.publish_media(progress);
+                });
+            }
+            _ => self.publish_media(progress),
+        }
+    }
+
+    /// Publish to held part requests, never going back to an older progress.
+    fn publish_media(&self, progress: Progress) {
+        self.media_progress.send_if_modified(|cur| {
+            let newer = progress.seq > cur.seq || cur.at.is_none();
+            if newer {
+                *cur = progress;
+            }
+            newer
+        });
+    }
+}
+
+/// The longest held part requests wait for the playlist reloads released by the same part.
+const MEDIA_RELEASE_CAP: Duration = Duration::from_millis(25);
+
+/// A counted blocked playlist request (`HlsRendition::hold_playlist`).
+pub struct PlaylistHold<'a> {
+    rendition: &'a HlsRendition,
+    slot: usize,
+}
+
+impl Drop for PlaylistHold<'_> {
+    fn drop(&mut self) {
+        if self.rendition.held_playlists[self.slot].fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.rendition.playlists_drained.notify_waiters();
+        }
     }
 }
 
@@ -259,6 +332,7 @@ fn progress_of(w: &Window) -> Progress {
             complete: s.complete(),
             ended: w.ended,
             at: Some(std::time::Instant::now()),
+            seq: w.version,
         },
         None => Progress {
             msn: None,
@@ -266,6 +340,7 @@ fn progress_of(w: &Window) -> Progress {
             complete: false,
             ended: w.ended,
             at: Some(std::time::Instant::now()),
+            seq: w.version,
         },
     }
 }
@@ -412,7 +487,7 @@ pub async fn run_packager(
 }
 
 fn publish_parts(
-    rendition: &HlsRendition,
+    rendition: &Arc<HlsRendition>,
     muxer: &mut Muxer,
     parts: &mut Vec<Part>,
     anchor: Option<(MediaTime, SystemTime)>,
@@ -554,4 +629,75 @@ fn codecs_of(tracks: &Tracks) -> String {
         c.push(a.codec_string.clone());
     }
     c.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendition() -> Arc<HlsRendition> {
+        Arc::new(HlsRendition::new(
+            SOURCE,
+            &HlsSettings {
+                part_target: Duration::from_millis(200),
+                segment_target: Duration::from_secs(2),
+                window: Duration::from_secs(30),
+                block_timeout: Duration::from_secs(6),
+            },
+        ))
+    }
+
+    #[tokio::test]
+    async fn held_parts_are_released_once_the_reloads_blocked_on_the_same_part_are_answered() {
+        let r = rendition();
+        let seen = r.progress();
+        let hold = r.hold_playlist(&seen);
+        let mut media = r.subscribe_media();
+        r.update(|w| w.codecs = "avc1.64001f".into());
+        let published = r.progress();
+        assert!(published.seq > seen.seq, "every publication has a newer seq");
+        // Playlists see it at once; held part requests do not while the reload is held.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(media.borrow().seq, seen.seq, "parts released before the held reload was answered");
+        drop(hold);
+        tokio::time::timeout(Duration::from_millis(20), media.changed())
+            .await
+            .expect("parts released when the last held reload is answered")
+            .expect("sender alive");
+        assert_eq!(media.borrow().seq, published.seq);
+    }
+
+    #[tokio::test]
+    async fn held_parts_wait_at_most_the_cap_for_reloads() {
+        let r = rendition();
+        let _never_answered = r.hold_playlist(&r.progress());
+        let mut media = r.subscribe_media();
+        let start = std::time::Instant::now();
+        r.update(|w| w.codecs = "avc1.64001f".into());
+        tokio::time::timeout(Duration::from_secs(1), media.changed())
+            .await
+            .expect("parts released after the cap")
+            .expect("sender alive");
+        let waited = start.elapsed();
+        assert!(waited >= MEDIA_RELEASE_CAP - Duration::from_millis(2), "released after {waited:?}");
+        assert_eq!(media.borrow().seq, r.progress().seq);
+    }
+
+    #[tokio::test]
+    async fn with_no_reload_held_parts_are_released_with_the_playlists() {
+        let r = rendition();
+        let media = r.subscribe_media();
+        r.update(|w| w.codecs = "avc1.64001f".into());
+        // Nothing to wait for: published in the same call, no task spawned.
+        assert_eq!(media.borrow().seq, r.progress().seq);
+    }
+
+    #[test]
+    fn outside_a_runtime_parts_are_published_at_once() {
+        let r = rendition();
+        let _held = r.hold_playlist(&r.progress());
+        r.update(|w| w.ended = true);
+        assert_eq!(r.subscribe_media().borrow().seq, r.progress().seq);
+        assert!(r.subscribe_media().borrow().ended);
+    }
 }

@@ -94,14 +94,18 @@ fn lookup(state: &AppState, channel: &str) -> Result<Arc<HlsChannel>, Error> {
 }
 
 /// Wait until `ready(progress)` holds, or the deadline passes. `waiter` labels the release
-/// histogram: `playlist` or `part`.
+/// histogram: `playlist` or `part`. A media playlist request passes its rendition as `hold`
+/// so that, while it waits, the part requests released with it wait for it to be answered
+/// (`HlsRendition::hold_playlist`).
 async fn wait_until(
     waiter: &'static str,
+    hold: Option<&HlsRendition>,
     rx: &mut watch::Receiver<Progress>,
     deadline: Instant,
     mut ready: impl FnMut(&Progress) -> Result<bool, Error>,
 ) -> Result<(), Error> {
     let mut waited = false;
+    let mut _held = None;
     loop {
         let p = *rx.borrow_and_update();
         // An ended stream never blocks (RFC 8216bis §6.2.5.2): the caller answers with what
@@ -117,6 +121,9 @@ async fn wait_until(
                     .observe(at.elapsed().as_secs_f64());
             }
             return Ok(());
+        }
+        if !waited {
+            _held = hold.map(|r| r.hold_playlist(&p));
         }
         waited = true;
         match tokio::time::timeout_at(deadline.into(), rx.changed()).await {
@@ -150,7 +157,9 @@ async fn multivariant(path: web::Path<String>, req: HttpRequest, state: web::Dat
     // multivariant playlist needs the codecs.
     let deadline = Instant::now() + state.hls_settings.block_timeout;
     for r in &entry.renditions {
-        if let Err(e) = wait_until("playlist", &mut r.subscribe(), deadline, |p| Ok(p.msn.is_some())).await {
+        if let Err(e) =
+            wait_until("playlist", None, &mut r.subscribe(), deadline, |p| Ok(p.msn.is_some())).await
+        {
             return fail(KIND, e);
         }
     }
@@ -270,7 +279,7 @@ async fn media_playlist(
     let waited = match query.msn {
         Some(msn) => {
             let part = query.part;
-            wait_until("playlist", &mut rx, deadline, |p| {
+            wait_until("playlist", Some(&rendition), &mut rx, deadline, |p| {
                 let Some(last) = p.msn else { return Ok(false) };
                 let last_part = p.parts.checked_sub(1);
                 match block_decision(msn, part, last, last_part, p.complete) {
@@ -287,8 +296,10 @@ async fn media_playlist(
         // hls.js 1.x reports a playlist with parts but no EXTINF segment as an error
         // (levelEmptyError) before it recovers.
         None => {
-            wait_until("playlist", &mut rx, deadline, |p| Ok(p.msn.is_some_and(|m| m > 0 || p.complete)))
-                .await
+            wait_until("playlist", Some(&rendition), &mut rx, deadline, |p| {
+                Ok(p.msn.is_some_and(|m| m > 0 || p.complete))
+            })
+            .await
         }
     };
     if query.msn.is_some() {
@@ -427,7 +438,7 @@ async fn media_file(
     }
     let started = Instant::now();
     let deadline = started + state.hls_settings.block_timeout;
-    let waited = wait_until("part", &mut rendition.subscribe_media(), deadline, |p| {
+    let waited = wait_until("part", None, &mut rendition.subscribe_media(), deadline, |p| {
         Ok(p.msn.is_some_and(|last| last > msn || (last == msn && (p.parts > index || p.complete))))
     })
     .await;

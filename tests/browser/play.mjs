@@ -82,7 +82,23 @@ function initScript(extra) {
     partTarget: null,
     hlsVersion: null,
     config: null,
+    // hls.js's own debug log, last LOG_KEEP lines ([performance.now(), level, text]), and for
+    // every `waiting` event the log lines around it.
+    log: [],
+    logSeq: 0,
+    waitingLogs: [],
+    waitingWall: [], // Date.now() of each `waiting` event
   };
+  const LOG_KEEP = 400;
+  const logger = {};
+  for (const level of ['debug', 'log', 'info', 'warn', 'error']) {
+    logger[level] = (...args) => {
+      T.logSeq++;
+      T.log.push([Math.round(performance.now()), level, args.map((a) => String(a)).join(' ').slice(0, 300)]);
+      if (T.log.length > LOG_KEEP) T.log.shift();
+    };
+  }
+  logger.trace = () => {};
   window.__tc = T;
   const now = () => performance.now();
   let RealHls = null;
@@ -94,11 +110,13 @@ function initScript(extra) {
     },
     set(v) {
       RealHls = v;
+      // Every player gets our logger (hls.js's `debug` accepts an object of log functions) and
+      // the extra config, if any.
       ExposedHls =
-        extra && typeof v === 'function'
+        typeof v === 'function'
           ? class extends v {
               constructor(config) {
-                super(Object.assign({}, config || {}, extra));
+                super(Object.assign({}, config || {}, extra || {}, { debug: logger }));
               }
             }
           : v;
@@ -162,7 +180,18 @@ function initScript(extra) {
       video.addEventListener('playing', () => {
         if (T.playingAt === null) T.playingAt = now();
       });
-      video.addEventListener('waiting', () => T.waiting.push(now()));
+      video.addEventListener('waiting', () => {
+        T.waiting.push(now());
+        T.waitingWall.push(Date.now());
+        // hls.js's log: the 60 lines before the event now, the next ones 4 s later.
+        const snap = { before: T.log.slice(-60), after: [] };
+        T.waitingLogs.push(snap);
+        const seq0 = T.logSeq;
+        setTimeout(() => {
+          const n = Math.min(T.logSeq - seq0, T.log.length);
+          snap.after = n > 0 ? T.log.slice(-n).slice(0, 60) : [];
+        }, 4000);
+      });
       video.addEventListener('seeking', () => T.seeking.push(now()));
     }
   }
@@ -251,12 +280,18 @@ try {
   // that should have been released, or one the browser queued behind others.
   const issued = new Map();
   const slow = [];
+  // Every /live/ request: [issued, answered (headers), url] in Date.now() ms, for the
+  // requests around a stall.
+  const requestLog = [];
   page.on('request', (q) => issued.set(q, Date.now()));
   page.on('response', (r) => {
     const at = issued.get(r.request());
     if (at !== undefined) {
       issued.delete(r.request());
       const ms = Date.now() - at;
+      if (r.url().includes('/live/') && requestLog.length < 5000) {
+        requestLog.push([at, Date.now(), `${r.status()} ${r.url().replace(/^.*\/live\/[^/]*\//, '')}`]);
+      }
       if (ms > 1000 && slow.length < 20) slow.push({ ms, url: r.url().replace(/^.*\/live\//, '/live/'), issued_s: (at - t0) / 1000 });
     }
     if (r.status() >= 400 && failed.length < 20) failed.push(`${r.status()} ${r.url()}`);
@@ -363,6 +398,18 @@ try {
     http_status: httpStatus,
     failed_requests: failed,
     slow_requests: slow,
+    // For each `waiting` after start: the /live/ requests issued or answered from 3 s before
+    // to 7 s after it (times relative to the event, ms), and hls.js's log lines around it.
+    stall_context: stallsAfterStart.map((t) => {
+      const i = tc.waiting.indexOf(t);
+      const wall = tc.waitingWall[i];
+      const requests = requestLog
+        .filter(([a, b]) => (a >= wall - 3000 && a <= wall + 7000) || (b >= wall - 3000 && b <= wall + 7000))
+        .map(([a, b, u]) => `${a - wall}..${b - wall} ${u}`);
+      const snap = tc.waitingLogs[i] || { before: [], after: [] };
+      const hlsLog = snap.before.concat(snap.after).map(([ms, lvl, text]) => `${Math.round(ms - t)} ${lvl} ${text}`);
+      return { at_s: r3((t - tc.playingAt) / 1000), requests, hls_log: hlsLog };
+    }),
     console,
   });
 } catch (e) {
