@@ -57,11 +57,22 @@ async fn watch_page(path: web::Path<String>, state: web::Data<AppState>) -> Http
   function show(t) {{ status.textContent = t; }}
   if (window.Hls && Hls.isSupported()) {{
     // Low-latency mode: blocking playlist reloads, parts and preload hints (hls.js >= 1.0).
-    // hls.js 1.7 keeps its playback rate at 1 unless told otherwise, so a player that starts
-    // or stalls behind the live edge stays behind: allow catching up at up to 1.5x. (A seek to
-    // hls.liveSyncPosition after start gains ~0.3 s more but costs a visible rebuffer.)
-    var hls = new Hls({{ lowLatencyMode: true, backBufferLength: 30, maxLiveSyncPlaybackRate: 1.5 }});
+    var hls = new Hls({{ lowLatencyMode: true, backBufferLength: 30 }});
     window.hls = hls;
+    // Catching up with the live edge. A player starts (and, after a stall, resumes) further
+    // behind than the target latency (PART-HOLD-BACK, raised by hls.js after each stall).
+    // hls.js's own catch-up (maxLiveSyncPlaybackRate) only runs while more than 1 s is
+    // buffered, so with 200 ms parts it leaves viewers ~1 s behind; a seek would show as a
+    // rebuffer. Instead play slightly faster while behind target and at least 0.4 s is
+    // buffered, and at normal speed otherwise.
+    video.addEventListener("timeupdate", function () {{
+      var latency = hls.latency, target = hls.targetLatency, b = video.buffered;
+      if (!latency || !target || !b.length) return;
+      var ahead = b.end(b.length - 1) - video.currentTime;
+      var behind = latency - target;
+      var rate = behind > 0.1 && ahead > 0.4 ? (behind > 1 ? 1.25 : 1.1) : 1;
+      if (video.playbackRate !== rate) video.playbackRate = rate;
+    }});
     hls.on(Hls.Events.ERROR, function (_, d) {{ if (d.fatal) show("error: " + d.type + " " + d.details); }});
     hls.on(Hls.Events.FRAG_CHANGED, function () {{
       if (hls.latency) show("live · latency " + hls.latency.toFixed(2) + " s");
