@@ -115,9 +115,10 @@ pub fn start(opts: HttpOptions, state: AppState) -> std::io::Result<(Server, Soc
     // Players keep connections open between parts and segments; actix's 5 s default closed
     // connections of slow segment downloads under load.
     .keep_alive(std::time::Duration::from_secs(75))
-    // actix leaves Nagle's algorithm on. A part body goes out in several writes smaller than
-    // the MSS, and with Nagle each one after the first waits for the player's (possibly
-    // delayed, up to 40 ms) ACK of the previous: fatal for a 200 ms LL-HLS part.
+    // actix leaves Nagle's algorithm on. A part body goes out in several writes, and with
+    // Nagle a trailing write smaller than the MSS can wait for the player's ACK of the previous
+    // one (delayed ACKs: up to 40 ms on Linux), a fifth of a 200 ms part. (No change measured
+    // on loopback; it matters on real links.)
     .tcp_nodelay(true)
     .shutdown_timeout(5);
     if opts.workers > 0 {

@@ -5,8 +5,8 @@
 //!
 //! Covers PRODUCT.md "Playback" for LL-HLS (RFC 8216bis §4.4.3.7-4.4.3.8, §6.2.5.2): hls.js
 //! stays in low-latency mode and fetches parts (EXT-X-PART, blocking reloads, preload hints),
-//! plays without a fatal error and at most one stall once started (see the test), keeps up with real time, and keeps the
-//! program-date-time latency (wall clock minus EXT-X-PROGRAM-DATE-TIME of the frame on screen)
+//! plays without a fatal error and at most one stall once started (see the test), keeps up
+//! with real time, and keeps the program-date-time latency (wall clock minus EXT-X-PROGRAM-DATE-TIME of the frame on screen)
 //! below 2.5 s at the median. Latency *targets* are benchmarks (`loadtest/hls_latency.sh`); this
 //! bound only catches regressions such as a player falling back to whole segments.
 //!
