@@ -29,7 +29,8 @@ impl RtmpUrl {
     pub fn parse(url: &str) -> Result<Self> {
         let rest = url.strip_prefix("rtmp://").ok_or_else(|| anyhow!("{url}: not an rtmp:// URL"))?;
         let (host, path) = rest.split_once('/').ok_or_else(|| anyhow!("{url}: no /app/stream path"))?;
-        let (app, stream) = path.split_once('/').ok_or_else(|| anyhow!("{url}: no stream name after the app"))?;
+        let (app, stream) =
+            path.split_once('/').ok_or_else(|| anyhow!("{url}: no stream name after the app"))?;
         if app.is_empty() || stream.is_empty() {
             bail!("{url}: empty app or stream name");
         }
@@ -68,7 +69,8 @@ pub async fn open(url: &RtmpUrl, role: Role, timeout: Duration) -> Result<Opened
 }
 
 async fn open_inner(url: &RtmpUrl, role: Role) -> Result<Opened> {
-    let mut sock = TcpStream::connect(&url.addr).await.with_context(|| format!("connecting to {}", url.addr))?;
+    let mut sock =
+        TcpStream::connect(&url.addr).await.with_context(|| format!("connecting to {}", url.addr))?;
     sock.set_nodelay(true)?;
     let mut buf = vec![0u8; SETUP_BUF];
 
@@ -111,7 +113,8 @@ async fn open_inner(url: &RtmpUrl, role: Role) -> Result<Opened> {
     let mut input = leftover;
     loop {
         if !input.is_empty() {
-            let results = session.handle_input(&input).map_err(|e| anyhow!("{}: RTMP input: {e:?}", url.addr))?;
+            let results =
+                session.handle_input(&input).map_err(|e| anyhow!("{}: RTMP input: {e:?}", url.addr))?;
             let mut events = Vec::new();
             collect(results, &mut out, &mut events);
             for ev in events {
@@ -129,9 +132,8 @@ async fn open_inner(url: &RtmpUrl, role: Role) -> Result<Opened> {
                     ClientSessionEvent::ConnectionRequestRejected { description } => {
                         bail!("{}: connect rejected: {description}", url.addr)
                     }
-                    ClientSessionEvent::PlaybackRequestAccepted | ClientSessionEvent::PublishRequestAccepted => {
-                        accepted = true
-                    }
+                    ClientSessionEvent::PlaybackRequestAccepted
+                    | ClientSessionEvent::PublishRequestAccepted => accepted = true,
                     ClientSessionEvent::UnhandleableOnStatusCode { code } if !accepted => {
                         // e.g. NetStream.Play.StreamNotFound / NetStream.Publish.BadName.
                         if code.contains("Failed") || code.contains("NotFound") || code.contains("Bad") {

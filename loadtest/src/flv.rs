@@ -37,7 +37,6 @@ impl Tag {
             TagKind::Script => true,
         }
     }
-
 }
 
 /// Parse a whole FLV file.

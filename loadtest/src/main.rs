@@ -182,11 +182,9 @@ async fn run(args: Args) -> Result<()> {
         pub_span_ms: pub_span,
         publisher: pub_report.as_ref(),
         server: match (base_a, base_b, win_a, win_b) {
-            (Some(a), Some(b), Some(c), Some(d)) => Some(report::ServerSamples {
-                baseline: (a, b),
-                window: (c, d),
-                rss_kib: rss,
-            }),
+            (Some(a), Some(b), Some(c), Some(d)) => {
+                Some(report::ServerSamples { baseline: (a, b), window: (c, d), rss_kib: rss })
+            }
             _ => None,
         },
         client_cpu: (self_a, self_b),

@@ -39,7 +39,10 @@ impl Sampler {
         let f: Vec<&str> = rest.split_whitespace().collect();
         // `rest` starts at field 3 (state), so field k is f[k - 3].
         let ticks = |k: usize| -> Result<u64> {
-            f.get(k - 3).ok_or_else(|| anyhow!("{}/stat: no field {k}", self.dir))?.parse().context("stat field")
+            f.get(k - 3)
+                .ok_or_else(|| anyhow!("{}/stat: no field {k}", self.dir))?
+                .parse()
+                .context("stat field")
         };
         let cpu_secs = (ticks(14)? + ticks(15)?) as f64 / USER_HZ;
         let status = std::fs::read_to_string(format!("{}/status", self.dir))?;

@@ -9,7 +9,7 @@
 //! twice in the file are left out of the map, so a match is never ambiguous; a frame repeats
 //! only once per loop of the file (~30 s), far longer than any latency we measure.
 
-use crate::client::{self, RtmpUrl, Role};
+use crate::client::{self, Role, RtmpUrl};
 use crate::flv::{Tag, TagKind};
 use anyhow::{anyhow, Result};
 use rml_rtmp::sessions::ClientSession;
@@ -42,7 +42,8 @@ impl SendLog {
                 e.1 += 1;
             }
         }
-        let fingerprints = count.into_iter().filter(|(_, (_, n))| *n == 1).map(|(fp, (i, _))| (fp, i)).collect();
+        let fingerprints =
+            count.into_iter().filter(|(_, (_, n))| *n == 1).map(|(fp, (i, _))| (fp, i)).collect();
         Self {
             origin,
             fingerprints,
@@ -97,7 +98,12 @@ pub struct PublishReport {
 }
 
 /// Publish `tags` to `url` in real time until `stop`.
-pub async fn run(url: RtmpUrl, tags: Arc<Vec<Tag>>, log: Arc<SendLog>, stop: Instant) -> Result<PublishReport> {
+pub async fn run(
+    url: RtmpUrl,
+    tags: Arc<Vec<Tag>>,
+    log: Arc<SendLog>,
+    stop: Instant,
+) -> Result<PublishReport> {
     let opened = client::open(&url, Role::Publish, Duration::from_secs(5)).await?;
     let mut sock = opened.sock;
     let mut session = opened.session;

@@ -77,7 +77,8 @@ impl Summary {
         spans.sort_unstable();
         f.push(("viewer_span_min_ms", pct(&spans, 0.0).map(|v| Value::Int(v as u64)).unwrap_or(Value::Null)));
 
-        let mut ff: Vec<u128> = i.reports.iter().filter_map(|r| r.first_video.map(|d| d.as_micros())).collect();
+        let mut ff: Vec<u128> =
+            i.reports.iter().filter_map(|r| r.first_video.map(|d| d.as_micros())).collect();
         ff.sort_unstable();
         let ms = |v: Option<u128>| num(v.map(|us| us as f64 / 1000.0));
         f.push(("first_frame_p50_ms", ms(pct(&ff, 50.0))));

@@ -8,7 +8,7 @@
 //! hung up before the window ended, and the publish-to-receive latency of every video frame in
 //! the window that matches a published frame.
 
-use crate::client::{self, RtmpUrl, Role};
+use crate::client::{self, Role, RtmpUrl};
 use crate::publisher::SendLog;
 use rml_rtmp::sessions::ClientSessionEvent;
 use std::sync::Arc;

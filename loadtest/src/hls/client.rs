@@ -72,8 +72,17 @@ pub struct Record {
 
 #[derive(Clone, Copy, Debug)]
 pub enum Mode {
-    LlHls { skip: bool, parts: bool },
-    Plain { poll: Duration },
+    /// `after_reload`: fetch a part once the reload that asked for it has answered (hls.js
+    /// 1.7), instead of fetching the hinted part beside the reload (players that use preload
+    /// hints, e.g. Safari).
+    LlHls {
+        skip: bool,
+        parts: bool,
+        after_reload: bool,
+    },
+    Plain {
+        poll: Duration,
+    },
 }
 
 pub struct Ctx {
@@ -172,7 +181,9 @@ pub async fn run(ctx: Arc<Ctx>, id: usize) -> Vec<Record> {
     let pool = Arc::new(Pool::default());
     let body = async {
         match ctx.mode {
-            Mode::LlHls { skip, parts } => ll_hls(&ctx, &pool, skip, parts, &mut records).await,
+            Mode::LlHls { skip, parts, after_reload } => {
+                ll_hls(&ctx, &pool, skip, parts, after_reload, &mut records).await
+            }
             Mode::Plain { poll } => plain(&ctx, &pool, poll, id, &mut records).await,
         }
     };
@@ -193,7 +204,14 @@ async fn fresh_playlist(ctx: &Ctx, pool: &Pool, records: &mut Vec<Record>) -> Op
     None
 }
 
-async fn ll_hls(ctx: &Arc<Ctx>, pool: &Arc<Pool>, skip: bool, fetch_parts: bool, records: &mut Vec<Record>) {
+async fn ll_hls(
+    ctx: &Arc<Ctx>,
+    pool: &Arc<Pool>,
+    skip: bool,
+    fetch_parts: bool,
+    after_reload: bool,
+    records: &mut Vec<Record>,
+) {
     let mut parts: JoinSet<Record> = JoinSet::new();
     let mut pl = match fresh_playlist(ctx, pool, records).await {
         Some(p) => p,
@@ -221,12 +239,15 @@ async fn ll_hls(ctx: &Arc<Ctx>, pool: &Arc<Pool>, skip: bool, fetch_parts: bool,
                 records.push(r);
             }
         }
-        if fetch_parts {
+        let fetch_part = |parts: &mut JoinSet<Record>| {
             let part_path = ctx.resolve(&hint_uri);
             let (ctx, pool) = (ctx.clone(), pool.clone());
             parts.spawn(
                 async move { get(&ctx, &pool, Kind::Part, &part_path, false, Some((msn, part))).await.0 },
             );
+        };
+        if fetch_parts && !after_reload {
+            fetch_part(&mut parts);
         }
         let path = format!(
             "{}{}_HLS_msn={msn}&_HLS_part={part}{}",
@@ -238,6 +259,10 @@ async fn ll_hls(ctx: &Arc<Ctx>, pool: &Arc<Pool>, skip: bool, fetch_parts: bool,
         let next = parse_body(&rec, body);
         if let Some(p) = &next {
             rec.pdt_completion = p.part_completion(msn, part);
+            if fetch_parts && after_reload {
+                // The answer lists the part it was blocked on.
+                fetch_part(&mut parts);
+            }
         }
         records.push(rec);
         pl = match next {

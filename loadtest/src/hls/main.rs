@@ -77,6 +77,11 @@ struct Args {
     /// the playlist path from the cost of moving part bytes).
     #[arg(long)]
     no_parts: bool,
+    /// LL-HLS mode: fetch each part once the blocking reload that asked for it has answered,
+    /// as hls.js 1.7 does (it parses EXT-X-PRELOAD-HINT but does not fetch it), instead of
+    /// fetching the hinted part beside the reload as players that use preload hints do.
+    #[arg(long)]
+    parts_after_reload: bool,
     /// Server PID, for CPU and RSS from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -157,7 +162,9 @@ async fn run(args: Args) -> Result<()> {
     let hard_deadline = win_end + Duration::from_secs(15);
 
     let mode = match args.mode {
-        ModeArg::Ll => Mode::LlHls { skip: !args.no_skip, parts: !args.no_parts },
+        ModeArg::Ll => {
+            Mode::LlHls { skip: !args.no_skip, parts: !args.no_parts, after_reload: args.parts_after_reload }
+        }
         ModeArg::Plain => Mode::Plain { poll: Duration::from_millis(args.poll_ms) },
     };
     let ctx = Arc::new(client::Ctx::new(&args.url, mode, win_end).await?);
