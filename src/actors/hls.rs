@@ -449,6 +449,7 @@ pub async fn run_packager(
     // Wall-clock anchor for EXT-X-PROGRAM-DATE-TIME: (media time, wall time) of a frame.
     let mut anchor: Option<(MediaTime, SystemTime)> = None;
     let dropped = metrics().frames_dropped.with_label_values(&["hls"]);
+    let mut last_published: Option<std::time::Instant> = None;
     debug!(%channel, rendition = %rendition.name, "packager started");
     loop {
         match reader.next().await {
@@ -480,8 +481,23 @@ pub async fn run_packager(
                 return;
             }
         }
-        if !parts.is_empty() {
-            publish_parts(&rendition, &mut muxer, &mut parts, anchor, segmenter.frame_interval(), &settings);
+        // Parts are published at least half a part target apart. Frames can arrive in a burst
+        // (a publisher catching up, a starved ingest), and then parts would complete within a
+        // few ms of each other. hls.js 1.7.4 mishandles a segment completing while it is still
+        // appending the previous part (its fragment tracker marks the segment fully buffered
+        // without its last part and stops loading parts for ~5 s; seen in its own debug log in
+        // tests/hlsjs_play.rs). Pacing gives the player a part's load and append before the
+        // next, and still catches up at twice real time.
+        while !parts.is_empty() {
+            if let Some(at) = last_published {
+                let gap = settings.part_target / 2;
+                if at.elapsed() < gap {
+                    tokio::time::sleep_until((at + gap).into()).await;
+                }
+            }
+            let mut one = vec![parts.remove(0)];
+            publish_parts(&rendition, &mut muxer, &mut one, anchor, segmenter.frame_interval(), &settings);
+            last_published = Some(std::time::Instant::now());
         }
     }
 }
@@ -690,6 +706,56 @@ mod tests {
         r.update(|w| w.codecs = "avc1.64001f".into());
         // Nothing to wait for: published in the same call, no task spawned.
         assert_eq!(media.borrow().seq, r.progress().seq);
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_frames_is_published_as_paced_parts() {
+        use crate::media::codec::{VideoCodec, VideoConfig};
+        use crate::media::ring::{FrameRing, RingLimits};
+
+        let tracks = Arc::new(Tracks {
+            video: Some(VideoConfig {
+                codec: VideoCodec::H264,
+                record: Bytes::from_static(b"\x01\x64\x00\x1f\xff"),
+                width: 64,
+                height: 36,
+                codec_string: "avc1.64001f".into(),
+            }),
+            audio: None,
+        });
+        let ring = FrameRing::new(RingLimits { max_duration: Duration::from_secs(10), max_bytes: 1 << 20 });
+        let mut writer = ring.writer(false);
+        // 1.2 s of 30 fps video arriving at once: five 200 ms parts complete immediately.
+        for i in 0..37 {
+            let t = MediaTime::from_millis((i as f64 * 1000.0 / 30.0).round() as i64);
+            writer.push(Frame::new(TrackKind::Video, t, t, i == 0, Bytes::from_static(b"frame"), tracks.clone()));
+        }
+        let r = rendition();
+        let mut rx = r.subscribe();
+        let settings = HlsSettings {
+            part_target: Duration::from_millis(200),
+            segment_target: Duration::from_secs(2),
+            window: Duration::from_secs(30),
+            block_timeout: Duration::from_secs(6),
+        };
+        let packager = tokio::spawn(run_packager("main".into(), r.clone(), ring.reader(), settings));
+        let mut seen = Vec::new();
+        while seen.len() < 5 {
+            tokio::time::timeout(Duration::from_secs(2), rx.changed()).await.expect("a part").expect("alive");
+            let p = *rx.borrow_and_update();
+            if p.parts > seen.last().map_or(0, |(n, _)| *n) {
+                seen.push((p.parts, std::time::Instant::now()));
+            }
+        }
+        let counts: Vec<u32> = seen.iter().map(|(n, _)| *n).collect();
+        assert_eq!(counts, [1, 2, 3, 4, 5], "one part per publication");
+        for w in seen.windows(2) {
+            let gap = w[1].1 - w[0].1;
+            assert!(gap >= Duration::from_millis(90), "parts published {gap:?} apart (want >= 100 ms)");
+        }
+        ring.close();
+        packager.await.unwrap();
+        assert!(r.progress().ended);
     }
 
     #[test]
