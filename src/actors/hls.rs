@@ -728,7 +728,14 @@ mod tests {
         // 1.2 s of 30 fps video arriving at once: five 200 ms parts complete immediately.
         for i in 0..37 {
             let t = MediaTime::from_millis((i as f64 * 1000.0 / 30.0).round() as i64);
-            writer.push(Frame::new(TrackKind::Video, t, t, i == 0, Bytes::from_static(b"frame"), tracks.clone()));
+            writer.push(Frame::new(
+                TrackKind::Video,
+                t,
+                t,
+                i == 0,
+                Bytes::from_static(b"frame"),
+                tracks.clone(),
+            ));
         }
         let r = rendition();
         let mut rx = r.subscribe();
