@@ -80,40 +80,7 @@ fn require_browser_player() -> bool {
 
 /// ffmpeg publishing 1280x720 30 fps (x264 zerolatency, 2 s GOP) plus AAC, in real time.
 fn publish_720p30(url: &str, seconds: u32) -> Proc {
-    let args: Vec<String> = [
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "warning",
-        "-re",
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=1280x720:rate=30",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=48000",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-tune",
-        "zerolatency",
-        "-g",
-        "60",
-        "-c:a",
-        "aac",
-        "-t",
-        &seconds.to_string(),
-        "-f",
-        "flv",
-        url,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    Proc::spawn("ffmpeg", &args)
+    ffmpeg_publish_pattern(url, seconds, "1280x720", 60, &["-tune", "zerolatency"])
 }
 
 /// Run play.mjs against `url`; returns its JSON report (whatever its exit status: the report

@@ -416,6 +416,14 @@ pub fn ffmpeg_publish(url: &str, seconds: u32) -> Proc {
 
 /// As [`ffmpeg_publish`], with extra output options (e.g. `-b:v 4M`).
 pub fn ffmpeg_publish_with(url: &str, seconds: u32, extra: &[&str]) -> Proc {
+    ffmpeg_publish_pattern(url, seconds, "640x360", 30, extra)
+}
+
+/// ffmpeg publishing a `size` (e.g. "1280x720") 30 fps test pattern with a key frame every
+/// `gop` frames and a 440 Hz tone for `seconds`, in real time, plus extra output options.
+pub fn ffmpeg_publish_pattern(url: &str, seconds: u32, size: &str, gop: u32, extra: &[&str]) -> Proc {
+    let source = format!("testsrc2=size={size}:rate=30");
+    let gop = gop.to_string();
     let mut args = strings(&[
         "-hide_banner",
         "-nostdin",
@@ -425,7 +433,7 @@ pub fn ffmpeg_publish_with(url: &str, seconds: u32, extra: &[&str]) -> Proc {
         "-f",
         "lavfi",
         "-i",
-        "testsrc2=size=640x360:rate=30",
+        &source,
         "-f",
         "lavfi",
         "-i",
@@ -435,7 +443,7 @@ pub fn ffmpeg_publish_with(url: &str, seconds: u32, extra: &[&str]) -> Proc {
         "-preset",
         "veryfast",
         "-g",
-        "30",
+        &gop,
         "-c:a",
         "aac",
     ]);
