@@ -468,14 +468,9 @@ pub async fn run_packager(
             }
             None => {
                 segmenter.finish(&mut parts);
-                publish_parts(
-                    &rendition,
-                    &mut muxer,
-                    &mut parts,
-                    anchor,
-                    segmenter.frame_interval(),
-                    &settings,
-                );
+                for part in parts.drain(..) {
+                    publish_part(&rendition, &mut muxer, part, anchor, segmenter.frame_interval(), &settings);
+                }
                 rendition.update(|w| w.ended = true);
                 info!(%channel, rendition = %rendition.name, "packager finished");
                 return;
@@ -488,126 +483,122 @@ pub async fn run_packager(
         // without its last part and stops loading parts for ~5 s; seen in its own debug log in
         // tests/hlsjs_play.rs). Pacing gives the player a part's load and append before the
         // next, and still catches up at twice real time.
-        while !parts.is_empty() {
-            if let Some(at) = last_published {
-                let gap = settings.part_target / 2;
-                if at.elapsed() < gap {
-                    tokio::time::sleep_until((at + gap).into()).await;
-                }
+        for part in parts.drain(..) {
+            let due = last_published.map(|at| at + settings.part_target / 2);
+            if let Some(due) = due.filter(|d| *d > std::time::Instant::now()) {
+                tokio::time::sleep_until(due.into()).await;
             }
-            let mut one = vec![parts.remove(0)];
-            publish_parts(&rendition, &mut muxer, &mut one, anchor, segmenter.frame_interval(), &settings);
+            publish_part(&rendition, &mut muxer, part, anchor, segmenter.frame_interval(), &settings);
             last_published = Some(std::time::Instant::now());
         }
     }
 }
 
-fn publish_parts(
+/// Mux one completed part and add it to the rendition's window.
+fn publish_part(
     rendition: &Arc<HlsRendition>,
     muxer: &mut Muxer,
-    parts: &mut Vec<Part>,
+    part: Part,
     anchor: Option<(MediaTime, SystemTime)>,
     frame_interval: Option<Duration>,
     settings: &HlsSettings,
 ) {
     let m = metrics();
-    for part in parts.drain(..) {
-        if part.frames.is_empty() {
-            continue;
-        }
-        let tracks = part.frames[0].tracks.clone();
-        let new_init = part.index == 0 && muxer.tracks.as_ref().is_none_or(|t| **t != *tracks);
-        let init = if new_init {
-            match fmp4::init_segment(&tracks) {
-                Ok(b) => Some(b),
-                Err(e) => {
-                    warn!(error = %e, "cannot build an init segment; skipping the segment");
-                    continue;
-                }
-            }
-        } else {
-            None
-        };
-        if new_init {
-            muxer.init_version += 1;
-            muxer.tracks = Some(tracks.clone());
-        }
-        let data = muxer.fragment(&part);
-        let video_frames = part.frames.iter().filter(|f| f.track == TrackKind::Video).count() as u32;
-        let duration = part.duration();
-        m.hls_parts.inc();
-        m.hls_part_duration_seconds.observe(duration.as_secs_f64());
-        if part.ends_segment {
-            m.hls_segments.inc();
-        }
-        let pdt = match anchor {
-            Some((media, wall)) => {
-                let off = part.start.minus(media.rescale(part.start.timescale));
-                if off.ticks >= 0 {
-                    wall + off.as_duration()
-                } else {
-                    wall.checked_sub(MediaTime::new(-off.ticks, off.timescale).as_duration()).unwrap_or(wall)
-                }
-            }
-            None => SystemTime::now(),
-        };
-        let init_version = muxer.init_version;
-        rendition.update(|w| {
-            if let Some(init) = init {
-                w.inits.push((init_version, init));
-                w.codecs = codecs_of(&tracks);
-                w.resolution = tracks.video.as_ref().filter(|v| v.width > 0).map(|v| (v.width, v.height));
-            }
-            if w.frame_rate.is_none() {
-                // A first estimate until a whole segment gives a measured one.
-                if let Some(fi) = frame_interval.filter(|d| !d.is_zero()) {
-                    w.frame_rate = Some((1.0 / fi.as_secs_f64() * 1000.0).round() / 1000.0);
-                }
-            }
-            if part.index == 0 {
-                w.segments.push_back(SegmentData {
-                    msn: part.msn,
-                    parts: Vec::new(),
-                    part_count: 0,
-                    data: None,
-                    duration: Duration::ZERO,
-                    program_date_time: pdt,
-                    discontinuity: part.discontinuity,
-                    init_version,
-                    bytes: 0,
-                    video_frames: 0,
-                    completed_at: None,
-                });
-            }
-            let Some(seg) = w.segments.back_mut().filter(|s| s.msn == part.msn) else {
-                return;
-            };
-            seg.duration += duration;
-            seg.bytes += data.len();
-            seg.video_frames += video_frames;
-            seg.part_count += 1;
-            seg.parts.push(PartData { data, duration, independent: part.independent });
-            if part.ends_segment {
-                let mut whole = BytesMut::with_capacity(seg.bytes);
-                for p in &seg.parts {
-                    whole.extend_from_slice(&p.data);
-                }
-                seg.data = Some(whole.freeze());
-                seg.completed_at = Some(std::time::Instant::now());
-                let secs = seg.duration;
-                if seg.video_frames > 0 && !secs.is_zero() {
-                    let fps = seg.video_frames as f64 / secs.as_secs_f64();
-                    w.frame_rate = Some((fps * 1000.0).round() / 1000.0);
-                }
-                if secs > w.target_duration {
-                    // A GOP longer than the segment target: widen rather than lie (players
-                    // treat a changing TARGETDURATION more kindly than segments exceeding it).
-                    w.target_duration = Duration::from_secs(secs.as_secs_f64().ceil() as u64);
-                }
-            }
-            prune(w, settings);
-        });
+    if part.frames.is_empty() {
+        return;
     }
+    let tracks = part.frames[0].tracks.clone();
+    let new_init = part.index == 0 && muxer.tracks.as_ref().is_none_or(|t| **t != *tracks);
+    let init = if new_init {
+        match fmp4::init_segment(&tracks) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                warn!(error = %e, "cannot build an init segment; skipping the segment");
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    if new_init {
+        muxer.init_version += 1;
+        muxer.tracks = Some(tracks.clone());
+    }
+    let data = muxer.fragment(&part);
+    let video_frames = part.frames.iter().filter(|f| f.track == TrackKind::Video).count() as u32;
+    let duration = part.duration();
+    m.hls_parts.inc();
+    m.hls_part_duration_seconds.observe(duration.as_secs_f64());
+    if part.ends_segment {
+        m.hls_segments.inc();
+    }
+    let pdt = match anchor {
+        Some((media, wall)) => {
+            let off = part.start.minus(media.rescale(part.start.timescale));
+            if off.ticks >= 0 {
+                wall + off.as_duration()
+            } else {
+                wall.checked_sub(MediaTime::new(-off.ticks, off.timescale).as_duration()).unwrap_or(wall)
+            }
+        }
+        None => SystemTime::now(),
+    };
+    let init_version = muxer.init_version;
+    rendition.update(|w| {
+        if let Some(init) = init {
+            w.inits.push((init_version, init));
+            w.codecs = codecs_of(&tracks);
+            w.resolution = tracks.video.as_ref().filter(|v| v.width > 0).map(|v| (v.width, v.height));
+        }
+        if w.frame_rate.is_none() {
+            // A first estimate until a whole segment gives a measured one.
+            if let Some(fi) = frame_interval.filter(|d| !d.is_zero()) {
+                w.frame_rate = Some((1.0 / fi.as_secs_f64() * 1000.0).round() / 1000.0);
+            }
+        }
+        if part.index == 0 {
+            w.segments.push_back(SegmentData {
+                msn: part.msn,
+                parts: Vec::new(),
+                part_count: 0,
+                data: None,
+                duration: Duration::ZERO,
+                program_date_time: pdt,
+                discontinuity: part.discontinuity,
+                init_version,
+                bytes: 0,
+                video_frames: 0,
+                completed_at: None,
+            });
+        }
+        let Some(seg) = w.segments.back_mut().filter(|s| s.msn == part.msn) else {
+            return;
+        };
+        seg.duration += duration;
+        seg.bytes += data.len();
+        seg.video_frames += video_frames;
+        seg.part_count += 1;
+        seg.parts.push(PartData { data, duration, independent: part.independent });
+        if part.ends_segment {
+            let mut whole = BytesMut::with_capacity(seg.bytes);
+            for p in &seg.parts {
+                whole.extend_from_slice(&p.data);
+            }
+            seg.data = Some(whole.freeze());
+            seg.completed_at = Some(std::time::Instant::now());
+            let secs = seg.duration;
+            if seg.video_frames > 0 && !secs.is_zero() {
+                let fps = seg.video_frames as f64 / secs.as_secs_f64();
+                w.frame_rate = Some((fps * 1000.0).round() / 1000.0);
+            }
+            if secs > w.target_duration {
+                // A GOP longer than the segment target: widen rather than lie (players
+                // treat a changing TARGETDURATION more kindly than segments exceeding it).
+                w.target_duration = Duration::from_secs(secs.as_secs_f64().ceil() as u64);
+            }
+        }
+        prune(w, settings);
+    });
 }
 
 /// Drop segments past the window and part payloads past the part-listing horizon.
