@@ -7,6 +7,7 @@ pub mod api;
 pub mod error;
 pub mod health;
 pub mod hls;
+pub mod mirror;
 pub mod watch;
 
 use std::net::SocketAddr;

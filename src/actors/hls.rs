@@ -12,7 +12,7 @@
 //! that recently), while the segment bytes stay for the whole window.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime};
 
@@ -166,6 +166,8 @@ impl Window {
 /// One rendition's live state.
 pub struct HlsRendition {
     pub name: String,
+    /// Unique in this process (never reused, unlike an address).
+    id: u64,
     window: RwLock<Window>,
     progress: watch::Sender<Progress>,
     /// The same progress for held part requests, published once the playlist reloads blocked
@@ -190,8 +192,10 @@ pub struct HlsRendition {
 impl HlsRendition {
     pub fn new(name: &str, settings: &HlsSettings) -> Self {
         let session = format!("{:08x}", rand::random::<u32>());
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         HlsRendition {
             name: name.to_string(),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             window: RwLock::new(Window {
                 session,
                 inits: Vec::new(),
@@ -231,6 +235,17 @@ impl HlsRendition {
             cache.push((version, skip, text.clone()));
         }
         text
+    }
+
+    /// This rendition's process-unique id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// A publication with no change but the codecs string, as the packager's would be.
+    #[cfg(test)]
+    pub(crate) fn publish_for_test(self: &Arc<Self>) {
+        self.update(|w| w.codecs = "avc1.64001f".into());
     }
 
     /// Read access for rendering; held only while copying out what a response needs.

@@ -6,7 +6,8 @@
 //! `/live/<channel>/<rendition>/<session>/` where `<session>` is random per live session, so a
 //! CDN may cache media as immutable without ever mixing two sessions of one channel.
 //!
-//! Blocking requests (RFC 8216bis §6.2.5.2) wait on the rendition's progress `watch` with a
+//! Blocking requests (RFC 8216bis §6.2.5.2) wait on the rendition's progress `watch`, through
+//! this worker's mirror of it (`super::mirror`, so that their release is a local wake-up), with a
 //! hard timeout (`hls.block_timeout`): 400 for a request too far ahead, 503 on timeout.
 //! Caching (for CDNs): media files are immutable; a blocking playlist response is cacheable
 //! briefly, keyed by its query (the directives select the content); a plain live playlist is
@@ -20,6 +21,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use tokio::sync::watch;
 
 use super::error::error_response;
+use super::mirror;
 use super::AppState;
 use crate::actors::hls::{HlsChannel, HlsRendition, Progress, Window};
 use crate::auth::playback::PlaybackScope;
@@ -158,7 +160,10 @@ async fn multivariant(path: web::Path<String>, req: HttpRequest, state: web::Dat
     let deadline = Instant::now() + state.hls_settings.block_timeout;
     for r in &entry.renditions {
         if let Err(e) =
-            wait_until("playlist", None, &mut r.subscribe(), deadline, |p| Ok(p.msn.is_some())).await
+            wait_until("playlist", None, &mut mirror::subscribe(r, mirror::Kind::Playlist), deadline, |p| {
+                Ok(p.msn.is_some())
+            })
+            .await
         {
             return fail(KIND, e);
         }
@@ -275,7 +280,7 @@ async fn media_playlist(
     };
     let started = Instant::now();
     let deadline = started + state.hls_settings.block_timeout;
-    let mut rx = rendition.subscribe();
+    let mut rx = mirror::subscribe(&rendition, mirror::Kind::Playlist);
     let waited = match query.msn {
         Some(msn) => {
             let part = query.part;
@@ -438,10 +443,11 @@ async fn media_file(
     }
     let started = Instant::now();
     let deadline = started + state.hls_settings.block_timeout;
-    let waited = wait_until("part", None, &mut rendition.subscribe_media(), deadline, |p| {
-        Ok(p.msn.is_some_and(|last| last > msn || (last == msn && (p.parts > index || p.complete))))
-    })
-    .await;
+    let waited =
+        wait_until("part", None, &mut mirror::subscribe(&rendition, mirror::Kind::Media), deadline, |p| {
+            Ok(p.msn.is_some_and(|last| last > msn || (last == msn && (p.parts > index || p.complete))))
+        })
+        .await;
     metrics().hls_block_wait_seconds.observe(started.elapsed().as_secs_f64());
     if let Err(e) = waited {
         tracing::info!(kind, msn, index, error = %e, "held part request failed");

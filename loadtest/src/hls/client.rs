@@ -62,6 +62,8 @@ pub struct Record {
     /// When the whole body had arrived (or the failure).
     pub done: Instant,
     pub done_wall: SystemTime,
+    /// The kernel's receive time of the response's first bytes at the player's socket.
+    pub arrived: Option<SystemTime>,
     pub bytes: usize,
     /// The part a blocking reload or part fetch asked for.
     pub key: Option<(u64, u32)>,
@@ -143,6 +145,7 @@ async fn get(
                 sent,
                 done,
                 done_wall,
+                arrived: r.arrived,
                 bytes: r.bytes,
                 key,
                 pdt_completion: None,
@@ -157,6 +160,7 @@ async fn get(
                 sent,
                 done,
                 done_wall,
+                arrived: None,
                 bytes: 0,
                 key,
                 pdt_completion: None,

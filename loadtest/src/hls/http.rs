@@ -21,18 +21,26 @@
 //!   server closed the idle connection, possibly while we wrote) is retried once on a fresh
 //!   connection, as HTTP clients do for idempotent requests. Timeouts are never retried.
 //! - Bodies nobody keeps are only counted: socket reads go into one 64 KiB scratch buffer per
-//!   worker thread (`try_read`, never held across an `.await`); kept bodies (playlists) are
-//!   appended to one `Vec` sized by `Content-Length`.
+//!   worker thread (never held across an `.await`); kept bodies (playlists) are appended to one
+//!   `Vec` sized by `Content-Length`.
+//! - Every socket has `SO_TIMESTAMPNS` on and is read with `recvmsg`, so a reply carries the
+//!   kernel's receive time of its first bytes (`Reply::arrived`): when the answer reached this
+//!   machine's socket, whatever the player task was doing then. On one machine shared by the
+//!   server and ~1,000 players, a task may read its answer tens of milliseconds after it
+//!   arrived, while the same two cores read other players' part bodies.
 
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Result};
-use tokio::io::AsyncWriteExt;
+use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
+use nix::sys::time::TimeSpec;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -49,6 +57,8 @@ const MAX_RESERVE: u64 = 4 * 1024 * 1024;
 
 thread_local! {
     static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH].into_boxed_slice());
+    /// Control-message space for one receive timestamp.
+    static CMSG_BUF: RefCell<Vec<u8>> = RefCell::new(nix::cmsg_space!(TimeSpec));
 }
 
 /// Where the requests go: one server, `http://` only.
@@ -132,6 +142,8 @@ pub struct Reply {
     pub status: u16,
     /// Body bytes (after de-chunking).
     pub bytes: usize,
+    /// The kernel's receive time of the first response bytes (`None` if it gave none).
+    pub arrived: Option<SystemTime>,
 }
 
 /// GET `path` (absolute path + query) from `target`, on a connection from `pool` or a new one.
@@ -185,6 +197,7 @@ pub async fn get(
 async fn connect(addr: SocketAddr) -> Result<Conn> {
     let stream = TcpStream::connect(addr).await.map_err(|e| anyhow!("connect {addr}: {e}"))?;
     stream.set_nodelay(true)?;
+    setsockopt(&stream, sockopt::ReceiveTimestampns, &true).map_err(|e| anyhow!("SO_TIMESTAMPNS: {e}"))?;
     Ok(Conn { stream, buf: Vec::with_capacity(512), idle_since: Instant::now() })
 }
 
@@ -216,6 +229,7 @@ async fn exchange(
     }
     let mut parser = Parser::new(buf);
     let mut received = false;
+    let mut arrived = None;
     loop {
         let fail = |received: bool, error: anyhow::Error| Failure { error, nothing_received: !received };
         if let Err(e) = stream.readable().await {
@@ -223,10 +237,13 @@ async fn exchange(
         }
         let step = SCRATCH_BUF.with_borrow_mut(|scratch| {
             let want = parser.want().min(scratch.len());
-            match stream.try_read(&mut scratch[..want]) {
-                Ok(0) if received => Err(anyhow!("connection closed by the server mid-response")),
-                Ok(0) => Err(anyhow!("connection closed by the server before any response byte")),
-                Ok(n) => {
+            match read_stamped(stream, &mut scratch[..want]) {
+                Ok((0, _)) if received => Err(anyhow!("connection closed by the server mid-response")),
+                Ok((0, _)) => Err(anyhow!("connection closed by the server before any response byte")),
+                Ok((n, at)) => {
+                    if !received {
+                        arrived = at;
+                    }
                     received = true;
                     parser.feed(&scratch[..n], out.as_deref_mut()).map(Some)
                 }
@@ -237,7 +254,7 @@ async fn exchange(
         match step {
             Ok(Some(true)) => {
                 let head = parser.head.expect("a finished response has a head");
-                let reply = Reply { status: head.status, bytes: parser.body_len };
+                let reply = Reply { status: head.status, bytes: parser.body_len, arrived };
                 return Ok((reply, head.keep_alive));
             }
             Ok(Some(false)) => got_head.store(parser.head.is_some(), Relaxed),
@@ -245,6 +262,27 @@ async fn exchange(
             Err(e) => return Err(fail(received, e)),
         }
     }
+}
+
+/// One non-blocking read, with the kernel's receive time of the newest data it returned (the
+/// socket has `SO_TIMESTAMPNS` on; for TCP the kernel reports the last segment read).
+fn read_stamped(stream: &TcpStream, buf: &mut [u8]) -> io::Result<(usize, Option<SystemTime>)> {
+    stream.try_io(Interest::READABLE, || {
+        CMSG_BUF.with_borrow_mut(|cmsg| {
+            let mut iov = [io::IoSliceMut::new(buf)];
+            let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut cmsg[..]), MsgFlags::empty())
+                .map_err(io::Error::from)?;
+            let at = msg.cmsgs().ok().and_then(|mut c| {
+                c.find_map(|m| match m {
+                    ControlMessageOwned::ScmTimestampns(ts) => {
+                        Some(UNIX_EPOCH + Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32))
+                    }
+                    _ => None,
+                })
+            });
+            Ok((msg.bytes, at))
+        })
+    })
 }
 
 // --- response parser -----------------------------------------------------------------------
