@@ -534,7 +534,7 @@ fn media_files_are_valid_fmp4() {
     // Playlists: types and caching.
     let plain = get(&server, PLAYLIST);
     assert_eq!(plain.header("content-type").as_deref(), Some(PLAYLIST_TYPE));
-    assert_eq!(plain.header("cache-control").as_deref(), Some("no-cache"));
+    assert_eq!(plain.header("cache-control").as_deref(), Some("public, max-age=1"));
     let blocking = get(&server, &format!("{PLAYLIST}?_HLS_msn={}", seg.msn));
     assert_eq!(blocking.status, 200, "{}", blocking.text());
     assert_eq!(blocking.header("content-type").as_deref(), Some(PLAYLIST_TYPE));
@@ -542,6 +542,7 @@ fn media_files_are_valid_fmp4() {
     assert!(cc.starts_with("public, max-age="), "blocking playlist Cache-Control: {cc:?}");
     let mv = get(&server, MULTIVARIANT);
     assert_eq!(mv.header("content-type").as_deref(), Some(PLAYLIST_TYPE));
+    assert_eq!(mv.header("cache-control").as_deref(), Some("public, max-age=1"));
 
     // CORS for browser players on other origins.
     for path in [MULTIVARIANT.to_string(), PLAYLIST.to_string(), format!("{MEDIA_BASE}{}", seg.uri)] {
@@ -551,6 +552,34 @@ fn media_files_are_valid_fmp4() {
         assert!(
             matches!(acao.as_deref(), Some("*" | "http://example.com")),
             "{path}: access-control-allow-origin = {acao:?}"
+        );
+    }
+}
+
+/// `http.cors_origins` as an allowlist: a listed origin is granted, any other is not. Errors
+/// are never cached. (The offline channel's 404 is enough: CORS applies to every answer.)
+#[test]
+fn cors_allowlist_and_uncached_errors() {
+    let conf = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(conf.path(), "[http]\ncors_origins = [\"https://player.example\"]\n").unwrap();
+    let server = TestServer::start(&[("TIDECAST_CONFIG", conf.path().to_str().unwrap())]);
+    for path in [MULTIVARIANT, PLAYLIST] {
+        let ok =
+            get_with(server.http, path, &[("Origin", "https://player.example")], Duration::from_secs(10));
+        assert_eq!(ok.status, 404, "{path} (offline): {}", ok.text());
+        assert_eq!(
+            ok.header("access-control-allow-origin").as_deref(),
+            Some("https://player.example"),
+            "{path}"
+        );
+        assert_eq!(ok.header("cache-control").as_deref(), Some("no-store"), "{path}: errors are not cached");
+        let other =
+            get_with(server.http, path, &[("Origin", "https://elsewhere.example")], Duration::from_secs(10));
+        let acao = other.header("access-control-allow-origin");
+        assert!(
+            !matches!(acao.as_deref(), Some("*" | "https://elsewhere.example")),
+            "{path}: an unlisted origin got {} with access-control-allow-origin {acao:?}",
+            other.status
         );
     }
 }
@@ -727,6 +756,9 @@ fn bad_requests() {
     let cases = [
         (format!("_HLS_msn={}", last + 10), "too far ahead"),
         (format!("_HLS_msn={}&_HLS_part=0", last + 10), "too far ahead, with a part"),
+        // The Advance Part Limit: 3 / 0.2 s part target = 15 parts past the newest one (a 4 s
+        // segment has 20 parts, so this stays too far ahead even if `last` completes meanwhile).
+        (format!("_HLS_msn={}&_HLS_part=40", last + 1), "a part too far ahead"),
         ("_HLS_part=1".to_string(), "_HLS_part without _HLS_msn"),
         ("_HLS_msn=abc".to_string(), "non-numeric _HLS_msn"),
         (format!("_HLS_msn={last}&_HLS_part=x"), "non-numeric _HLS_part"),

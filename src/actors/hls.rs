@@ -7,9 +7,9 @@
 //!
 //! Waking blocked requests: every published part bumps a `watch` of the rendition's progress;
 //! blocking playlist reloads and preload-hinted part requests wait on it with a hard timeout
-//! (backpressure rule 7). The window is bounded by `hls.window`; part payloads are dropped for
-//! segments older than three target durations (RFC 8216bis §6.2.2 recommends listing parts only
-//! that recently), while the segment bytes stay for the whole window.
+//! (backpressure rule 7). The window is bounded by `hls.window`. Playlists list parts only for
+//! the last three target durations (RFC 8216bis §6.2.2), but a part stays available as long as
+//! its segment: once the segment completes, its parts are slices of the segment's buffer.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -116,7 +116,13 @@ pub struct Window {
     pub inits: Vec<(u32, Bytes)>,
     pub segments: VecDeque<SegmentData>,
     pub discontinuity_sequence: u64,
+    /// `EXT-X-TARGETDURATION` (rendered rounded up to whole seconds). The segment target until
+    /// the first segment completes; then set once from it, and never changed again.
     pub target_duration: Duration,
+    /// `target_duration` is final (RFC 8216bis §4.4.3.1: it MUST NOT change).
+    pub target_fixed: bool,
+    /// A segment longer than the target duration was reported (once per live session).
+    pub over_target_reported: bool,
     pub part_target: Duration,
     pub ended: bool,
     /// RFC 6381 codecs of the current init ("avc1.64001f,mp4a.40.2").
@@ -202,6 +208,8 @@ impl HlsRendition {
                 segments: VecDeque::new(),
                 discontinuity_sequence: 0,
                 target_duration: settings.segment_target,
+                target_fixed: false,
+                over_target_reported: false,
                 part_target: settings.part_target,
                 ended: false,
                 codecs: String::new(),
@@ -479,7 +487,7 @@ pub async fn run_packager(
                 // the timeline continues after a discontinuity at the next key frame.
                 dropped.inc_by(lag.skipped);
                 warn!(%channel, skipped = lag.skipped, "HLS packager lapped; inserting a discontinuity");
-                segmenter.finish(&mut parts);
+                segmenter.break_off(&mut parts);
             }
             None => {
                 segmenter.finish(&mut parts);
@@ -599,24 +607,54 @@ fn publish_part(
             for p in &seg.parts {
                 whole.extend_from_slice(&p.data);
             }
-            seg.data = Some(whole.freeze());
+            // A segment is its parts back to back: from now on each part is a slice of the
+            // segment's buffer, so parts stay available as long as their segment (the whole
+            // `hls.window`) at no extra memory, and the parts' own buffers are freed.
+            let whole = whole.freeze();
+            let mut at = 0;
+            for p in &mut seg.parts {
+                let n = p.data.len();
+                p.data = whole.slice(at..at + n);
+                at += n;
+            }
+            seg.data = Some(whole);
             seg.completed_at = Some(std::time::Instant::now());
             let secs = seg.duration;
             if seg.video_frames > 0 && !secs.is_zero() {
                 let fps = seg.video_frames as f64 / secs.as_secs_f64();
                 w.frame_rate = Some((fps * 1000.0).round() / 1000.0);
             }
-            if secs > w.target_duration {
-                // A GOP longer than the segment target: widen rather than lie (players
-                // treat a changing TARGETDURATION more kindly than segments exceeding it).
-                w.target_duration = Duration::from_secs(secs.as_secs_f64().ceil() as u64);
+            // EXTINF rounded to the nearest second must not exceed TARGETDURATION, which must
+            // not change. Segments end at the first key frame after the segment target, so
+            // the first one shows the publisher's key-frame interval (x264's default is 250
+            // frames, 8.3 s at 30 fps): the target duration is widened to it once, before any
+            // player has seen a playlist (the first plain playlist request waits for this
+            // segment), and then stays.
+            let rounded = Duration::from_secs(secs.as_secs_f64().round() as u64);
+            if !w.target_fixed {
+                w.target_duration = w.target_duration.max(rounded);
+                w.target_fixed = true;
+            } else if rounded > Duration::from_secs(w.target_duration.as_secs_f64().ceil() as u64)
+                && !std::mem::replace(&mut w.over_target_reported, true)
+            {
+                // Cutting between key frames would break "every segment starts on a key
+                // frame" (and EXT-X-INDEPENDENT-SEGMENTS); changing the target would break
+                // playlist continuity. The segment stays whole; the operator is told why.
+                warn!(
+                    msn = seg.msn,
+                    segment = ?secs,
+                    target = ?w.target_duration,
+                    "a key-frame interval grew past the playlist's target duration (fixed from the \
+                     first segment); set the encoder's key-frame interval to at most the segment \
+                     target (e.g. 2 s)"
+                );
             }
         }
         prune(w, settings);
     });
 }
 
-/// Drop segments past the window and part payloads past the part-listing horizon.
+/// Drop segments past the window (their parts go with them) and init segments nothing uses.
 fn prune(w: &mut Window, settings: &HlsSettings) {
     let now = std::time::Instant::now();
     while w.segments.len() > 2
@@ -629,14 +667,6 @@ fn prune(w: &mut Window, settings: &HlsSettings) {
         if w.segments.pop_front().is_some_and(|s| s.discontinuity) {
             w.discontinuity_sequence += 1;
         }
-    }
-    let keep_parts = w.target_duration * 3;
-    let mut recent = Duration::ZERO;
-    for s in w.segments.iter_mut().rev() {
-        if recent > keep_parts && s.complete() {
-            s.parts = Vec::new();
-        }
-        recent += s.duration;
     }
     let in_use: Vec<u32> = w.segments.iter().map(|s| s.init_version).collect();
     w.inits.retain(|(v, _)| in_use.contains(v) || Some(*v) == in_use.last().copied());
@@ -769,6 +799,83 @@ mod tests {
         ring.close();
         packager.await.unwrap();
         assert!(r.progress().ended);
+    }
+
+    #[test]
+    fn target_duration_is_fixed_by_the_first_segment_and_parts_live_with_their_segment() {
+        use crate::media::codec::{VideoCodec, VideoConfig};
+
+        let tracks = Arc::new(Tracks {
+            video: Some(VideoConfig {
+                codec: VideoCodec::H264,
+                record: Bytes::from_static(b"\x01\x64\x00\x1f\xff"),
+                width: 64,
+                height: 36,
+                codec_string: "avc1.64001f".into(),
+            }),
+            audio: None,
+        });
+        let settings = HlsSettings {
+            part_target: Duration::from_millis(200),
+            segment_target: Duration::from_secs(2),
+            window: Duration::from_secs(60),
+            block_timeout: Duration::from_secs(6),
+        };
+        let r = rendition();
+        let mut segmenter = Segmenter::new(SegmenterConfig {
+            part_target: settings.part_target,
+            segment_target: settings.segment_target,
+        });
+        let mut muxer = Muxer { sequence: 0, audio_next: None, tracks: None, init_version: 0 };
+        let mut parts = Vec::new();
+        let mut targets = Vec::new();
+        // 30 fps; key frames 3.33 s apart, then one 5 s gap, then 3.33 s again.
+        let keys = [0, 100, 250, 350, 450];
+        for i in 0..=450 {
+            let t = MediaTime::from_millis((i as f64 * 1000.0 / 30.0).round() as i64);
+            let frame = Frame::new(
+                TrackKind::Video,
+                t,
+                t,
+                keys.contains(&i),
+                Bytes::from_static(b"f"),
+                tracks.clone(),
+            );
+            segmenter.push(Arc::new(frame), &mut parts);
+            for part in parts.drain(..) {
+                publish_part(&r, &mut muxer, part, None, segmenter.frame_interval(), &settings);
+                let w = r.window();
+                if w.segments.iter().any(|s| s.complete()) {
+                    targets.push(w.target_duration);
+                }
+            }
+        }
+        let w = r.window();
+        // In tenths of a second (frame times are rounded to whole milliseconds).
+        let durations: Vec<u64> = w
+            .segments
+            .iter()
+            .filter(|s| s.complete())
+            .map(|s| (s.duration.as_millis() as u64 + 50) / 100)
+            .collect();
+        assert_eq!(durations, [33, 50, 33, 33], "segments cut at the key frames");
+        // From the first segment (3.33 s rounds to 3, over the 2 s segment target) on, 3 s.
+        assert!(!targets.is_empty() && targets.iter().all(|t| *t == Duration::from_secs(3)), "{targets:?}");
+        assert!(w.target_fixed && w.over_target_reported, "the 5 s segment was reported");
+
+        // Parts stay as long as their segment (here all of them: 60 s window), as slices of
+        // the segment's own buffer.
+        for seg in w.segments.iter().filter(|s| s.complete()) {
+            let data = seg.data.as_ref().expect("a complete segment has its bytes");
+            assert!(!seg.parts.is_empty(), "segment {} lost its parts", seg.msn);
+            let joined: Vec<u8> = seg.parts.iter().flat_map(|p| p.data.iter().copied()).collect();
+            assert_eq!(&joined[..], &data[..], "segment {} is its parts back to back", seg.msn);
+            let range = data.as_ptr_range();
+            assert!(
+                seg.parts.iter().all(|p| range.contains(&p.data.as_ptr())),
+                "parts share the segment's buffer"
+            );
+        }
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //! this worker's mirror of it (`super::mirror`, so that their release is a local wake-up), with a
 //! hard timeout (`hls.block_timeout`): 400 for a request too far ahead, 503 on timeout.
 //! Caching (for CDNs): media files are immutable; a blocking playlist response is cacheable
-//! briefly, keyed by its query (the directives select the content); a plain live playlist is
-//! not cached.
+//! briefly, keyed by its query (the directives select the content); a plain live playlist for
+//! one second; errors never.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,8 +28,9 @@ use crate::auth::playback::PlaybackScope;
 use crate::error::{Error, ErrorKind};
 use crate::metrics::metrics;
 use crate::protocols::hls::{
-    block_decision, parse_query, render_media, render_multivariant, BlockDecision, HlsQuery, MediaPlaylist,
-    PartEntry, PreloadHint, RenderOptions, RenditionReport, SegmentEntry, SkipRequest, VariantStream,
+    advance_part_limit, block_decision, parse_query, render_media, render_multivariant, BlockDecision,
+    HlsQuery, MediaPlaylist, PartEntry, PreloadHint, RenderOptions, RenditionReport, SegmentEntry,
+    SkipRequest, VariantStream,
 };
 use crate::store::Visibility;
 
@@ -51,9 +52,24 @@ fn count(kind: &str, status: u16) {
     metrics().hls_requests.with_label_values(&[kind, &status.to_string()]).inc();
 }
 
+/// An error is never cached: an offline channel may be live a second later, and a 503 is a
+/// timeout, not an answer.
 fn fail(kind: &str, err: Error) -> HttpResponse {
     count(kind, err.kind.http_status());
-    error_response(err.kind, &err.msg)
+    let mut res = error_response(err.kind, &err.msg);
+    res.headers_mut().insert(
+        actix_web::http::header::CACHE_CONTROL,
+        actix_web::http::header::HeaderValue::from_static("no-store"),
+    );
+    res
+}
+
+/// Plain (non-blocking) live playlists: cacheable for one second, the shortest `max-age`. A
+/// player starts from such a playlist and then asks for what follows with blocking reloads, so
+/// a copy up to a second old only starts it that much further back; a CDN shields the origin
+/// from start-up bursts. (A per-viewer token in the query is part of the cache key.)
+fn live_playlist_cache() -> CacheControl {
+    CacheControl(vec![CacheDirective::Public, CacheDirective::MaxAge(1)])
 }
 
 fn offline() -> Error {
@@ -188,7 +204,7 @@ async fn multivariant(path: web::Path<String>, req: HttpRequest, state: web::Dat
     count(KIND, 200);
     HttpResponse::Ok()
         .content_type(PLAYLIST_TYPE)
-        .insert_header(CacheControl(vec![CacheDirective::NoCache]))
+        .insert_header(live_playlist_cache())
         .body(render_multivariant(&variants, &RenderOptions { skip: SkipRequest::No, uri_query: &uri_query }))
 }
 
@@ -284,14 +300,17 @@ async fn media_playlist(
     let waited = match query.msn {
         Some(msn) => {
             let part = query.part;
+            let part_limit = advance_part_limit(state.hls_settings.part_target);
             wait_until("playlist", Some(&rendition), &mut rx, deadline, |p| {
                 let Some(last) = p.msn else { return Ok(false) };
                 let last_part = p.parts.checked_sub(1);
-                match block_decision(msn, part, last, last_part, p.complete) {
+                match block_decision(msn, part, last, last_part, p.complete, part_limit) {
                     BlockDecision::Ready => Ok(true),
                     BlockDecision::Wait => Ok(false),
                     BlockDecision::TooFarAhead => Err(Error::invalid(format!(
-                        "_HLS_msn={msn} is more than two segments ahead of the playlist"
+                        "_HLS_msn={msn}{} is too far ahead of the playlist (more than two segments \
+                         or {part_limit} parts)",
+                        part.map_or(String::new(), |n| format!("&_HLS_part={n}"))
                     ))),
                 }
             })
@@ -332,7 +351,7 @@ async fn media_playlist(
             CacheDirective::MaxAge(state.hls_settings.segment_target.as_secs().max(1) as u32),
         ])
     } else {
-        CacheControl(vec![CacheDirective::NoCache])
+        live_playlist_cache()
     };
     HttpResponse::Ok().content_type(PLAYLIST_TYPE).insert_header(cache).body(body)
 }

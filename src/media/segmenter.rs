@@ -11,8 +11,11 @@
 //! - Every segment starts on a key frame (sync point); frames before the first key frame are
 //!   dropped. A segment is cut at the first key frame at or after `segment_target`.
 //! - A part is cut before a driver frame when including that frame would make the part longer
-//!   than `part_target` (judged with the shortest recent frame interval), so no part exceeds the
-//!   target on a regular stream. A part starting on a key frame is `independent`.
+//!   than `part_target` (judged with the recent average frame interval), so that it is published
+//!   as soon as its last frame arrives. When a frame then comes later than predicted (a dropped
+//!   frame, a variable frame rate), the part is cut before its last frame instead, so no part
+//!   exceeds the target unless a single frame does. A part starting on a key frame is
+//!   `independent`.
 //! - A frame flagged `discontinuity` (publisher resumed) closes the part and segment; the next
 //!   segment carries the discontinuity.
 //! - MSNs and part indexes only grow; part durations of a segment add up to the segment.
@@ -161,6 +164,13 @@ impl Segmenter {
             }
             return;
         };
+        if frame.dts.minus(open.start).as_duration() > self.cfg.part_target + TIMESTAMP_SLACK {
+            // A late frame (one dropped before it, a variable frame rate) would stretch the
+            // open part past the target: it ends before its last driver frame instead, which
+            // opens the next part.
+            self.split_before_last_driver(has_video, out);
+        }
+        let open = self.open.as_ref().expect("a split keeps the segment open");
         let into_segment = frame.dts.minus(open.segment_start).as_duration();
         let into_part = frame.dts.minus(open.start).as_duration();
         let interval = self.frame_interval.unwrap_or_default();
@@ -193,6 +203,13 @@ impl Segmenter {
         self.last_driver_dts = None;
     }
 
+    /// Frames were lost (the reader lapped): end the open part as `finish` does, and mark the
+    /// next segment as following a discontinuity, since the timeline jumps over the loss.
+    pub fn break_off(&mut self, out: &mut Vec<Part>) {
+        self.finish(out);
+        self.pending_discontinuity = true;
+    }
+
     fn start_segment(&mut self, frame: Arc<Frame>, _: usize) {
         let msn = self.next_msn;
         self.next_msn += 1;
@@ -205,6 +222,32 @@ impl Segmenter {
             discontinuity: std::mem::take(&mut self.pending_discontinuity),
             frames: vec![frame],
         });
+    }
+
+    /// End the open part before its last driver frame, which (with the audio after it) starts
+    /// the next part. Nothing to do when the part has only one driver frame: a single frame
+    /// longer than the target cannot be split.
+    fn split_before_last_driver(&mut self, has_video: bool, out: &mut Vec<Part>) {
+        let Some(open) = &mut self.open else { return };
+        let is_driver = |f: &Arc<Frame>| match f.track {
+            TrackKind::Video => true,
+            TrackKind::Audio => !has_video,
+        };
+        let (Some(first), Some(last)) =
+            (open.frames.iter().position(is_driver), open.frames.iter().rposition(is_driver))
+        else {
+            return;
+        };
+        if first == last {
+            return;
+        }
+        let tail = open.frames.split_off(last);
+        let end = tail[0].dts;
+        self.close(end, false, out);
+        let open = self.open.as_mut().expect("close(false) keeps the segment open");
+        open.start = end;
+        open.independent = tail[0].keyframe;
+        open.frames = tail;
     }
 
     /// Emit the open part ending at `end`. With `end_segment`, the segment is closed too;
@@ -338,6 +381,28 @@ mod tests {
     }
 
     #[test]
+    fn frames_lost_to_a_lap_end_the_segment_before_a_discontinuity() {
+        let t = tracks();
+        let mut s = Segmenter::new(cfg());
+        let mut out = Vec::new();
+        for i in 0..10 {
+            s.push(vf(i * 33, i == 0, &t), &mut out);
+        }
+        s.break_off(&mut out);
+        let closed = out.last().expect("the open part was emitted");
+        assert!(closed.ends_segment && closed.msn == 0);
+        // Frames resume 2 s later; nothing until the next key frame, which starts segment 1.
+        s.push(vf(2330, false, &t), &mut out);
+        let before = out.len();
+        for i in 0..10 {
+            s.push(vf(2363 + i * 33, i == 0, &t), &mut out);
+        }
+        let next = out[before..].iter().find(|p| p.msn == 1).expect("segment 1 started");
+        assert!(next.discontinuity && next.independent && next.index == 0);
+        assert_eq!(next.start, MediaTime::from_millis(2363));
+    }
+
+    #[test]
     fn twenty_four_fps_never_exceeds_part_target() {
         let t = tracks();
         let mut s = Segmenter::new(cfg());
@@ -377,20 +442,31 @@ mod tests {
 
     proptest! {
         /// Segmenter invariants on arbitrary streams: every segment starts on a key frame; parts
-        /// never exceed the target on a regular frame rate; MSN and part numbers only grow;
+        /// never exceed the target unless one frame does, also with frames dropped; MSN and part
+        /// numbers only grow;
         /// part durations tile the timeline with no gap or overlap.
         #[test]
         fn invariants(fps in prop::sample::select(vec![24.0f64, 25.0, 29.97, 30.0, 50.0, 59.94, 60.0]),
-                      keys in proptest::collection::vec(any::<bool>(), 50..400),
+                      frames in proptest::collection::vec((any::<bool>(), 0u8..100), 50..400),
+                      drop_pct in prop::sample::select(vec![0u8, 5, 20]),
                       part_ms in 100u64..1000, seg_ms in 500u64..6000) {
             let t = tracks();
             let mut s = Segmenter::new(SegmenterConfig { part_target: Duration::from_millis(part_ms), segment_target: Duration::from_millis(seg_ms) });
             let mut out = Vec::new();
-            for (i, key) in keys.iter().enumerate() {
+            // Some frames dropped (as a congested encoder or network does): the gaps make
+            // frames arrive later than the average interval predicts.
+            let mut last_ms = 0i64;
+            let mut longest_ms = 0i64;
+            for (i, (key, roll)) in frames.iter().enumerate() {
+                if i > 0 && *roll < drop_pct {
+                    continue;
+                }
                 let ms = (i as f64 * 1000.0 / fps).round() as i64;
+                longest_ms = longest_ms.max(ms - last_ms);
+                last_ms = ms;
                 s.push(vf(ms, *key || i == 0, &t), &mut out);
             }
-            let frame_ms = 1000.0 / fps;
+            let frame_ms = longest_ms.max((1000.0 / fps).ceil() as i64) as f64;
             let mut prev: Option<&Part> = None;
             for p in &out {
                 if p.index == 0 {

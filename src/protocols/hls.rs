@@ -215,23 +215,7 @@ impl MediaPlaylist {
                 BlockDecision::Wait
             };
         };
-        let decision = block_decision(req_msn, req_part, last_msn, last_part, complete);
-        if decision == BlockDecision::Wait {
-            if let Some(part) = req_part {
-                let limit = advance_part_limit(self.part_target);
-                // Only measurable inside the newest segment or the one after it; parts of a future
-                // segment count from 0, so N beyond the limit there is at least that far ahead too.
-                let beyond = if req_msn == last_msn {
-                    i64::from(part) - last_part.map_or(-1, i64::from)
-                } else {
-                    i64::from(part) + 1
-                };
-                if beyond > i64::from(limit) {
-                    return BlockDecision::TooFarAhead;
-                }
-            }
-        }
-        decision
+        block_decision(req_msn, req_part, last_msn, last_part, complete, advance_part_limit(self.part_target))
     }
 }
 
@@ -681,7 +665,9 @@ pub enum BlockDecision {
 ///   the next one (§6.2.5.2), which exists because the edge segment has a part or is complete;
 ///   so every `M < last_msn` is ready. For `M == last_msn`, ready iff `N <= last_part`.
 /// - Too far ahead: `M` greater than the last *complete* segment's MSN plus two (§6.2.5.2 SHOULD
-///   return 400). The part-count limit needs the part target: see [`MediaPlaylist::block_decision`].
+///   return 400), or a part more than `part_limit` (the Advance Part Limit,
+///   [`advance_part_limit`]) past the last one. Parts of the segment after the edge count from
+///   0, so `N` beyond the limit there is at least that far ahead too.
 /// - A segment already gone from the playlist is ready: the whole playlist is served (§6.2.5.2).
 ///
 /// The caller handles `EXT-X-ENDLIST` (blocking is ignored once the playlist has ended).
@@ -691,6 +677,7 @@ pub fn block_decision(
     last_msn: u64,
     last_part: Option<u32>,
     last_segment_complete: bool,
+    part_limit: u32,
 ) -> BlockDecision {
     // MSN of the last complete segment plus two, without underflow when segment 0 is in progress.
     let limit = if last_segment_complete { last_msn.saturating_add(2) } else { last_msn.saturating_add(1) };
@@ -704,10 +691,19 @@ pub fn block_decision(
         Some(n) => last_part.is_some_and(|last| n <= last),
     };
     if ready {
-        BlockDecision::Ready
-    } else {
-        BlockDecision::Wait
+        return BlockDecision::Ready;
     }
+    if let Some(part) = req_part {
+        let beyond = if req_msn == last_msn {
+            i64::from(part) - last_part.map_or(-1, i64::from)
+        } else {
+            i64::from(part) + 1
+        };
+        if beyond > i64::from(part_limit) {
+            return BlockDecision::TooFarAhead;
+        }
+    }
+    BlockDecision::Wait
 }
 
 /// The Advance Part Limit (§6.2.5.2): 3 / part target when it is under a second, else 3.
@@ -1914,11 +1910,19 @@ s11.m4s
         ];
         for (req_msn, req_part, last_msn, last_part, complete, want) in table {
             assert_eq!(
-                block_decision(req_msn, req_part, last_msn, last_part, complete),
+                block_decision(req_msn, req_part, last_msn, last_part, complete, 15),
                 want,
                 "req ({req_msn}, {req_part:?}) at ({last_msn}, {last_part:?}, complete={complete})"
             );
         }
+        // The Advance Part Limit (here 3): at most 3 parts past the newest one.
+        assert_eq!(block_decision(5, Some(5), 5, Some(2), false, 3), Wait);
+        assert_eq!(block_decision(5, Some(6), 5, Some(2), false, 3), TooFarAhead);
+        assert_eq!(block_decision(6, Some(2), 5, Some(2), false, 3), Wait);
+        assert_eq!(block_decision(6, Some(3), 5, Some(2), false, 3), TooFarAhead);
+        assert_eq!(block_decision(5, Some(50), 5, Some(2), true, 3), TooFarAhead);
+        // Parts of a listed segment are ready whatever their index.
+        assert_eq!(block_decision(4, Some(50), 5, Some(2), false, 3), Ready);
     }
 
     #[test]
