@@ -242,6 +242,8 @@ impl Metrics {
     /// Create the known label combinations at zero, so `/metrics` lists them from the start
     /// and Prometheus `increase()` sees the first event.
     fn touch_known_series(&self) {
+        self.viewers.with_label_values(&["hls"]);
+        self.egress_bytes.with_label_values(&["hls"]);
         for p in ["rtmp"] {
             self.ingest_sessions.with_label_values(&[p]);
             self.ingest_bytes.with_label_values(&[p]);

@@ -995,4 +995,21 @@ fn metrics() {
         value(r#"tidecast_hls_part_duration_seconds_bucket{le="0.15"}"#) < parts,
         "most parts are ~200 ms"
     );
+    // The segment fetched above (before `text` was read) and the playlists.
+    let seg_bytes = get(&server, &format!("{MEDIA_BASE}{}", seg.uri)).body.len() as f64;
+    let egress = value(r#"tidecast_egress_bytes_total{protocol="hls"}"#);
+    assert!(egress > seg_bytes, "HLS egress {egress} bytes, the segment alone is {seg_bytes}");
+
+    // Viewers: distinct clients (address and User-Agent) that asked for a media playlist in
+    // the last 10 s. This test's requests so far are one client; two players join.
+    for agent in ["player-a", "player-b"] {
+        let r = get_with(server.http, PLAYLIST, &[("User-Agent", agent)], Duration::from_secs(10));
+        assert_eq!(r.status, 200);
+    }
+    let hls_viewers = || metric_value(&server.metrics_text(), r#"tidecast_viewers{protocol="hls"}"#);
+    let counted = wait_until(Duration::from_secs(6), || hls_viewers() == Some(3.0));
+    assert!(counted, "tidecast_viewers{{protocol=\"hls\"}} = {:?}, want 3", hls_viewers());
+    // Nobody asks any more: they drop out after the idle time (10 s) and a sweep (2 s).
+    let gone = wait_until(Duration::from_secs(20), || hls_viewers() == Some(0.0));
+    assert!(gone, "HLS viewers still counted after they stopped: {:?}", hls_viewers());
 }

@@ -15,7 +15,7 @@ use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::hls::{run_packager, HlsChannel, HlsDirectory, HlsRendition, HlsSettings, SOURCE};
+use super::hls::{run_packager, HlsChannel, HlsDirectory, HlsRendition, HlsSettings, HlsViewers, SOURCE};
 use crate::error::{Error, ErrorKind, Result};
 use crate::media::ring::{FrameRing, RingLimits, RingReader, RingWriter};
 use crate::metrics::metrics;
@@ -23,6 +23,8 @@ use crate::store::Visibility;
 
 /// How often the channel checks its idle state.
 const IDLE_CHECK_EVERY: Duration = Duration::from_millis(500);
+/// How often a live session's LL-HLS viewer count is refreshed.
+const VIEWER_SWEEP_EVERY: Duration = Duration::from_secs(2);
 
 /// Live channels by name: the registry's directory, which a stopping channel leaves itself.
 pub type ChannelDirectory = Arc<DashMap<String, Addr<Channel>>>;
@@ -96,8 +98,24 @@ impl Channel {
     fn start_outputs(&mut self, visibility: Visibility) {
         let settings = self.settings.hls;
         let rendition = Arc::new(HlsRendition::new(SOURCE, &settings));
-        let entry = Arc::new(HlsChannel { visibility, renditions: vec![rendition.clone()] });
+        let entry = Arc::new(HlsChannel {
+            visibility,
+            renditions: vec![rendition.clone()],
+            viewers: HlsViewers::default(),
+        });
         self.deps.hls.insert(self.name.clone(), entry.clone());
+        // Count its LL-HLS viewers for as long as the session's entry exists.
+        let weak = Arc::downgrade(&entry);
+        self.deps.media.spawn(async move {
+            let mut tick = tokio::time::interval(VIEWER_SWEEP_EVERY);
+            loop {
+                tick.tick().await;
+                match weak.upgrade() {
+                    Some(e) => e.viewers.sweep(),
+                    None => break,
+                };
+            }
+        });
         let reader = self.ring.reader();
         let (name, hls) = (self.name.clone(), self.deps.hls.clone());
         self.deps.media.spawn(async move {

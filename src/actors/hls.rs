@@ -52,6 +52,55 @@ pub type HlsDirectory = Arc<DashMap<String, Arc<HlsChannel>>>;
 pub struct HlsChannel {
     pub visibility: Visibility,
     pub renditions: Vec<Arc<HlsRendition>>,
+    pub viewers: HlsViewers,
+}
+
+/// How long after its last media playlist request a client still counts as an LL-HLS viewer
+/// (players reload every part; a paused hls.js stops after its buffer fills, ~a minute ahead
+/// at most, so a viewer who pauses long drops out).
+pub const VIEWER_IDLE: Duration = Duration::from_secs(10);
+/// Clients tracked per channel at most (a flood of distinct clients cannot grow it further).
+const MAX_TRACKED_VIEWERS: usize = 200_000;
+
+/// The LL-HLS viewers of one channel's live session, for `tidecast_viewers{protocol="hls"}`.
+/// HLS has no session: a viewer is a distinct client (the caller's key: address and
+/// User-Agent, hashed) that asked for a media playlist within `VIEWER_IDLE`. Behind a CDN the
+/// clients are its edges. `sweep` (every couple of seconds, by the channel) forgets idle clients
+/// and moves the gauge by the change; dropping the session takes its count off the gauge.
+#[derive(Default)]
+pub struct HlsViewers {
+    seen: Mutex<std::collections::HashMap<u64, std::time::Instant>>,
+    /// What this session adds to the gauge now.
+    counted: std::sync::atomic::AtomicI64,
+}
+
+impl HlsViewers {
+    pub fn touch(&self, client: u64) {
+        let now = std::time::Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() < MAX_TRACKED_VIEWERS || seen.contains_key(&client) {
+            seen.insert(client, now);
+        }
+    }
+
+    /// Forget clients idle for `VIEWER_IDLE`, update the gauge; returns the viewer count.
+    pub fn sweep(&self) -> i64 {
+        let now = std::time::Instant::now();
+        let n = {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            seen.retain(|_, at| now.duration_since(*at) < VIEWER_IDLE);
+            seen.len() as i64
+        };
+        let before = self.counted.swap(n, Ordering::AcqRel);
+        metrics().viewers.with_label_values(&["hls"]).add(n - before);
+        n
+    }
+}
+
+impl Drop for HlsViewers {
+    fn drop(&mut self) {
+        metrics().viewers.with_label_values(&["hls"]).sub(*self.counted.get_mut());
+    }
 }
 
 impl HlsChannel {

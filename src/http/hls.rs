@@ -202,10 +202,10 @@ async fn multivariant(path: web::Path<String>, req: HttpRequest, state: web::Dat
         })
         .collect();
     count(KIND, 200);
-    HttpResponse::Ok()
-        .content_type(PLAYLIST_TYPE)
-        .insert_header(live_playlist_cache())
-        .body(render_multivariant(&variants, &RenderOptions { skip: SkipRequest::No, uri_query: &uri_query }))
+    let body =
+        render_multivariant(&variants, &RenderOptions { skip: SkipRequest::No, uri_query: &uri_query });
+    egress(body.len());
+    HttpResponse::Ok().content_type(PLAYLIST_TYPE).insert_header(live_playlist_cache()).body(body)
 }
 
 /// The playlist model of one rendition's window (parts listed by the renderer's own horizon).
@@ -294,6 +294,7 @@ async fn media_playlist(
         Ok(q) => q,
         Err(e) => return fail(kind, e),
     };
+    entry.viewers.touch(client_key(&req));
     let started = Instant::now();
     let deadline = started + state.hls_settings.block_timeout;
     let mut rx = mirror::subscribe(&rendition, mirror::Kind::Playlist);
@@ -353,7 +354,24 @@ async fn media_playlist(
     } else {
         live_playlist_cache()
     };
+    egress(body.len());
     HttpResponse::Ok().content_type(PLAYLIST_TYPE).insert_header(cache).body(body)
+}
+
+/// Bytes of an LL-HLS answer body, for `tidecast_egress_bytes_total{protocol="hls"}` (counted
+/// when the answer is made; a client that goes away mid-body is counted in full).
+fn egress(bytes: usize) {
+    metrics().egress_bytes.with_label_values(&["hls"]).inc_by(bytes as u64);
+}
+
+/// Who is asking, for counting viewers: the peer address and User-Agent, hashed with a key
+/// random per process (so the numbers say nothing about the client).
+fn client_key(req: &HttpRequest) -> u64 {
+    use std::hash::BuildHasher;
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
+    let ip = req.peer_addr().map(|a| a.ip());
+    let agent = req.headers().get(actix_web::http::header::USER_AGENT).map(|v| v.as_bytes());
+    KEY.get_or_init(Default::default).hash_one((ip, agent))
 }
 
 /// What a media file name asks for.
@@ -383,6 +401,7 @@ const BODY_SLICE: usize = 16 * 1024;
 
 fn media_response(data: bytes::Bytes, init: bool) -> HttpResponse {
     let len = data.len() as u64;
+    egress(data.len());
     let slices = (0..data.len())
         .step_by(BODY_SLICE)
         .map(move |at| Ok::<_, std::convert::Infallible>(data.slice(at..(at + BODY_SLICE).min(data.len()))));
