@@ -111,9 +111,18 @@ pub async fn run(
     let mut rbuf = vec![0u8; 16 * 1024];
 
     let first_ts = tags.iter().filter(|t| !t.is_config()).map(|t| t.ts_ms).min().unwrap_or(0);
-    let last_ts = tags.iter().map(|t| t.ts_ms).max().unwrap_or(0);
-    // One video frame interval after the last tag, so the loop seam has no gap (30 fps: 33 ms).
-    let loop_ms = (last_ts - first_ts) as u64 + 33;
+    // The loop restarts one video frame interval (30 fps: 33 ms) after the last video frame, so
+    // the video timeline has no gap at the seam: a gap there is a frame arriving late, which the
+    // server must then end a part before. Audio the encoder flushed past that point (up to
+    // ~100 ms of AAC) is not sent, so the audio timeline never goes back either.
+    let last_video_ts = tags
+        .iter()
+        .filter(|t| t.kind == TagKind::Video && !t.is_config())
+        .map(|t| t.ts_ms)
+        .max()
+        .or_else(|| tags.iter().map(|t| t.ts_ms).max())
+        .unwrap_or(0);
+    let loop_ms = (last_video_ts - first_ts) as u64 + 33;
 
     // Codec configuration first, once, at timestamp 0.
     let mut out = Vec::new();
@@ -130,7 +139,11 @@ pub async fn run(
             if t.is_config() {
                 continue;
             }
-            let rel_ms = offset_ms + (t.ts_ms - first_ts) as u64;
+            let in_loop_ms = (t.ts_ms - first_ts) as u64;
+            if in_loop_ms >= loop_ms {
+                continue;
+            }
+            let rel_ms = offset_ms + in_loop_ms;
             let due = start + Duration::from_millis(rel_ms);
             if due > stop {
                 break 'outer;

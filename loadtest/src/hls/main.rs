@@ -103,7 +103,7 @@ struct Args {
     #[arg(long)]
     threads: Option<usize>,
     /// Also write every blocking reload answered in the window to this CSV file
-    /// (`msn,part,delay_first_ms,arrival_first_ms,wait_ms`), for looking at the spread part by part.
+    /// (`msn,part,delay_first_ms,arrival_first_ms,arrival_pdt_ms,wait_ms`), for looking at the spread part by part.
     #[arg(long)]
     dump: Option<std::path::PathBuf>,
 }
@@ -276,12 +276,16 @@ async fn run(args: Args) -> Result<()> {
                 if args.dump.is_some() {
                     let _ = writeln!(
                         dump,
-                        "{},{},{:.3},{},{:.3}",
+                        "{},{},{:.3},{},{},{:.3}",
                         k.0,
                         k.1,
                         ms(r.done - first_blocking[&k]),
                         r.arrived
                             .map_or(String::new(), |at| format!("{:.3}", wall_ms(at, first_arrival[&k]))),
+                        match (r.arrived, r.pdt_completion) {
+                            (Some(at), Some(c)) => format!("{:.3}", wall_ms(at, c)),
+                            _ => String::new(),
+                        },
                         ms(r.done - r.sent)
                     );
                 }
@@ -304,7 +308,10 @@ async fn run(args: Args) -> Result<()> {
         }
     }
     if let Some(path) = &args.dump {
-        std::fs::write(path, format!("msn,part,delay_first_ms,arrival_first_ms,wait_ms\n{dump}"))?;
+        std::fs::write(
+            path,
+            format!("msn,part,delay_first_ms,arrival_first_ms,arrival_pdt_ms,wait_ms\n{dump}"),
+        )?;
     }
     let total_ok: u64 = counts.values().map(|c| c.0).sum();
     let total_failed: u64 = counts.values().map(|c| c.1).sum();
