@@ -736,6 +736,21 @@ fn codecs_of(tracks: &Tracks) -> String {
 mod tests {
     use super::*;
 
+    /// H.264 video only, 64x36.
+    fn video_tracks() -> Arc<Tracks> {
+        use crate::media::codec::{VideoCodec, VideoConfig};
+        Arc::new(Tracks {
+            video: Some(VideoConfig {
+                codec: VideoCodec::H264,
+                record: Bytes::from_static(b"\x01\x64\x00\x1f\xff"),
+                width: 64,
+                height: 36,
+                codec_string: "avc1.64001f".into(),
+            }),
+            audio: None,
+        })
+    }
+
     fn rendition() -> Arc<HlsRendition> {
         Arc::new(HlsRendition::new(
             SOURCE,
@@ -795,19 +810,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_burst_of_frames_is_published_as_paced_parts() {
-        use crate::media::codec::{VideoCodec, VideoConfig};
         use crate::media::ring::{FrameRing, RingLimits};
 
-        let tracks = Arc::new(Tracks {
-            video: Some(VideoConfig {
-                codec: VideoCodec::H264,
-                record: Bytes::from_static(b"\x01\x64\x00\x1f\xff"),
-                width: 64,
-                height: 36,
-                codec_string: "avc1.64001f".into(),
-            }),
-            audio: None,
-        });
+        let tracks = video_tracks();
         let ring = FrameRing::new(RingLimits { max_duration: Duration::from_secs(10), max_bytes: 1 << 20 });
         let mut writer = ring.writer(false);
         // 1.2 s of 30 fps video arriving at once: five 200 ms parts complete immediately.
@@ -852,18 +857,7 @@ mod tests {
 
     #[test]
     fn target_duration_is_fixed_by_the_first_segment_and_parts_live_with_their_segment() {
-        use crate::media::codec::{VideoCodec, VideoConfig};
-
-        let tracks = Arc::new(Tracks {
-            video: Some(VideoConfig {
-                codec: VideoCodec::H264,
-                record: Bytes::from_static(b"\x01\x64\x00\x1f\xff"),
-                width: 64,
-                height: 36,
-                codec_string: "avc1.64001f".into(),
-            }),
-            audio: None,
-        });
+        let tracks = video_tracks();
         let settings = HlsSettings {
             part_target: Duration::from_millis(200),
             segment_target: Duration::from_secs(2),
