@@ -16,8 +16,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -104,20 +102,6 @@ fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)], timeout: Dur
 
 fn get(server: &TestServer, path: &str) -> Resp {
     get_with(server.http, path, &[], Duration::from_secs(10))
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
-        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap_or("0").trim(), 16).unwrap_or(0);
-        let rest = &b[eol + 2..];
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.extend_from_slice(&rest[..n]);
-        b = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
-    }
-    out
 }
 
 /// Parse and validate a media playlist, failing with every violation and the text.
@@ -233,97 +217,6 @@ fn quantile(v: &[f64], q: f64) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.partial_cmp(b).unwrap());
     s[((s.len() as f64 * q).ceil() as usize).clamp(1, s.len()) - 1]
-}
-
-/// A finished tool run.
-struct Ran {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Run `program` to completion within `timeout` (killed and failed otherwise).
-fn run_tool(program: &str, args: &[&str], timeout: Duration) -> Ran {
-    let dir = tempfile::tempdir().unwrap();
-    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).unwrap())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {program}: {e}"));
-    let status = wait_child(&mut child, timeout);
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let ran = Ran {
-        status: status.unwrap_or_else(|| {
-            panic!(
-                "{program} {args:?} did not finish within {timeout:?}; stderr:\n{}",
-                std::fs::read_to_string(&err_path).unwrap_or_default()
-            )
-        }),
-        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
-        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
-    };
-    ran
-}
-
-/// Decode all of `path` with ffmpeg at `-v error`: must exit 0 with nothing on stderr.
-/// Returns the number of decoded video frames.
-fn decode_clean(path: &Path) -> u64 {
-    let progress = path.with_extension("progress");
-    let ran = run_tool(
-        "ffmpeg",
-        &[
-            "-nostdin",
-            "-v",
-            "error",
-            "-i",
-            path.to_str().unwrap(),
-            "-progress",
-            progress.to_str().unwrap(),
-            "-f",
-            "null",
-            "-",
-        ],
-        Duration::from_secs(30),
-    );
-    assert!(
-        ran.status.success() && ran.stderr.trim().is_empty(),
-        "decoding {} failed or complained ({}):\n{}",
-        path.display(),
-        ran.status,
-        ran.stderr
-    );
-    frames_from_progress(&progress)
-}
-
-/// The last `frame=N` of an ffmpeg `-progress` file.
-fn frames_from_progress(path: &Path) -> u64 {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines().rev().find_map(|l| l.strip_prefix("frame=")?.trim().parse().ok()).unwrap_or(0)
-}
-
-/// The attributes of an `#EXT-X-STREAM-INF:` line, quotes removed.
-fn stream_inf_attrs(line: &str) -> Vec<(String, String)> {
-    let attrs = line.strip_prefix("#EXT-X-STREAM-INF:").expect("a STREAM-INF line");
-    let mut out = Vec::new();
-    let (mut cur, mut quoted) = (String::new(), false);
-    for c in attrs.chars().chain(std::iter::once(',')) {
-        match c {
-            '"' => quoted = !quoted,
-            ',' if !quoted => {
-                let (k, v) = cur.split_once('=').expect("KEY=VALUE");
-                out.push((k.to_string(), v.to_string()));
-                cur.clear();
-            }
-            c => cur.push(c),
-        }
-    }
-    out
 }
 
 /// Whether the tool set is there (loud SKIP otherwise, failure in CI).

@@ -340,21 +340,12 @@ pub fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
     let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP header terminator");
     let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("HTTP status code");
     let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-    let body = if chunked { dechunk(body) } else { body.to_string() };
+    let body = if chunked {
+        String::from_utf8_lossy(&dechunk(body.as_bytes())).into_owned()
+    } else {
+        body.to_string()
+    };
     HttpResponse { status, headers: head.to_string(), body }
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -732,4 +723,114 @@ pub fn socket_closed_within(s: &mut TcpStream, timeout: Duration) -> bool {
             return false;
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tool runs and HTTP bodies shared by the LL-HLS tests
+
+/// A finished tool run.
+pub struct Ran {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run `program` to completion within `timeout` (killed and failed otherwise).
+pub fn run_tool(program: &str, args: &[&str], timeout: Duration) -> Ran {
+    let dir = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {program}: {e}"));
+    let status = wait_child(&mut child, timeout);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let ran = Ran {
+        status: status.unwrap_or_else(|| {
+            panic!(
+                "{program} {args:?} did not finish within {timeout:?}; stderr:\n{}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            )
+        }),
+        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
+    };
+    ran
+}
+
+/// Decode all of `path` with ffmpeg at `-v error`: must exit 0 with nothing on stderr.
+/// Returns the number of decoded video frames.
+pub fn decode_clean(path: &Path) -> u64 {
+    let progress = path.with_extension("progress");
+    let ran = run_tool(
+        "ffmpeg",
+        &[
+            "-nostdin",
+            "-v",
+            "error",
+            "-i",
+            path.to_str().unwrap(),
+            "-progress",
+            progress.to_str().unwrap(),
+            "-f",
+            "null",
+            "-",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(
+        ran.status.success() && ran.stderr.trim().is_empty(),
+        "decoding {} failed or complained ({}):\n{}",
+        path.display(),
+        ran.status,
+        ran.stderr
+    );
+    frames_from_progress(&progress)
+}
+
+/// The last `frame=N` of an ffmpeg `-progress` file.
+pub fn frames_from_progress(path: &Path) -> u64 {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().rev().find_map(|l| l.strip_prefix("frame=")?.trim().parse().ok()).unwrap_or(0)
+}
+
+/// The attributes of an `#EXT-X-STREAM-INF:` line, quotes removed.
+pub fn stream_inf_attrs(line: &str) -> Vec<(String, String)> {
+    let attrs = line.strip_prefix("#EXT-X-STREAM-INF:").expect("a STREAM-INF line");
+    let mut out = Vec::new();
+    let (mut cur, mut quoted) = (String::new(), false);
+    for c in attrs.chars().chain(std::iter::once(',')) {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                let (k, v) = cur.split_once('=').expect("KEY=VALUE");
+                out.push((k.to_string(), v.to_string()));
+                cur.clear();
+            }
+            c => cur.push(c),
+        }
+    }
+    out
+}
+
+/// The body of a `Transfer-Encoding: chunked` response, de-chunked (stops at the last chunk
+/// or at a truncated one).
+pub fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap_or("0").trim(), 16).unwrap_or(0);
+        let rest = &b[eol + 2..];
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.extend_from_slice(&rest[..n]);
+        b = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
+    }
+    out
 }
