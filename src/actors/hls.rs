@@ -314,6 +314,11 @@ impl HlsRendition {
         *self.progress.borrow()
     }
 
+    /// The progress held part requests see (`subscribe_media`).
+    pub fn media_progress(&self) -> Progress {
+        *self.media_progress.borrow()
+    }
+
     /// Progress for playlist requests.
     pub fn subscribe(&self) -> watch::Receiver<Progress> {
         self.progress.subscribe()

@@ -361,7 +361,8 @@ async fn media_playlist(
 /// Bytes of an LL-HLS answer body, for `tidecast_egress_bytes_total{protocol="hls"}` (counted
 /// when the answer is made; a client that goes away mid-body is counted in full).
 fn egress(bytes: usize) {
-    metrics().egress_bytes.with_label_values(&["hls"]).inc_by(bytes as u64);
+    static HLS: std::sync::OnceLock<prometheus::IntCounter> = std::sync::OnceLock::new();
+    HLS.get_or_init(|| metrics().egress_bytes.with_label_values(&["hls"])).inc_by(bytes as u64);
 }
 
 /// Who is asking, for counting viewers: the peer address and User-Agent, hashed with a key

@@ -43,22 +43,27 @@ thread_local! {
 /// inside a `LocalSet` (every actix worker is one).
 pub fn subscribe(rendition: &HlsRendition, kind: Kind) -> watch::Receiver<Progress> {
     let key = (rendition.id(), kind);
-    let source = match kind {
-        Kind::Playlist => rendition.subscribe(),
-        Kind::Media => rendition.subscribe_media(),
-    };
-    let now = *source.borrow();
     let existing = MIRRORS.with(|m| m.borrow().get(&key).cloned());
     let tx = match existing {
-        Some(tx) => tx,
+        Some(tx) => {
+            let now = match kind {
+                Kind::Playlist => rendition.progress(),
+                Kind::Media => rendition.media_progress(),
+            };
+            advance(&tx, now);
+            tx
+        }
         None => {
-            let tx = Rc::new(watch::channel(now).0);
+            let source = match kind {
+                Kind::Playlist => rendition.subscribe(),
+                Kind::Media => rendition.subscribe_media(),
+            };
+            let tx = Rc::new(watch::channel(*source.borrow()).0);
             MIRRORS.with(|m| m.borrow_mut().insert(key, tx.clone()));
             tokio::task::spawn_local(forward(key, source, tx.clone()));
             tx
         }
     };
-    advance(&tx, now);
     tx.subscribe()
 }
 
