@@ -111,6 +111,15 @@ fn lookup(state: &AppState, channel: &str) -> Result<Arc<HlsChannel>, Error> {
     state.hls.get(channel).map(|e| e.value().clone()).ok_or_else(offline)
 }
 
+/// The release histogram's series for `waiter` (`playlist` or `part`), looked up once: every
+/// held request observes it.
+fn release_histogram(waiter: &'static str) -> &'static prometheus::Histogram {
+    static PLAYLIST: std::sync::OnceLock<prometheus::Histogram> = std::sync::OnceLock::new();
+    static PART: std::sync::OnceLock<prometheus::Histogram> = std::sync::OnceLock::new();
+    let cell = if waiter == "part" { &PART } else { &PLAYLIST };
+    cell.get_or_init(|| metrics().hls_block_release_seconds.with_label_values(&[waiter]))
+}
+
 /// Wait until `ready(progress)` holds, or the deadline passes. `waiter` labels the release
 /// histogram: `playlist` or `part`. A media playlist request passes its rendition as `hold`
 /// so that, while it waits, the part requests released with it wait for it to be answered
@@ -133,10 +142,7 @@ async fn wait_until(
             if let (true, Some(at)) = (waited, p.at) {
                 // How long after the part was published this held request was released: the
                 // server's share of "answered within N ms of its part completing".
-                metrics()
-                    .hls_block_release_seconds
-                    .with_label_values(&[waiter])
-                    .observe(at.elapsed().as_secs_f64());
+                release_histogram(waiter).observe(at.elapsed().as_secs_f64());
             }
             return Ok(());
         }
