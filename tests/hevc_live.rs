@@ -32,7 +32,7 @@ use rml_rtmp::sessions::{
     ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
 };
 use rml_rtmp::time::RtmpTimestamp;
-use tidecast::protocols::hls::{parse_media_playlist, validate_multivariant, ParsedMediaPlaylist};
+use tidecast::protocols::hls::validate_multivariant;
 
 const PLAYLIST: &str = "/live/main/source/index.m3u8";
 /// What relative media URIs in [`PLAYLIST`] resolve against.
@@ -440,61 +440,11 @@ impl Drop for Publisher {
 // ---------------------------------------------------------------------------------------------
 // HTTP and tools (small copies of tests/hls_live.rs helpers)
 
-/// GET `path` (Connection: close) with a binary body; status and body.
-fn get(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("HTTP connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap_or_else(|e| panic!("GET {path}: reading the response: {e}"));
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("HTTP header terminator");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("HTTP status code");
-    let mut body = raw[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        body = dechunk(&body);
-    }
-    (status, body)
-}
-
 /// GET that must answer 200.
 fn get_ok(server: &TestServer, path: &str) -> Vec<u8> {
-    let (status, body) = get(server.http, path);
-    assert_eq!(status, 200, "GET {path}: {}\nserver:\n{}", String::from_utf8_lossy(&body), server.logs());
-    body
-}
-
-/// Poll the media playlist until `cond` holds; 404s (not live yet) are retried.
-fn wait_playlist(
-    server: &TestServer,
-    publisher: &mut Publisher,
-    timeout: Duration,
-    what: &str,
-    mut cond: impl FnMut(&ParsedMediaPlaylist) -> bool,
-) -> (String, ParsedMediaPlaylist) {
-    let deadline = Instant::now() + timeout;
-    let mut last = String::new();
-    loop {
-        if let Err(e) = publisher.check() {
-            panic!("the publisher failed: {e}\nserver:\n{}", server.logs());
-        }
-        let (status, body) = get(server.http, PLAYLIST);
-        if status == 200 {
-            last = String::from_utf8_lossy(&body).into_owned();
-            let pl = parse_media_playlist(&last)
-                .unwrap_or_else(|errors| panic!("invalid media playlist: {errors:#?}\n{last}"));
-            if cond(&pl) {
-                return (last, pl);
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "playlist never had {what} within {timeout:?}; last playlist:\n{last}\nserver:\n{}",
-            server.logs()
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+    let r = get_with(server.http, path, &[], Duration::from_secs(10));
+    assert_eq!(r.status, 200, "GET {path}: {}\nserver:\n{}", r.text(), server.logs());
+    r.body
 }
 
 /// The MD5 of every decoded video frame of `path`, in order (ffmpeg's framemd5 muxer).
@@ -553,7 +503,10 @@ fn hevc_over_enhanced_rtmp_comes_out_as_hvc1_cmaf() {
 
     // Media playlist: LL-HLS parts and two complete segments.
     let (text, pl) =
-        wait_playlist(&server, &mut publisher, Duration::from_secs(20), "2 complete segments", |pl| {
+        wait_media_playlist(&server, PLAYLIST, Duration::from_secs(20), "2 complete segments", |pl| {
+            if let Err(e) = publisher.check() {
+                panic!("the publisher failed: {e}\nserver:\n{}", server.logs());
+            }
             pl.segments.len() >= 2 && pl.segments.iter().any(|s| !s.parts.is_empty())
         });
     let two_segments_after = publish_start.elapsed();

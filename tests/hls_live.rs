@@ -14,8 +14,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -44,62 +42,6 @@ fn publish(server: &TestServer, seconds: u32, gop: u32) -> Proc {
     ffmpeg_publish_with(&server.publish_url(&server.key), seconds, &["-g", &gop.to_string()])
 }
 
-/// An HTTP response with a binary body.
-struct Resp {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-    /// Request written to response fully read.
-    elapsed: Duration,
-}
-
-impl Resp {
-    /// The value of header `name` (case-insensitive), if present.
-    fn header(&self, name: &str) -> Option<String> {
-        self.head.lines().skip(1).find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-        })
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// `error.code` of a JSON error body.
-    fn error_code(&self) -> String {
-        let v: serde_json::Value = serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {:?}", self.text()));
-        v["error"]["code"].as_str().unwrap_or_else(|| panic!("no error.code in {v}")).to_string()
-    }
-}
-
-/// GET `path` over a fresh HTTP/1.1 connection (Connection: close) with extra headers; the
-/// whole exchange must finish within `timeout`.
-fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)], timeout: Duration) -> Resp {
-    let started = Instant::now();
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("HTTP connect");
-    s.set_read_timeout(Some(timeout)).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap_or_else(|e| panic!("GET {path}: reading the response: {e}"));
-    let elapsed = started.elapsed();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("HTTP header terminator");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("HTTP status code");
-    let mut body = raw[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        body = dechunk(&body);
-    }
-    Resp { status, head, body, elapsed }
-}
-
 fn get(server: &TestServer, path: &str) -> Resp {
     get_with(server.http, path, &[], Duration::from_secs(10))
 }
@@ -124,26 +66,9 @@ fn wait_playlist(
     server: &TestServer,
     timeout: Duration,
     what: &str,
-    mut cond: impl FnMut(&ParsedMediaPlaylist) -> bool,
+    cond: impl FnMut(&ParsedMediaPlaylist) -> bool,
 ) -> (String, ParsedMediaPlaylist) {
-    let deadline = Instant::now() + timeout;
-    let mut last = String::new();
-    loop {
-        let r = get(server, PLAYLIST);
-        if r.status == 200 {
-            last = r.text();
-            let pl = parse_valid(&last);
-            if cond(&pl) {
-                return (last, pl);
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "playlist never had {what} within {timeout:?}; last playlist:\n{last}\nserver:\n{}",
-            server.logs()
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+    wait_media_playlist(server, PLAYLIST, timeout, what, cond)
 }
 
 /// Live with at least `n` complete segments.

@@ -834,3 +834,89 @@ pub fn dechunk(mut b: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// Poll the media playlist at `path` until `cond` holds (it must also parse and validate);
+/// 404s (not live yet) are retried for up to `timeout`. Returns its text and parsed form.
+pub fn wait_media_playlist(
+    server: &TestServer,
+    path: &str,
+    timeout: Duration,
+    what: &str,
+    mut cond: impl FnMut(&tidecast::protocols::hls::ParsedMediaPlaylist) -> bool,
+) -> (String, tidecast::protocols::hls::ParsedMediaPlaylist) {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        let r = server.get(path);
+        if r.status == 200 {
+            last = r.body;
+            let pl = tidecast::protocols::hls::parse_media_playlist(&last)
+                .unwrap_or_else(|errors| panic!("invalid media playlist: {errors:#?}\n{last}"));
+            if cond(&pl) {
+                return (last, pl);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "playlist never had {what} within {timeout:?}; last playlist:\n{last}\nserver:\n{}",
+            server.logs()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// An HTTP response with a binary body.
+pub struct Resp {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+    /// Request written to response fully read.
+    pub elapsed: Duration,
+}
+
+impl Resp {
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// `error.code` of a JSON error body.
+    pub fn error_code(&self) -> String {
+        let v: serde_json::Value = serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {:?}", self.text()));
+        v["error"]["code"].as_str().unwrap_or_else(|| panic!("no error.code in {v}")).to_string()
+    }
+}
+
+/// GET `path` over a fresh HTTP/1.1 connection (Connection: close) with extra headers; the
+/// whole exchange must finish within `timeout`.
+pub fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)], timeout: Duration) -> Resp {
+    let started = Instant::now();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("HTTP connect");
+    s.set_read_timeout(Some(timeout)).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap_or_else(|e| panic!("GET {path}: reading the response: {e}"));
+    let elapsed = started.elapsed();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("HTTP header terminator");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("HTTP status code");
+    let mut body = raw[split + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    Resp { status, head, body, elapsed }
+}
