@@ -17,8 +17,11 @@
 
 pub mod channel;
 pub mod hls;
+pub mod ingest;
+pub mod listen;
 pub mod registry;
-pub mod rtmp;
+pub mod supervise;
+pub mod viewer;
 pub mod watch_history;
 
 use std::sync::atomic::{AtomicU64, Ordering};

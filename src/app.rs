@@ -17,10 +17,13 @@ use tracing::{info, warn};
 
 use crate::actors::channel::{ChannelDeps, ChannelSettings};
 use crate::actors::hls::{HlsDirectory, HlsSettings};
+use crate::actors::listen::rtmp::{self, RtmpContext};
 use crate::actors::registry::{ChannelRegistry, StopAll, SupervisionSettings};
-use crate::actors::rtmp::{self, RtmpContext};
+use crate::actors::supervise::Backoff;
+use crate::actors::viewer::ViewerPolicy;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::media::clock::Clock;
 use crate::media::ring::RingLimits;
 use crate::protocols::rtmp::RtmpLimits;
 use crate::store::{NewChannel, Store, Visibility};
@@ -59,7 +62,9 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         },
     };
     let hls_directory: HlsDirectory = Arc::new(DashMap::new());
-    let deps = ChannelDeps { hls: hls_directory.clone(), media: media.clone() };
+    let clock = Clock::system();
+    let deps =
+        ChannelDeps { hls: hls_directory.clone(), media: media.clone(), clock, backoff: Backoff::default() };
     let supervision = SupervisionSettings {
         max_restarts: config.channel.max_restarts,
         restart_window: config.channel.restart_window,
@@ -86,12 +91,15 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
             out_chunk_size: config.rtmp.out_chunk_size.bytes() as u32,
         },
         handshake_timeout: config.rtmp.handshake_timeout,
-        write_timeout: config.rtmp.write_timeout,
-        viewer_max_lag: config.rtmp.viewer_max_lag,
-        viewer_max_skips: config.rtmp.viewer_max_skips,
+        viewer: ViewerPolicy {
+            max_lag: config.rtmp.viewer_max_lag,
+            max_skips: config.rtmp.viewer_max_skips,
+            write_timeout: config.rtmp.write_timeout,
+        },
         viewer_send_buffer: config.rtmp.viewer_send_buffer.as_usize(),
         publish_idle_timeout: config.rtmp.publish_idle_timeout,
         max_connections: config.rtmp.max_connections,
+        clock,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
     });

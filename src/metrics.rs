@@ -35,6 +35,12 @@ pub struct Metrics {
     pub protocol_errors: IntCounterVec,
     /// Channel actors restarted after dying.
     pub channel_restarts: IntCounter,
+    /// Supervised channel outputs running now, by output (`hls_packager`, `hls_viewer_sweep`).
+    pub outputs_running: IntGaugeVec,
+    /// Supervised channel outputs restarted after a panic, by output.
+    pub output_restarts: IntCounterVec,
+    /// Frames an output could not serialize (skipped, logged once per frame), by protocol.
+    pub frames_unwritable: IntCounterVec,
     /// Time from a viewer's play request to its first media byte written.
     pub first_frame_seconds: HistogramVec,
     /// HTTP requests by route pattern and status.
@@ -205,6 +211,24 @@ impl Metrics {
                 &["protocol"],
             ),
             channel_restarts,
+            outputs_running: gauge_vec(
+                &r,
+                "tidecast_channel_outputs",
+                "Supervised channel outputs running",
+                &["output"],
+            ),
+            output_restarts: counter_vec(
+                &r,
+                "tidecast_channel_output_restarts_total",
+                "Supervised channel outputs restarted after a panic",
+                &["output"],
+            ),
+            frames_unwritable: counter_vec(
+                &r,
+                "tidecast_egress_frames_unwritable_total",
+                "Frames an output could not serialize and skipped",
+                &["protocol"],
+            ),
             first_frame_seconds,
             http_requests: counter_vec(
                 &r,
@@ -256,6 +280,11 @@ impl Metrics {
                 self.viewers_cut.with_label_values(&[p, reason]);
             }
         }
+        for output in ["hls_packager", "hls_viewer_sweep"] {
+            self.outputs_running.with_label_values(&[output]);
+            self.output_restarts.with_label_values(&[output]);
+        }
+        self.frames_unwritable.with_label_values(&["rtmp"]);
         for consumer in ["rtmp_play", "hls"] {
             self.frames_dropped.with_label_values(&[consumer]);
         }
@@ -269,6 +298,22 @@ impl Metrics {
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("encoding to a Vec cannot fail");
         String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+}
+
+/// Holds a gauge up by one while alive: every exit path of a session is counted down.
+pub struct GaugeGuard(IntGauge);
+
+impl GaugeGuard {
+    pub fn new(g: IntGauge) -> Self {
+        g.inc();
+        GaugeGuard(g)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -206,7 +206,7 @@ fn hlsjs_plays_ll_hls_in_chromium_without_stalls() {
     // requests and hls.js's own log around it are printed (below). One such log showed hls.js
     // 1.7.4 stop loading parts for ~5 s after a segment completed while it still appended the
     // previous part, then seek over the hole; the packager paces parts against that
-    // (`actors::hls::run_packager`).
+    // (`actors::hls::HlsPackager`).
     let stalls: Vec<f64> = report["stall_times_s"]
         .as_array()
         .map(|a| a.iter().filter_map(|v| v.as_f64()).filter(|t| *t > STARTUP_GRACE_S).collect())

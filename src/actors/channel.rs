@@ -1,13 +1,20 @@
-//! `Channel`: one live channel. Owns the channel's `FrameRing` and the publisher slot.
+//! `Channel`: one live channel. Owns the channel's renditions (one `FrameRing` each, `source`
+//! first), the publisher slot, and the supervised outputs of each live session.
 //!
-//! Lifecycle: a publisher is granted the ring's writer (`AddPublisher`); when it leaves
+//! Lifecycle: a publisher is granted the source ring's writer (`AddPublisher`); when it leaves
 //! (`PublisherLeft`) the channel waits `reconnect_grace` for it to come back, during which
 //! viewers stay attached and a returning publisher continues the same live session (the ring
-//! rebases timestamps and marks a discontinuity). When grace expires the ring is closed, which
-//! ends every viewer politely. A channel with no publisher and no readers stops after
+//! rebases timestamps and marks a discontinuity). When grace expires the rings are closed,
+//! which ends every viewer politely. A channel with no publisher and no readers stops after
 //! `idle_timeout`.
+//!
+//! Outputs: a live session starts one `HlsPackager` per rendition and the LL-HLS viewer sweep,
+//! each a supervised child (`actors::supervise`): a panic is counted and the child restarts
+//! with backoff (the packager resumes its window after a discontinuity). Later outputs (the
+//! archive writer, the transcode ladder) join them the same way. Consumers attach with
+//! `AddReader { rendition }`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -15,8 +22,10 @@ use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::hls::{run_packager, HlsChannel, HlsDirectory, HlsRendition, HlsSettings, HlsViewers, SOURCE};
+use super::hls::{HlsChannel, HlsDirectory, HlsPackager, HlsRendition, HlsSettings, HlsViewers, SOURCE};
+use super::supervise::{spawn_supervised, Backoff};
 use crate::error::{Error, ErrorKind, Result};
+use crate::media::clock::Clock;
 use crate::media::ring::{FrameRing, RingLimits, RingReader, RingWriter};
 use crate::metrics::metrics;
 use crate::store::Visibility;
@@ -25,6 +34,8 @@ use crate::store::Visibility;
 const IDLE_CHECK_EVERY: Duration = Duration::from_millis(500);
 /// How often a live session's LL-HLS viewer count is refreshed.
 const VIEWER_SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// How long an ended session's playlists stay served (players see `EXT-X-ENDLIST`), at most.
+const ENDED_LINGER_MAX: Duration = Duration::from_secs(60);
 
 /// Live channels by name: the registry's directory, which a stopping channel leaves itself.
 pub type ChannelDirectory = Arc<DashMap<String, Addr<Channel>>>;
@@ -45,10 +56,26 @@ pub struct ChannelDeps {
     pub hls: HlsDirectory,
     /// The multi-threaded runtime that runs media tasks (packagers, sessions).
     pub media: tokio::runtime::Handle,
+    /// Time for rings (arrival stamps) and outputs (pacing, expiry).
+    pub clock: Clock,
+    /// Restart timing of supervised outputs.
+    pub backoff: Backoff,
+}
+
+impl ChannelDeps {
+    /// Deps on the current runtime with an empty LL-HLS directory (tests).
+    pub fn current() -> Self {
+        ChannelDeps {
+            hls: Arc::new(DashMap::new()),
+            media: tokio::runtime::Handle::current(),
+            clock: Clock::system(),
+            backoff: Backoff::default(),
+        }
+    }
 }
 
 enum Publisher {
-    /// No publisher; the ring (if any frames were ever written) is closed.
+    /// No publisher; the rings (if any frames were ever written) are closed.
     Offline,
     Live {
         session_id: u64,
@@ -60,10 +87,17 @@ enum Publisher {
     },
 }
 
+/// One encoding of the channel and its ring.
+struct Rendition {
+    name: String,
+    ring: FrameRing,
+}
+
 pub struct Channel {
     name: String,
     settings: ChannelSettings,
-    ring: FrameRing,
+    /// `source` (the publisher's own encoding) first; a transcode ladder adds the others.
+    renditions: Vec<Rendition>,
     publisher: Publisher,
     /// When the channel last had neither publisher nor readers.
     idle_since: Option<Instant>,
@@ -72,6 +106,8 @@ pub struct Channel {
     /// Counted in `tidecast_channels_live` (live or in grace).
     counted_live: bool,
     deps: ChannelDeps,
+    /// Cancelled when the channel stops: supervised outputs are not restarted after that.
+    outputs: CancellationToken,
 }
 
 impl Channel {
@@ -81,50 +117,69 @@ impl Channel {
         directory: ChannelDirectory,
         deps: ChannelDeps,
     ) -> Self {
+        let source =
+            Rendition { name: SOURCE.to_string(), ring: FrameRing::with_clock(settings.ring, deps.clock) };
         Channel {
             name,
             settings,
-            ring: FrameRing::new(settings.ring),
+            renditions: vec![source],
             publisher: Publisher::Offline,
             idle_since: Some(Instant::now()),
             directory,
             counted_live: false,
             deps,
+            outputs: CancellationToken::new(),
         }
     }
 
-    /// Start the outputs of a new live session: the LL-HLS packager of the source rendition.
-    /// It reads the ring like any viewer and ends when the ring closes.
+    fn source(&self) -> &FrameRing {
+        &self.renditions[0].ring
+    }
+
+    fn reader_count(&self) -> usize {
+        self.renditions.iter().map(|r| r.ring.reader_count()).sum()
+    }
+
+    /// Start the outputs of a new live session: an LL-HLS packager per rendition and the
+    /// LL-HLS viewer sweep, all supervised. They read the rings like any viewer and end when
+    /// the rings close.
     fn start_outputs(&mut self, visibility: Visibility) {
         let settings = self.settings.hls;
-        let rendition = Arc::new(HlsRendition::new(SOURCE, &settings));
+        let clock = self.deps.clock;
+        let hls_renditions: Vec<Arc<HlsRendition>> =
+            self.renditions.iter().map(|r| Arc::new(HlsRendition::new(&r.name, &settings))).collect();
         let entry = Arc::new(HlsChannel {
             visibility,
-            renditions: vec![rendition.clone()],
+            renditions: hls_renditions.clone(),
             viewers: HlsViewers::default(),
         });
         self.deps.hls.insert(self.name.clone(), entry.clone());
-        // Count its LL-HLS viewers for as long as the session's entry exists.
-        let weak = Arc::downgrade(&entry);
-        self.deps.media.spawn(async move {
-            let mut tick = tokio::time::interval(VIEWER_SWEEP_EVERY);
-            loop {
-                tick.tick().await;
-                match weak.upgrade() {
-                    Some(e) => e.viewers.sweep(),
-                    None => break,
-                };
-            }
-        });
-        let reader = self.ring.reader();
-        let (name, hls) = (self.name.clone(), self.deps.hls.clone());
-        self.deps.media.spawn(async move {
-            run_packager(name.clone(), rendition, reader, settings).await;
-            // Keep the ended playlist around for a while so players see EXT-X-ENDLIST, then
-            // free it unless a new session has replaced it.
-            tokio::time::sleep(settings.window.min(Duration::from_secs(60))).await;
-            hls.remove_if(&name, |_, e| Arc::ptr_eq(e, &entry));
-        });
+        for (rendition, hls) in self.renditions.iter().zip(hls_renditions) {
+            let (name, ring) = (self.name.clone(), rendition.ring.clone());
+            spawn_supervised(
+                &self.deps.media,
+                "hls_packager",
+                self.name.clone(),
+                self.deps.backoff,
+                clock,
+                self.outputs.clone(),
+                move |_restarts| {
+                    let packager =
+                        HlsPackager { channel: name.clone(), rendition: hls.clone(), settings, clock };
+                    packager.run(ring.reader())
+                },
+            );
+        }
+        let (name, directory, weak) = (self.name.clone(), self.deps.hls.clone(), Arc::downgrade(&entry));
+        spawn_supervised(
+            &self.deps.media,
+            "hls_viewer_sweep",
+            self.name.clone(),
+            self.deps.backoff,
+            clock,
+            self.outputs.clone(),
+            move |_| sweep_hls(name.clone(), weak.clone(), directory.clone(), settings, clock),
+        );
     }
 
     fn set_live(&mut self, live: bool) {
@@ -138,14 +193,43 @@ impl Channel {
         }
     }
 
-    /// End the live session: close the ring so viewers drain and finish, and start a fresh ring
-    /// for whoever publishes next.
+    /// End the live session: close the rings so consumers drain and finish, and start fresh
+    /// rings for whoever publishes next.
     fn end_session(&mut self) {
-        self.ring.close();
-        self.ring = FrameRing::new(self.settings.ring);
+        for r in &mut self.renditions {
+            r.ring.close();
+            r.ring = FrameRing::with_clock(self.settings.ring, self.deps.clock);
+        }
         self.publisher = Publisher::Offline;
         self.set_live(false);
         info!(channel = %self.name, "live session ended");
+    }
+}
+
+/// Count one live session's LL-HLS viewers every couple of seconds, and once every rendition
+/// has ended, keep its playlists served for a while (players see `EXT-X-ENDLIST`) and then take
+/// the session out of the directory unless a new session replaced it.
+async fn sweep_hls(
+    name: String,
+    entry: Weak<HlsChannel>,
+    directory: HlsDirectory,
+    settings: HlsSettings,
+    clock: Clock,
+) {
+    let linger = settings.window.min(ENDED_LINGER_MAX);
+    let mut ended_at = None;
+    let mut tick = tokio::time::interval(VIEWER_SWEEP_EVERY.min(linger.max(Duration::from_millis(100))));
+    loop {
+        tick.tick().await;
+        let Some(e) = entry.upgrade() else { return };
+        e.viewers.sweep();
+        if e.renditions.iter().all(|r| r.progress().ended) {
+            let since = *ended_at.get_or_insert_with(|| clock.now());
+            if clock.since(since) >= linger {
+                directory.remove_if(&name, |_, current| Arc::ptr_eq(current, &e));
+                return;
+            }
+        }
     }
 }
 
@@ -154,7 +238,7 @@ impl Actor for Channel {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(IDLE_CHECK_EVERY, |act, ctx| {
-            let busy = !matches!(act.publisher, Publisher::Offline) || act.ring.reader_count() > 0;
+            let busy = !matches!(act.publisher, Publisher::Offline) || act.reader_count() > 0;
             if busy {
                 act.idle_since = None;
             } else {
@@ -171,7 +255,10 @@ impl Actor for Channel {
         if let Publisher::Live { cancel, .. } = &self.publisher {
             cancel.cancel();
         }
-        self.ring.close();
+        for r in &self.renditions {
+            r.ring.close();
+        }
+        self.outputs.cancel();
         self.set_live(false);
         // actix runs `stopped` while unwinding from a panic too. A crashed channel stays in the
         // directory with its dead address, which is how the registry tells a failure (to be
@@ -196,6 +283,7 @@ pub struct AddPublisher {
 }
 
 pub struct PublishGrant {
+    /// The writer of the `source` rendition's ring.
     pub writer: RingWriter,
     /// This publisher continues a session whose previous publisher dropped within grace.
     pub resumed: bool,
@@ -225,7 +313,7 @@ impl Handler<AddPublisher> for Channel {
             self.start_outputs(msg.visibility);
         }
         info!(channel = %self.name, session = msg.session_id, resumed, "publisher attached");
-        Ok(PublishGrant { writer: self.ring.writer(resumed), resumed })
+        Ok(PublishGrant { writer: self.source().writer(resumed), resumed })
     }
 }
 
@@ -256,20 +344,33 @@ impl Handler<PublisherLeft> for Channel {
     }
 }
 
-/// Attach a consumer. Refused when nothing is being published (and not in grace).
+/// Attach a consumer to one rendition. Refused when nothing is being published (and not in
+/// grace), or when the rendition does not exist.
 #[derive(Message)]
 #[rtype(result = "Result<RingReader>")]
-pub struct AddReader;
+pub struct AddReader {
+    pub rendition: String,
+}
+
+impl AddReader {
+    /// A reader of the publisher's own encoding.
+    pub fn source() -> Self {
+        AddReader { rendition: SOURCE.to_string() }
+    }
+}
 
 impl Handler<AddReader> for Channel {
     type Result = Result<RingReader>;
 
-    fn handle(&mut self, _: AddReader, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: AddReader, _: &mut Self::Context) -> Self::Result {
         if matches!(self.publisher, Publisher::Offline) {
             return Err(Error::not_found(format!("channel '{}' is offline", self.name)));
         }
+        let rendition = self.renditions.iter().find(|r| r.name == msg.rendition).ok_or_else(|| {
+            Error::not_found(format!("channel '{}' has no rendition '{}'", self.name, msg.rendition))
+        })?;
         self.idle_since = None;
-        Ok(self.ring.reader())
+        Ok(rendition.ring.reader())
     }
 }
 
@@ -305,7 +406,7 @@ impl Handler<GetStatus> for Channel {
         MessageResult(ChannelStatus {
             live: matches!(self.publisher, Publisher::Live { .. }),
             in_grace: matches!(self.publisher, Publisher::Grace { .. }),
-            readers: self.ring.reader_count(),
+            readers: self.reader_count(),
         })
     }
 }
@@ -351,8 +452,11 @@ mod tests {
 
     fn start(grace_ms: u64, idle_ms: u64) -> (Addr<Channel>, ChannelDirectory, HlsDirectory) {
         let dir = Arc::new(DashMap::new());
-        let hls: HlsDirectory = Arc::new(DashMap::new());
-        let deps = ChannelDeps { hls: hls.clone(), media: tokio::runtime::Handle::current() };
+        let deps = ChannelDeps {
+            backoff: Backoff { initial: Duration::from_millis(50), ..Backoff::default() },
+            ..ChannelDeps::current()
+        };
+        let hls = deps.hls.clone();
         let addr = Channel::new("studio".into(), settings(grace_ms, idle_ms), dir.clone(), deps).start();
         dir.insert("studio".into(), addr.clone());
         (addr, dir, hls)
@@ -378,7 +482,7 @@ mod tests {
 
         let mut writer = grant.writer;
         writer.push(key_frame(0));
-        let mut reader = ch.send(AddReader).await.unwrap().expect("live channel has a reader");
+        let mut reader = ch.send(AddReader::source()).await.unwrap().expect("live channel has a reader");
         assert!(matches!(reader.try_read(), ReadResult::Frame(_)));
 
         drop(writer);
@@ -399,7 +503,7 @@ mod tests {
     async fn grace_expiry_ends_the_session_and_closes_readers() {
         let (ch, _, _) = start(100, 60_000);
         let grant = ch.send(publish(1)).await.unwrap().unwrap();
-        let mut reader = ch.send(AddReader).await.unwrap().unwrap();
+        let mut reader = ch.send(AddReader::source()).await.unwrap().unwrap();
         drop(grant);
         ch.send(PublisherLeft { session_id: 1 }).await.unwrap();
         let closed =
@@ -408,7 +512,7 @@ mod tests {
         assert!(closed.is_ok(), "readers see the end of the session after the grace period");
         let status = ch.send(GetStatus).await.unwrap();
         assert!(!status.live && !status.in_grace);
-        let err = ch.send(AddReader).await.unwrap().err().expect("offline channel has no readers");
+        let err = ch.send(AddReader::source()).await.unwrap().err().expect("offline channel has no readers");
         assert_eq!(err.kind, ErrorKind::NotFound);
         let grant = ch.send(publish(2)).await.unwrap().unwrap();
         assert!(!grant.resumed, "after grace a publisher starts a new session");
@@ -429,5 +533,81 @@ mod tests {
         let _grant = ch.send(publish(7)).await.unwrap().unwrap();
         ch.send(PublisherLeft { session_id: 99 }).await.unwrap();
         assert!(ch.send(GetStatus).await.unwrap().live, "only the current publisher's departure counts");
+    }
+
+    /// Poll `cond` every 50 ms for up to 20 s (the machine may be busy).
+    async fn eventually(cond: &dyn Fn() -> bool) {
+        for _ in 0..400 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A packager that panics is restarted by its supervisor; LL-HLS for the channel resumes
+    /// in the same window after a discontinuity, MSNs keep growing, and the restart is counted.
+    #[actix::test]
+    async fn a_panicking_packager_is_restarted_and_hls_resumes_after_a_discontinuity() {
+        let (ch, _, hls) = start(10_000, 60_000);
+        let grant = ch.send(publish(1)).await.unwrap().unwrap();
+        let mut writer = grant.writer;
+        let rendition = hls.get("studio").expect("the session's LL-HLS entry").renditions[0].clone();
+        let restarts = || metrics().output_restarts.with_label_values(&["hls_packager"]).get();
+        let before = restarts();
+        let tracks = crate::actors::hls::tests::video_tracks();
+        let mut t = 0i64;
+        // 30 fps with a key frame every second (the segment target here), pushed in real time
+        // in bursts of half a second so parts are published as they complete.
+        let push = |writer: &mut RingWriter, secs: u32, t: &mut i64| {
+            for _ in 0..secs * 30 {
+                let ts = MediaTime::from_millis(*t * 1000 / 30);
+                writer.push(Frame::new(
+                    TrackKind::Video,
+                    ts,
+                    ts,
+                    *t % 30 == 0,
+                    Bytes::from_static(b"f"),
+                    tracks.clone(),
+                ));
+                *t += 1;
+            }
+        };
+        push(&mut writer, 3, &mut t);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let complete = || rendition.window().segments.iter().filter(|s| s.complete()).count();
+        let complete_two = || complete() >= 2;
+        eventually(&complete_two).await;
+        assert!(complete() >= 2, "segments before the fault");
+        let msn_before = rendition.window().segments.back().unwrap().msn;
+
+        rendition.inject_fault();
+        push(&mut writer, 1, &mut t);
+        eventually(&|| restarts() > before).await;
+        assert_eq!(restarts() - before, 1, "the panic is counted in tidecast_channel_output_restarts_total");
+        push(&mut writer, 3, &mut t);
+        let resumed = || {
+            let w = rendition.window();
+            w.segments.iter().any(|s| s.msn > msn_before && s.discontinuity && s.complete())
+        };
+        eventually(&resumed).await;
+        let w = rendition.window();
+        assert!(
+            resumed(),
+            "a new segment after a discontinuity: {:?}",
+            w.segments.iter().map(|s| (s.msn, s.discontinuity, s.complete())).collect::<Vec<_>>()
+        );
+        let msns: Vec<u64> = w.segments.iter().map(|s| s.msn).collect();
+        assert!(msns.windows(2).all(|p| p[1] == p[0] + 1), "MSNs continue without reuse: {msns:?}");
+        assert!(
+            w.segments.iter().all(|s| s.complete() || Some(s.msn) == msns.last().copied()),
+            "the segment cut short by the fault was sealed"
+        );
+        drop(w);
+        let text = metrics().render();
+        assert!(
+            text.contains("tidecast_channel_output_restarts_total{output=\"hls_packager\"}"),
+            "in /metrics"
+        );
     }
 }

@@ -2,8 +2,14 @@
 //! segments with the `Segmenter`, muxes them into CMAF fMP4 and keeps an in-memory LL-HLS
 //! window that the HTTP layer serves. Started and owned by the `Channel` for each live session.
 //!
-//! Data flow: `RingReader` -> `media::segmenter` -> `protocols::fmp4::fragment` -> `HlsRendition`
+//! Data flow: `RingReader` -> `media::segmenter` -> `protocols::fmp4::CmafMuxer` -> `HlsRendition`
 //! (parts, segments, init segments) -> `http::hls` renders playlists from it on request.
+//!
+//! Supervision: the channel runs each packager as a supervised output. The window
+//! (`HlsRendition`) outlives a packager that panics; its successor seals the segment that was
+//! being made and continues the window after a discontinuity (`HlsRendition::seal_for_resume`).
+//! Time comes from the channel's `Clock` (pacing and window expiry on the monotonic clock,
+//! program date time on the wall clock).
 //!
 //! Waking blocked requests: every published part bumps a `watch` of the rendition's progress;
 //! blocking playlist reloads and preload-hinted part requests wait on it with a hard timeout
@@ -21,13 +27,16 @@ use dashmap::DashMap;
 use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
 
-use crate::media::codec::{AudioCodec, Tracks};
-use crate::media::frame::{Frame, TrackKind};
+use tokio::time::Instant;
+
+use crate::media::clock::Clock;
+use crate::media::codec::Tracks;
+use crate::media::frame::TrackKind;
 use crate::media::ring::RingReader;
 use crate::media::segmenter::{Part, Segmenter, SegmenterConfig};
 use crate::media::time::MediaTime;
 use crate::metrics::metrics;
-use crate::protocols::fmp4::{self, Sample, TrackRun, AUDIO_TRACK_ID, VIDEO_TIMESCALE, VIDEO_TRACK_ID};
+use crate::protocols::fmp4::CmafMuxer;
 use crate::protocols::hls::SkipRequest;
 use crate::store::Visibility;
 
@@ -149,12 +158,32 @@ pub struct SegmentData {
     /// Video frames in it (for FRAME-RATE).
     pub video_frames: u32,
     /// When it completed (for window expiry).
-    pub completed_at: Option<std::time::Instant>,
+    pub completed_at: Option<Instant>,
 }
 
 impl SegmentData {
     pub fn complete(&self) -> bool {
         self.data.is_some()
+    }
+
+    /// Complete the segment from the parts it has: a segment is its parts back to back, so from
+    /// now on each part is a slice of the segment's buffer. Parts stay available as long as
+    /// their segment (the whole `hls.window`) at no extra memory, and their own buffers are
+    /// freed.
+    fn seal(&mut self, now: Instant) {
+        let mut whole = BytesMut::with_capacity(self.bytes);
+        for p in &self.parts {
+            whole.extend_from_slice(&p.data);
+        }
+        let whole = whole.freeze();
+        let mut at = 0;
+        for p in &mut self.parts {
+            let n = p.data.len();
+            p.data = whole.slice(at..at + n);
+            at += n;
+        }
+        self.data = Some(whole);
+        self.completed_at = Some(now);
     }
 }
 
@@ -180,6 +209,8 @@ pub struct Window {
     pub frame_rate: Option<f64>,
     /// Bumped on every change; keys the rendered-playlist cache.
     pub version: u64,
+    /// `mfhd` sequence number of the newest fragment, so a restarted packager continues it.
+    pub fragment_sequence: u32,
 }
 
 impl Window {
@@ -242,6 +273,9 @@ pub struct HlsRendition {
     /// releases every blocked reload at once; with this, a thousand of them share one rendering
     /// instead of rendering the same text a thousand times.
     rendered: Mutex<Vec<(u64, SkipRequest, Bytes)>>,
+    /// Test-only: panic the packager on its next frame (supervision tests).
+    #[cfg(test)]
+    fault: std::sync::atomic::AtomicBool,
 }
 
 impl HlsRendition {
@@ -265,12 +299,15 @@ impl HlsRendition {
                 resolution: None,
                 frame_rate: None,
                 version: 0,
+                fragment_sequence: 0,
             }),
             progress: watch::channel(Progress::default()).0,
             media_progress: watch::channel(Progress::default()).0,
             held_playlists: [AtomicUsize::new(0), AtomicUsize::new(0)],
             playlists_drained: Notify::new(),
             rendered: Mutex::new(Vec::new()),
+            #[cfg(test)]
+            fault: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -292,6 +329,49 @@ impl HlsRendition {
             cache.push((version, skip, text.clone()));
         }
         text
+    }
+
+    /// Prepare the window for a packager that restarts after its predecessor died: the
+    /// segment it was making is completed with the parts already published (an empty one is
+    /// dropped), and the new packager continues after it. `None` for a fresh window.
+    pub fn seal_for_resume(self: &Arc<Self>, now: Instant) -> Option<ResumePoint> {
+        {
+            let w = self.window();
+            if w.segments.is_empty() && w.inits.is_empty() {
+                return None;
+            }
+        }
+        let mut point = None;
+        self.update(|w| {
+            let mut next_msn = w.segments.back().map_or(0, |s| s.msn + 1);
+            if let Some(last) = w.segments.back_mut().filter(|s| !s.complete()) {
+                if last.parts.is_empty() {
+                    next_msn = last.msn;
+                    w.segments.pop_back();
+                } else {
+                    last.seal(now);
+                }
+            }
+            point = Some(ResumePoint {
+                next_msn,
+                init_version: w.inits.last().map_or(0, |(v, _)| *v),
+                fragment_sequence: w.fragment_sequence,
+            });
+        });
+        point
+    }
+
+    /// Test-only fault injection: the packager panics on its next frame.
+    #[cfg(test)]
+    pub(crate) fn inject_fault(&self) {
+        self.fault.store(true, Ordering::Release);
+    }
+
+    #[cfg(test)]
+    fn injected_fault(&self) {
+        if self.fault.swap(false, Ordering::AcqRel) {
+            panic!("injected HLS packager fault");
+        }
     }
 
     /// This rendition's process-unique id.
@@ -422,295 +502,218 @@ fn progress_of(w: &Window) -> Progress {
     }
 }
 
-/// Muxing state that spans parts: fragment sequence numbers and the audio timeline.
-struct Muxer {
-    sequence: u32,
-    /// Next audio decode time in the audio timescale; audio durations are nominal (1024
-    /// samples per AAC frame) because millisecond RTMP timestamps would make them jitter.
-    audio_next: Option<u64>,
-    tracks: Option<Arc<Tracks>>,
-    init_version: u32,
+/// One rendition's LL-HLS packager: a ring cursor that cuts parts and publishes them into the
+/// rendition's window. Run by the channel as a supervised output (`actors::supervise`): when
+/// it panics, a new packager resumes the same window (`HlsRendition` outlives it) after a
+/// discontinuity, continuing MSNs, init versions and fragment sequence numbers.
+pub struct HlsPackager {
+    pub channel: String,
+    pub rendition: Arc<HlsRendition>,
+    pub settings: HlsSettings,
+    pub clock: Clock,
 }
 
-impl Muxer {
-    /// Samples per audio frame.
-    fn audio_frame_samples(tracks: &Tracks) -> u64 {
-        match tracks.audio.as_ref().map(|a| a.codec) {
-            Some(AudioCodec::Opus) => 960,
-            _ => 1024,
-        }
-    }
-
-    fn fragment(&mut self, part: &Part) -> Bytes {
-        let tracks = part.frames[0].tracks.clone();
-        let video: Vec<&Arc<Frame>> = part.frames.iter().filter(|f| f.track == TrackKind::Video).collect();
-        let audio: Vec<&Arc<Frame>> = part.frames.iter().filter(|f| f.track == TrackKind::Audio).collect();
-        let ticks = |t: MediaTime, scale: u32| t.rescale(scale).ticks.max(0) as u64;
-
-        let mut vsamples = Vec::with_capacity(video.len());
-        let mut vdata = Vec::with_capacity(video.len());
-        for (i, f) in video.iter().enumerate() {
-            let dts = ticks(f.dts, VIDEO_TIMESCALE);
-            let next =
-                video.get(i + 1).map_or(ticks(part.end, VIDEO_TIMESCALE), |n| ticks(n.dts, VIDEO_TIMESCALE));
-            vsamples.push(Sample {
-                duration: next.saturating_sub(dts) as u32,
-                size: f.data.len() as u32,
-                sync: f.keyframe,
-                cts_offset: f.cts().rescale(VIDEO_TIMESCALE).ticks as i32,
-            });
-            vdata.push(f.data.clone());
-        }
-        let mut asamples = Vec::with_capacity(audio.len());
-        let mut adata = Vec::with_capacity(audio.len());
-        let mut abase = 0;
-        if let Some(cfg) = &tracks.audio {
-            let scale = fmp4::audio_timescale(cfg);
-            let nominal = Self::audio_frame_samples(&tracks);
-            for (i, f) in audio.iter().enumerate() {
-                let real = ticks(f.dts, scale);
-                let next = match self.audio_next {
-                    Some(n) if n.abs_diff(real) <= nominal => n,
-                    // First frame, or drifted by more than a frame (gap, resume): resync.
-                    _ => real,
-                };
-                if i == 0 {
-                    abase = next;
-                }
-                self.audio_next = Some(next + nominal);
-                asamples.push(Sample {
-                    duration: nominal as u32,
-                    size: f.data.len() as u32,
-                    sync: true,
-                    cts_offset: 0,
-                });
-                adata.push(f.data.clone());
+impl HlsPackager {
+    /// Package `reader` until its ring closes.
+    pub async fn run(self, mut reader: RingReader) {
+        let HlsPackager { channel, rendition, settings, clock } = self;
+        let cfg =
+            SegmenterConfig { part_target: settings.part_target, segment_target: settings.segment_target };
+        let resume = rendition.seal_for_resume(clock.now());
+        let (mut segmenter, mut muxer) = match resume {
+            Some(r) => {
+                info!(%channel, rendition = %rendition.name, next_msn = r.next_msn, "packager resuming after a restart");
+                (Segmenter::resume(cfg, r.next_msn), CmafMuxer::resume(r.fragment_sequence, r.init_version))
             }
-        }
-        let mut runs = Vec::with_capacity(2);
-        if let Some(first) = video.first() {
-            runs.push(TrackRun {
-                track_id: VIDEO_TRACK_ID,
-                base_media_decode_time: ticks(first.dts, VIDEO_TIMESCALE),
-                samples: &vsamples,
-                data: &vdata,
-            });
-        }
-        if !asamples.is_empty() {
-            runs.push(TrackRun {
-                track_id: AUDIO_TRACK_ID,
-                base_media_decode_time: abase,
-                samples: &asamples,
-                data: &adata,
-            });
-        }
-        self.sequence = self.sequence.wrapping_add(1);
-        fmp4::fragment(self.sequence, &runs)
-    }
-}
-
-/// Run one rendition's packager until its ring closes. `frame_rate_hint` is filled from the
-/// segmenter for the multivariant playlist.
-pub async fn run_packager(
-    channel: String,
-    rendition: Arc<HlsRendition>,
-    mut reader: RingReader,
-    settings: HlsSettings,
-) {
-    let mut segmenter = Segmenter::new(SegmenterConfig {
-        part_target: settings.part_target,
-        segment_target: settings.segment_target,
-    });
-    let mut muxer = Muxer { sequence: 0, audio_next: None, tracks: None, init_version: 0 };
-    let mut parts = Vec::new();
-    // Wall-clock anchor for EXT-X-PROGRAM-DATE-TIME: (media time, wall time) of a frame.
-    let mut anchor: Option<(MediaTime, SystemTime)> = None;
-    let dropped = metrics().frames_dropped.with_label_values(&["hls"]);
-    let mut last_published: Option<std::time::Instant> = None;
-    debug!(%channel, rendition = %rendition.name, "packager started");
-    loop {
-        match reader.next().await {
-            Some(Ok(frame)) => {
-                if frame.discontinuity || anchor.is_none() {
-                    anchor = Some((frame.dts, frame.received_at));
-                }
-                segmenter.push(frame, &mut parts);
-            }
-            Some(Err(lag)) => {
-                // The packager fell a ring behind (CPU starvation): what it missed is gone, so
-                // the timeline continues after a discontinuity at the next key frame.
-                dropped.inc_by(lag.skipped);
-                warn!(%channel, skipped = lag.skipped, "HLS packager lapped; inserting a discontinuity");
-                segmenter.break_off(&mut parts);
-            }
-            None => {
-                segmenter.finish(&mut parts);
-                for part in parts.drain(..) {
-                    publish_part(&rendition, &mut muxer, part, anchor, segmenter.frame_interval(), &settings);
-                }
-                rendition.update(|w| w.ended = true);
-                info!(%channel, rendition = %rendition.name, "packager finished");
-                return;
-            }
-        }
-        // Parts are published at least half a part target apart. Frames can arrive in a burst
-        // (a publisher catching up, a starved ingest), and then parts would complete within a
-        // few ms of each other. hls.js 1.7.4 mishandles a segment completing while it is still
-        // appending the previous part (its fragment tracker marks the segment fully buffered
-        // without its last part and stops loading parts for ~5 s; seen in its own debug log in
-        // tests/hlsjs_play.rs). Pacing gives the player a part's load and append before the
-        // next, and still catches up at twice real time.
-        for part in parts.drain(..) {
-            let due = last_published.map(|at| at + settings.part_target / 2);
-            if let Some(due) = due.filter(|d| *d > std::time::Instant::now()) {
-                tokio::time::sleep_until(due.into()).await;
-            }
-            publish_part(&rendition, &mut muxer, part, anchor, segmenter.frame_interval(), &settings);
-            last_published = Some(std::time::Instant::now());
-        }
-    }
-}
-
-/// Mux one completed part and add it to the rendition's window.
-fn publish_part(
-    rendition: &Arc<HlsRendition>,
-    muxer: &mut Muxer,
-    part: Part,
-    anchor: Option<(MediaTime, SystemTime)>,
-    frame_interval: Option<Duration>,
-    settings: &HlsSettings,
-) {
-    let m = metrics();
-    if part.frames.is_empty() {
-        return;
-    }
-    let tracks = part.frames[0].tracks.clone();
-    let new_init = part.index == 0 && muxer.tracks.as_ref().is_none_or(|t| **t != *tracks);
-    let init = if new_init {
-        match fmp4::init_segment(&tracks) {
-            Ok(b) => Some(b),
-            Err(e) => {
-                warn!(error = %e, "cannot build an init segment; skipping the segment");
-                return;
-            }
-        }
-    } else {
-        None
-    };
-    if new_init {
-        muxer.init_version += 1;
-        muxer.tracks = Some(tracks.clone());
-    }
-    let data = muxer.fragment(&part);
-    let video_frames = part.frames.iter().filter(|f| f.track == TrackKind::Video).count() as u32;
-    let duration = part.duration();
-    m.hls_parts.inc();
-    m.hls_part_duration_seconds.observe(duration.as_secs_f64());
-    if part.ends_segment {
-        m.hls_segments.inc();
-    }
-    let pdt = match anchor {
-        Some((media, wall)) => {
-            let off = part.start.minus(media.rescale(part.start.timescale));
-            if off.ticks >= 0 {
-                wall + off.as_duration()
-            } else {
-                wall.checked_sub(MediaTime::new(-off.ticks, off.timescale).as_duration()).unwrap_or(wall)
-            }
-        }
-        None => SystemTime::now(),
-    };
-    let init_version = muxer.init_version;
-    rendition.update(|w| {
-        if let Some(init) = init {
-            w.inits.push((init_version, init));
-            w.codecs = codecs_of(&tracks);
-            w.resolution = tracks.video.as_ref().filter(|v| v.width > 0).map(|v| (v.width, v.height));
-        }
-        if w.frame_rate.is_none() {
-            // A first estimate until a whole segment gives a measured one.
-            if let Some(fi) = frame_interval.filter(|d| !d.is_zero()) {
-                w.frame_rate = Some((1.0 / fi.as_secs_f64() * 1000.0).round() / 1000.0);
-            }
-        }
-        if part.index == 0 {
-            w.segments.push_back(SegmentData {
-                msn: part.msn,
-                parts: Vec::new(),
-                part_count: 0,
-                data: None,
-                duration: Duration::ZERO,
-                program_date_time: pdt,
-                discontinuity: part.discontinuity,
-                init_version,
-                bytes: 0,
-                video_frames: 0,
-                completed_at: None,
-            });
-        }
-        let Some(seg) = w.segments.back_mut().filter(|s| s.msn == part.msn) else {
-            return;
+            None => (Segmenter::new(cfg), CmafMuxer::new()),
         };
-        seg.duration += duration;
-        seg.bytes += data.len();
-        seg.video_frames += video_frames;
-        seg.part_count += 1;
-        seg.parts.push(PartData { data, duration, independent: part.independent });
-        if part.ends_segment {
-            let mut whole = BytesMut::with_capacity(seg.bytes);
-            for p in &seg.parts {
-                whole.extend_from_slice(&p.data);
+        let mut parts = Vec::new();
+        // Wall-clock anchor for EXT-X-PROGRAM-DATE-TIME: (media time, wall time) of a frame.
+        let mut anchor: Option<(MediaTime, SystemTime)> = None;
+        let dropped = metrics().frames_dropped.with_label_values(&["hls"]);
+        let mut last_published: Option<Instant> = None;
+        let out = Publisher { rendition: &rendition, settings: &settings, clock };
+        debug!(%channel, rendition = %rendition.name, "packager started");
+        loop {
+            match reader.next().await {
+                Some(Ok(frame)) => {
+                    #[cfg(test)]
+                    rendition.injected_fault();
+                    if frame.discontinuity || anchor.is_none() {
+                        anchor = Some((frame.dts, frame.received_at));
+                    }
+                    segmenter.push(frame, &mut parts);
+                }
+                Some(Err(lag)) => {
+                    // The packager fell a ring behind (CPU starvation): what it missed is gone,
+                    // so the timeline continues after a discontinuity at the next key frame.
+                    dropped.inc_by(lag.skipped);
+                    warn!(%channel, skipped = lag.skipped, "HLS packager lapped; inserting a discontinuity");
+                    segmenter.break_off(&mut parts);
+                }
+                None => {
+                    segmenter.finish(&mut parts);
+                    for part in parts.drain(..) {
+                        out.publish_part(&mut muxer, part, anchor, segmenter.frame_interval());
+                    }
+                    rendition.update(|w| w.ended = true);
+                    info!(%channel, rendition = %rendition.name, "packager finished");
+                    return;
+                }
             }
-            // A segment is its parts back to back: from now on each part is a slice of the
-            // segment's buffer, so parts stay available as long as their segment (the whole
-            // `hls.window`) at no extra memory, and the parts' own buffers are freed.
-            let whole = whole.freeze();
-            let mut at = 0;
-            for p in &mut seg.parts {
-                let n = p.data.len();
-                p.data = whole.slice(at..at + n);
-                at += n;
-            }
-            seg.data = Some(whole);
-            seg.completed_at = Some(std::time::Instant::now());
-            let secs = seg.duration;
-            if seg.video_frames > 0 && !secs.is_zero() {
-                let fps = seg.video_frames as f64 / secs.as_secs_f64();
-                w.frame_rate = Some((fps * 1000.0).round() / 1000.0);
-            }
-            // EXTINF rounded to the nearest second must not exceed TARGETDURATION, which must
-            // not change. Segments end at the first key frame after the segment target, so
-            // the first one shows the publisher's key-frame interval (x264's default is 250
-            // frames, 8.3 s at 30 fps): the target duration is widened to it once, before any
-            // player has seen a playlist (the first plain playlist request waits for this
-            // segment), and then stays.
-            let rounded = Duration::from_secs(secs.as_secs_f64().round() as u64);
-            if !w.target_fixed {
-                w.target_duration = w.target_duration.max(rounded);
-                w.target_fixed = true;
-            } else if rounded > Duration::from_secs(w.target_duration.as_secs_f64().ceil() as u64)
-                && !std::mem::replace(&mut w.over_target_reported, true)
-            {
-                // Cutting between key frames would break "every segment starts on a key
-                // frame" (and EXT-X-INDEPENDENT-SEGMENTS); changing the target would break
-                // playlist continuity. The segment stays whole; the operator is told why.
-                warn!(
-                    msn = seg.msn,
-                    segment = ?secs,
-                    target = ?w.target_duration,
-                    "a key-frame interval grew past the playlist's target duration (fixed from the \
-                     first segment); set the encoder's key-frame interval to at most the segment \
-                     target (e.g. 2 s)"
-                );
+            // Parts are published at least half a part target apart. Frames can arrive in a
+            // burst (a publisher catching up, a starved ingest), and then parts would complete
+            // within a few ms of each other. hls.js 1.7.4 mishandles a segment completing while
+            // it is still appending the previous part (its fragment tracker marks the segment
+            // fully buffered without its last part and stops loading parts for ~5 s; seen in
+            // its own debug log in tests/hlsjs_play.rs). Pacing gives the player a part's load
+            // and append before the next, and still catches up at twice real time.
+            for part in parts.drain(..) {
+                let due = last_published.map(|at| at + settings.part_target / 2);
+                if let Some(due) = due.filter(|d| *d > clock.now()) {
+                    clock.sleep_until(due).await;
+                }
+                out.publish_part(&mut muxer, part, anchor, segmenter.frame_interval());
+                last_published = Some(clock.now());
             }
         }
-        prune(w, settings);
-    });
+    }
+}
+
+/// Where a restarted packager picks up (`HlsRendition::seal_for_resume`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResumePoint {
+    pub next_msn: u64,
+    pub init_version: u32,
+    pub fragment_sequence: u32,
+}
+
+/// What `publish_part` needs besides the part.
+struct Publisher<'a> {
+    rendition: &'a Arc<HlsRendition>,
+    settings: &'a HlsSettings,
+    clock: Clock,
+}
+
+impl Publisher<'_> {
+    /// Mux one completed part and add it to the rendition's window.
+    fn publish_part(
+        &self,
+        muxer: &mut CmafMuxer,
+        part: Part,
+        anchor: Option<(MediaTime, SystemTime)>,
+        frame_interval: Option<Duration>,
+    ) {
+        let (rendition, settings, clock) = (self.rendition, self.settings, self.clock);
+        let m = metrics();
+        if part.frames.is_empty() {
+            return;
+        }
+        let tracks = part.frames[0].tracks.clone();
+        let init = match muxer.init_for(&part) {
+            Ok(init) => init,
+            Err(e) => {
+                warn!(error = %e, msn = part.msn, "cannot build an init segment; skipping the part");
+                return;
+            }
+        };
+        let data = muxer.fragment(&part);
+        let video_frames = part.frames.iter().filter(|f| f.track == TrackKind::Video).count() as u32;
+        let duration = part.duration();
+        m.hls_parts.inc();
+        m.hls_part_duration_seconds.observe(duration.as_secs_f64());
+        if part.ends_segment {
+            m.hls_segments.inc();
+        }
+        let pdt = match anchor {
+            Some((media, wall)) => {
+                let off = part.start.minus(media.rescale(part.start.timescale));
+                if off.ticks >= 0 {
+                    wall + off.as_duration()
+                } else {
+                    wall.checked_sub(MediaTime::new(-off.ticks, off.timescale).as_duration()).unwrap_or(wall)
+                }
+            }
+            None => clock.wall(),
+        };
+        let init_version = muxer.init_version();
+        let fragment_sequence = muxer.sequence();
+        rendition.update(|w| {
+            w.fragment_sequence = fragment_sequence;
+            if let Some(init) = init {
+                w.inits.push((init_version, init));
+                w.codecs = codecs_of(&tracks);
+                w.resolution = tracks.video.as_ref().filter(|v| v.width > 0).map(|v| (v.width, v.height));
+            }
+            if w.frame_rate.is_none() {
+                // A first estimate until a whole segment gives a measured one.
+                if let Some(fi) = frame_interval.filter(|d| !d.is_zero()) {
+                    w.frame_rate = Some((1.0 / fi.as_secs_f64() * 1000.0).round() / 1000.0);
+                }
+            }
+            if part.index == 0 {
+                w.segments.push_back(SegmentData {
+                    msn: part.msn,
+                    parts: Vec::new(),
+                    part_count: 0,
+                    data: None,
+                    duration: Duration::ZERO,
+                    program_date_time: pdt,
+                    discontinuity: part.discontinuity,
+                    init_version,
+                    bytes: 0,
+                    video_frames: 0,
+                    completed_at: None,
+                });
+            }
+            let Some(seg) = w.segments.back_mut().filter(|s| s.msn == part.msn) else {
+                return;
+            };
+            seg.duration += duration;
+            seg.bytes += data.len();
+            seg.video_frames += video_frames;
+            seg.part_count += 1;
+            seg.parts.push(PartData { data, duration, independent: part.independent });
+            if part.ends_segment {
+                seg.seal(clock.now());
+                let secs = seg.duration;
+                if seg.video_frames > 0 && !secs.is_zero() {
+                    let fps = seg.video_frames as f64 / secs.as_secs_f64();
+                    w.frame_rate = Some((fps * 1000.0).round() / 1000.0);
+                }
+                // EXTINF rounded to the nearest second must not exceed TARGETDURATION, which must
+                // not change. Segments end at the first key frame after the segment target, so
+                // the first one shows the publisher's key-frame interval (x264's default is 250
+                // frames, 8.3 s at 30 fps): the target duration is widened to it once, before any
+                // player has seen a playlist (the first plain playlist request waits for this
+                // segment), and then stays.
+                let rounded = Duration::from_secs(secs.as_secs_f64().round() as u64);
+                if !w.target_fixed {
+                    w.target_duration = w.target_duration.max(rounded);
+                    w.target_fixed = true;
+                } else if rounded > Duration::from_secs(w.target_duration.as_secs_f64().ceil() as u64)
+                    && !std::mem::replace(&mut w.over_target_reported, true)
+                {
+                    // Cutting between key frames would break "every segment starts on a key
+                    // frame" (and EXT-X-INDEPENDENT-SEGMENTS); changing the target would break
+                    // playlist continuity. The segment stays whole; the operator is told why.
+                    warn!(
+                        msn = seg.msn,
+                        segment = ?secs,
+                        target = ?w.target_duration,
+                        "a key-frame interval grew past the playlist's target duration (fixed from the \
+                         first segment); set the encoder's key-frame interval to at most the segment \
+                         target (e.g. 2 s)"
+                    );
+                }
+            }
+            prune(w, settings, clock.now());
+        });
+    }
 }
 
 /// Drop segments past the window (their parts go with them) and init segments nothing uses.
-fn prune(w: &mut Window, settings: &HlsSettings) {
-    let now = std::time::Instant::now();
+fn prune(w: &mut Window, settings: &HlsSettings, now: Instant) {
     while w.segments.len() > 2
         && w.segments
             .front()
@@ -738,11 +741,12 @@ fn codecs_of(tracks: &Tracks) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::media::frame::Frame;
 
     /// H.264 video only, 64x36.
-    fn video_tracks() -> Arc<Tracks> {
+    pub(crate) fn video_tracks() -> Arc<Tracks> {
         use crate::media::codec::{VideoCodec, VideoConfig};
         Arc::new(Tracks {
             video: Some(VideoConfig {
@@ -840,7 +844,9 @@ mod tests {
             window: Duration::from_secs(30),
             block_timeout: Duration::from_secs(6),
         };
-        let packager = tokio::spawn(run_packager("main".into(), r.clone(), ring.reader(), settings));
+        let packager =
+            HlsPackager { channel: "main".into(), rendition: r.clone(), settings, clock: Clock::system() };
+        let packager = tokio::spawn(packager.run(ring.reader()));
         let mut seen = Vec::new();
         while seen.len() < 5 {
             tokio::time::timeout(Duration::from_secs(2), rx.changed()).await.expect("a part").expect("alive");
@@ -874,7 +880,8 @@ mod tests {
             part_target: settings.part_target,
             segment_target: settings.segment_target,
         });
-        let mut muxer = Muxer { sequence: 0, audio_next: None, tracks: None, init_version: 0 };
+        let mut muxer = CmafMuxer::new();
+        let out = Publisher { rendition: &r, settings: &settings, clock: Clock::system() };
         let mut parts = Vec::new();
         let mut targets = Vec::new();
         // 30 fps; key frames 3.33 s apart, then one 5 s gap, then 3.33 s again.
@@ -891,7 +898,7 @@ mod tests {
             );
             segmenter.push(Arc::new(frame), &mut parts);
             for part in parts.drain(..) {
-                publish_part(&r, &mut muxer, part, None, segmenter.frame_interval(), &settings);
+                out.publish_part(&mut muxer, part, None, segmenter.frame_interval());
                 let w = r.window();
                 if w.segments.iter().any(|s| s.complete()) {
                     targets.push(w.target_duration);

@@ -225,7 +225,7 @@ mod tests {
                 block_timeout: Duration::from_secs(1),
             },
         };
-        let deps = ChannelDeps { hls: Arc::new(DashMap::new()), media: tokio::runtime::Handle::current() };
+        let deps = ChannelDeps::current();
         let sup = SupervisionSettings { max_restarts, restart_window: Duration::from_secs(60) };
         let addr = ChannelRegistry::new(store, settings, sup, Arc::new(DashMap::new()), deps).start();
         (addr, key.expose().to_string())

@@ -34,8 +34,8 @@ pub struct Frame {
     /// The codec configuration in force for this frame. Readers compare it by pointer
     /// (`Arc::ptr_eq`) to notice a configuration change and resend sequence headers.
     pub tracks: Arc<Tracks>,
-    /// Wall clock when the ingest received it: the source of `EXT-X-PROGRAM-DATE-TIME` and of
-    /// publish-to-viewer latency figures.
+    /// Wall clock when it entered the ring (stamped by `RingWriter::push`): the source of
+    /// `EXT-X-PROGRAM-DATE-TIME` and of publish-to-viewer latency figures.
     pub received_at: SystemTime,
     /// First frame after a publisher resumed within its reconnect grace period.
     pub discontinuity: bool,
@@ -43,12 +43,38 @@ pub struct Frame {
     pub wire: WireCache,
 }
 
-/// Per-frame caches of output encodings. Building an RTMP message once per frame instead of
-/// once per viewer is what keeps the per-viewer cost of RTMP play near a memcpy-free write.
+/// One output encoding's slot in every frame's [`WireCache`]. Each output protocol that
+/// serializes frames identically for all its viewers claims one slot as a constant next to its
+/// serializer (RTMP play: `protocols::rtmp::RTMP_WIRE`), so the media model names none of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WireSlot(usize);
+
+impl WireSlot {
+    /// Slot `index`; `index < WIRE_SLOTS`, checked at compile time where used in a `const`.
+    pub const fn new(index: usize) -> Self {
+        assert!(index < WIRE_SLOTS, "a wire slot index is below WIRE_SLOTS");
+        WireSlot(index)
+    }
+}
+
+/// Output encodings that can share a frame's cache (RTMP play today; SRT's MPEG-TS next).
+pub const WIRE_SLOTS: usize = 2;
+
+/// Per-frame caches of output encodings, built once on first use. Building an RTMP message once
+/// per frame instead of once per viewer is what keeps the per-viewer cost of RTMP play near a
+/// memcpy-free write; an empty `Bytes` records "this frame has no encoding in that output".
 #[derive(Debug, Default)]
 pub struct WireCache {
-    /// RTMP chunks of this frame's FLV tag on message stream 1 (see `protocols::rtmp`).
-    pub rtmp: OnceLock<Bytes>,
+    slots: [OnceLock<Bytes>; WIRE_SLOTS],
+}
+
+impl WireCache {
+    /// The encoding in `slot`, built by `build` on first use. `None` when `build` found nothing
+    /// to send (remembered, so it is not retried per viewer).
+    pub fn get_or_build(&self, slot: WireSlot, build: impl FnOnce() -> Option<Bytes>) -> Option<Bytes> {
+        let b = self.slots[slot.0].get_or_init(|| build().unwrap_or_default());
+        (!b.is_empty()).then(|| b.clone())
+    }
 }
 
 impl Frame {
@@ -67,7 +93,8 @@ impl Frame {
             keyframe,
             data,
             tracks,
-            received_at: SystemTime::now(),
+            // Stamped by `RingWriter::push`; the epoch until then.
+            received_at: SystemTime::UNIX_EPOCH,
             discontinuity: false,
             wire: WireCache::default(),
         }

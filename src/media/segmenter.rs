@@ -103,6 +103,12 @@ impl Segmenter {
         }
     }
 
+    /// Continue an earlier segmenter's numbering (a restarted packager): the first segment gets
+    /// `next_msn` and follows a discontinuity.
+    pub fn resume(cfg: SegmenterConfig, next_msn: u64) -> Self {
+        Segmenter { next_msn, pending_discontinuity: true, ..Segmenter::new(cfg) }
+    }
+
     /// The MSN the next segment will get.
     pub fn next_msn(&self) -> u64 {
         self.open.as_ref().map_or(self.next_msn, |o| o.msn)

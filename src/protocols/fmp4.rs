@@ -21,7 +21,11 @@
 //! - Configuration records are written verbatim; only Opus is converted (OpusHead is
 //!   little-endian, `dOps` big-endian).
 
+pub mod cmaf;
+
 use bytes::{BufMut, Bytes, BytesMut};
+
+pub use cmaf::CmafMuxer;
 
 use crate::media::{AudioCodec, AudioConfig, Tracks, VideoCodec, VideoConfig};
 

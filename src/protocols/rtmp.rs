@@ -1,7 +1,7 @@
 //! Sans-IO RTMP server connection: a thin adapter over rml_rtmp's `Handshake` and
 //! `ServerSession` that adds our hard limits and turns its results into [`ConnEvent`]s.
 //!
-//! Bytes in, events and bytes out: the connection task (`actors::rtmp`) owns the socket and
+//! Bytes in, events and bytes out: the connection tasks (`actors::listen::rtmp`, `actors::ingest::rtmp`, `actors::viewer::rtmp`) own the socket and
 //! feeds whatever it read to [`RtmpServerConn::handle_input`]; every response rml_rtmp wants to
 //! send is appended to the caller's output buffer in order (rml_rtmp requires that all its
 //! responses go out in order and nothing else is interleaved *on its chunk streams*).
@@ -9,7 +9,7 @@
 //! Media for viewers does not go through the session's serializer: [`media_chunks`] serializes
 //! one FLV tag into RTMP chunks on fixed chunk streams with a type-0 header first, so the same
 //! bytes are valid on every viewer connection and are built once per frame, not once per viewer
-//! (see `media::frame::WireCache`). The session's own chunk streams (2, 3 and 6: control, data,
+//! (see `crate::media::frame::WireCache` and [`media::RTMP_WIRE`]). The session's own chunk streams (2, 3 and 6: control, data,
 //! commands) never carry audio (5) or video (4), so the two never disturb each other's header
 //! compression.
 //!
@@ -17,6 +17,8 @@
 //! 2^31-1 and messages up to 2^24-1 bytes; we cap both so one connection cannot claim megabytes
 //! of buffer): announced chunk size, bytes buffered without a complete message, stream/app name
 //! length.
+
+pub mod media;
 
 use std::fmt;
 
@@ -79,7 +81,7 @@ pub enum RtmpError {
         source: ChunkDeserializationError,
     },
     #[error("media tag rejected: {0}")]
-    Media(String),
+    Media(#[from] media::MediaError),
     #[error("message serialization failed: {0}")]
     Serialize(#[from] ChunkSerializationError),
 }

@@ -1,0 +1,108 @@
+//! RTMP ingest adapter: an RTMP publisher's FLV tags into its `IngestSession`.
+//!
+//! Data flow: socket -> `RtmpServerConn` (sans-IO, rml_rtmp) -> `ConnEvent::Video`/`Audio` ->
+//! `FlvDemuxer` (sans-IO, `protocols::rtmp::media`) -> `IngestSession::push` -> the channel's
+//! ring. Everything not RTMP-specific (authorization, the publish grant, counting, reconnect
+//! grace, `PublisherLeft`) is the session's. The loop never awaits a consumer (backpressure
+//! rule 1); its only awaits are the socket and the channel's cancellation.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tracing::{info, info_span, Instrument};
+
+use crate::actors::ingest::{IngestEnd, IngestSession};
+use crate::actors::listen::rtmp::{refuse, RtmpContext, SessionEnd, PROTOCOL};
+use crate::protocols::rtmp::media::{FlvDemuxer, Ingested};
+use crate::protocols::rtmp::{ConnEvent, RtmpError, RtmpServerConn, Secret};
+
+/// Publishers send megabits per second; a bigger buffer means fewer syscalls.
+const PUBLISH_READ_BUF: usize = 64 * 1024;
+
+/// Authorize the publisher, then move its media into the channel until it stops.
+pub(crate) async fn run(
+    rd: &mut OwnedReadHalf,
+    wr: &mut OwnedWriteHalf,
+    conn: &mut RtmpServerConn,
+    ctx: &RtmpContext,
+    request_id: u32,
+    stream_key: Secret,
+    rest: Vec<ConnEvent>,
+) -> Result<(), SessionEnd> {
+    let session = match IngestSession::start(&ctx.registry, PROTOCOL, stream_key, &ctx.shutdown).await {
+        Ok(s) => s,
+        Err(e) => {
+            info!(reason = %e.msg, "publish refused");
+            return refuse(wr, conn, request_id, &e).await;
+        }
+    };
+    let span = info_span!("publish", channel = %session.channel_name(), session = session.session_id());
+    async move {
+        let mut session = session;
+        let mut out = Vec::new();
+        conn.accept(request_id, &mut out).map_err(SessionEnd::Protocol)?;
+        wr.write_all(&out).await.map_err(SessionEnd::Io)?;
+        info!(resumed = session.resumed(), "publishing");
+        let end = ingest_loop(rd, wr, conn, ctx, &mut session, rest).await?;
+        session.finish(&end);
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+async fn ingest_loop(
+    rd: &mut OwnedReadHalf,
+    wr: &mut OwnedWriteHalf,
+    conn: &mut RtmpServerConn,
+    ctx: &RtmpContext,
+    session: &mut IngestSession,
+    rest: Vec<ConnEvent>,
+) -> Result<IngestEnd, SessionEnd> {
+    let mut demux = FlvDemuxer::new(session.tracks());
+    let mut events = rest;
+    let mut buf = vec![0u8; PUBLISH_READ_BUF];
+    loop {
+        for ev in events.drain(..) {
+            let ingested = match ev {
+                ConnEvent::Video { data, timestamp } => demux.video(data, timestamp),
+                ConnEvent::Audio { data, timestamp } => demux.audio(data, timestamp),
+                ConnEvent::PublishFinished => return Ok(IngestEnd::Finished),
+                _ => continue,
+            };
+            match ingested.map_err(|e| SessionEnd::Protocol(RtmpError::Media(e)))? {
+                Ingested::Tracks(tracks) => {
+                    if let Some(v) = &tracks.video {
+                        info!(codec = %v.codec_string, width = v.width, height = v.height, "video configuration");
+                    }
+                    if let Some(a) = &tracks.audio {
+                        info!(codec = %a.codec_string, sample_rate = a.sample_rate, channels = a.channels, "audio configuration");
+                    }
+                    session.set_tracks(tracks);
+                }
+                Ingested::Frame(frame) => session.push(frame),
+                Ingested::Nothing => {}
+            }
+        }
+        if !session.channel_alive() {
+            return Ok(IngestEnd::ChannelGone);
+        }
+        let read = tokio::select! {
+            _ = session.cancelled() => return Ok(IngestEnd::CutOff),
+            r = tokio::time::timeout(ctx.publish_idle_timeout, rd.read(&mut buf)) => r,
+        };
+        let n = match read {
+            Err(_) => return Ok(IngestEnd::Idle),
+            Ok(Err(e)) => return Err(SessionEnd::Io(e)),
+            Ok(Ok(0)) => return Ok(IngestEnd::Disconnected),
+            Ok(Ok(n)) => n,
+        };
+        session.received(n);
+        let mut out = Vec::new();
+        conn.handle_input(&buf[..n], &mut out, &mut events).map_err(SessionEnd::Protocol)?;
+        if !out.is_empty() {
+            // Acknowledgements and command results; media never flows towards a publisher, so
+            // nothing can interleave with this write.
+            wr.write_all(&out).await.map_err(SessionEnd::Io)?;
+        }
+    }
+}

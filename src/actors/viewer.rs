@@ -1,0 +1,280 @@
+//! `ViewerSession`: the policy every live viewer connection follows, whatever protocol it
+//! plays over.
+//!
+//! Data flow: the channel's ring -> `RingReader` -> `ViewerSession::next_batch` (lag policy) ->
+//! an egress adapter (`viewer/rtmp.rs` today; WHEP and SRT play next) serializes the frames and
+//! hands its write to `ViewerSession::deliver` (write timeout, counting).
+//!
+//! The rules (ARCHITECTURE.md, backpressure rules 2 and 3), kept here once:
+//! - a viewer further behind live than `max_lag` skips to the newest key frame, never to a
+//!   random frame, and the skipped frames are counted (`tidecast_frames_dropped_total`);
+//! - a viewer that needs more than `max_skips` such skips within `SKIP_WINDOW` is cut off
+//!   (`reason="slow"`);
+//! - a write that makes no progress for `write_timeout` cuts the viewer off
+//!   (`reason="stalled"`); a server shutdown cuts everyone off politely (`reason="shutdown"`);
+//! - the session counts itself in `tidecast_viewers{protocol}`, its bytes in
+//!   `tidecast_egress_bytes_total{protocol}` and its time to first frame.
+//!
+//! Adapters must never drop a future that is part-way through a write: a half-written message
+//! followed by another corrupts the stream. `deliver` only gives up on a write at the timeout,
+//! and then the connection is closed.
+
+pub mod rtmp;
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::IntCounter;
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use crate::media::clock::Clock;
+use crate::media::frame::Frame;
+use crate::media::ring::RingReader;
+use crate::metrics::{metrics, GaugeGuard};
+
+/// Window over which a viewer's key-frame skips are counted.
+pub const SKIP_WINDOW: Duration = Duration::from_secs(60);
+
+/// Per-protocol viewer limits (`rtmp.viewer_max_lag`, `rtmp.viewer_max_skips`,
+/// `rtmp.write_timeout` for RTMP).
+#[derive(Clone, Copy, Debug)]
+pub struct ViewerPolicy {
+    /// Further behind live than this, the viewer skips to the newest key frame.
+    pub max_lag: Duration,
+    /// Skips allowed within `SKIP_WINDOW` before the viewer is cut off.
+    pub max_skips: u32,
+    /// A write that makes no progress for this long cuts the viewer off.
+    pub write_timeout: Duration,
+}
+
+/// Why the server disconnected a viewer (`tidecast_viewers_disconnected_total{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CutReason {
+    /// Kept falling behind live.
+    Slow,
+    /// Its socket accepted nothing for the write timeout.
+    Stalled,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl CutReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            CutReason::Slow => "slow",
+            CutReason::Stalled => "stalled",
+            CutReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// What the adapter should do next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The batch holds frames to send.
+    Frames,
+    /// Nothing buffered now: wait for the ring.
+    Idle,
+    /// The live session ended and everything was read: finish politely.
+    Ended,
+    /// Disconnect the viewer (already counted).
+    Cut(CutReason),
+}
+
+/// How a write handed to `deliver` went.
+#[derive(Debug)]
+pub enum Delivery {
+    Written,
+    /// No progress within the write timeout; the viewer is cut off (counted).
+    Stalled,
+    Failed(std::io::Error),
+}
+
+/// One live viewer.
+pub struct ViewerSession {
+    protocol: &'static str,
+    reader: RingReader,
+    policy: ViewerPolicy,
+    clock: Clock,
+    /// Times of recent skips, oldest first (at most `max_skips + 1` entries).
+    skips: VecDeque<Instant>,
+    /// When the viewer connected, for the time-to-first-frame histogram; `None` once counted.
+    started: Option<Instant>,
+    dropped: IntCounter,
+    egress: IntCounter,
+    _viewing: GaugeGuard,
+}
+
+impl ViewerSession {
+    /// `consumer` labels the frames this viewer drops (`rtmp_play`); `started` is when the
+    /// connection was accepted.
+    pub fn new(
+        protocol: &'static str,
+        consumer: &'static str,
+        reader: RingReader,
+        policy: ViewerPolicy,
+        clock: Clock,
+        started: Instant,
+    ) -> Self {
+        ViewerSession {
+            protocol,
+            reader,
+            policy,
+            clock,
+            skips: VecDeque::new(),
+            started: Some(started),
+            dropped: metrics().frames_dropped.with_label_values(&[consumer]),
+            egress: metrics().egress_bytes.with_label_values(&[protocol]),
+            _viewing: GaugeGuard::new(metrics().viewers.with_label_values(&[protocol])),
+        }
+    }
+
+    pub fn policy(&self) -> &ViewerPolicy {
+        &self.policy
+    }
+
+    /// Wait for frames (or the end of the session). Cancel-safe: it only waits on a `watch`.
+    pub async fn wait(&mut self) -> bool {
+        self.reader.wait().await
+    }
+
+    /// Apply the lag policy, then move up to `max` buffered frames into `batch` (cleared first).
+    pub fn next_batch(&mut self, batch: &mut Vec<Arc<Frame>>, max: usize) -> Step {
+        batch.clear();
+        if self.reader.lag() > self.policy.max_lag {
+            let n = self.reader.skip_to_newest_sync();
+            self.dropped.inc_by(n);
+            let now = self.clock.now();
+            self.skips.push_back(now);
+            while self.skips.front().is_some_and(|t| now.saturating_duration_since(*t) > SKIP_WINDOW) {
+                self.skips.pop_front();
+            }
+            info!(skipped = n, "viewer behind live; skipped to the newest key frame");
+            if self.skips.len() > self.policy.max_skips as usize {
+                info!("viewer keeps falling behind; disconnecting");
+                return self.cut(CutReason::Slow);
+            }
+        }
+        let b = self.reader.read_batch(batch, max);
+        self.dropped.inc_by(b.skipped);
+        match (batch.is_empty(), b.closed) {
+            (false, _) => Step::Frames,
+            (true, true) => Step::Ended,
+            (true, false) => Step::Idle,
+        }
+    }
+
+    /// Count a cut-off and return the step that says so.
+    pub fn cut(&self, reason: CutReason) -> Step {
+        metrics().viewers_cut.with_label_values(&[self.protocol, reason.label()]).inc();
+        Step::Cut(reason)
+    }
+
+    /// Run one write (media or control) under the write timeout and count what it sent. The
+    /// write future is only ever dropped at the timeout, after which the viewer is cut off.
+    pub async fn deliver(&mut self, write: impl Future<Output = std::io::Result<u64>>) -> Delivery {
+        match tokio::time::timeout(self.policy.write_timeout, write).await {
+            Err(_) => {
+                self.cut(CutReason::Stalled);
+                info!(
+                    timeout_ms = self.policy.write_timeout.as_millis() as u64,
+                    "viewer stopped reading; disconnecting"
+                );
+                Delivery::Stalled
+            }
+            Ok(Err(e)) => Delivery::Failed(e),
+            Ok(Ok(n)) => {
+                self.egress.inc_by(n);
+                Delivery::Written
+            }
+        }
+    }
+
+    /// The first media frame reached the viewer's socket.
+    pub fn first_frame_written(&mut self) {
+        if let Some(started) = self.started.take() {
+            let t = self.clock.since(started);
+            metrics().first_frame_seconds.with_label_values(&[self.protocol]).observe(t.as_secs_f64());
+            debug!(first_frame_ms = t.as_millis() as u64, "first frame written");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::codec::Tracks;
+    use crate::media::frame::TrackKind;
+    use crate::media::ring::{FrameRing, RingLimits};
+    use crate::media::time::MediaTime;
+    use bytes::Bytes;
+
+    fn frame(ms: i64, key: bool) -> crate::media::frame::Frame {
+        let t = MediaTime::from_millis(ms);
+        crate::media::frame::Frame::new(
+            TrackKind::Video,
+            t,
+            t,
+            key,
+            Bytes::from_static(b"f"),
+            Arc::new(Tracks::default()),
+        )
+    }
+
+    fn policy(max_skips: u32) -> ViewerPolicy {
+        ViewerPolicy { max_lag: Duration::from_millis(500), max_skips, write_timeout: Duration::from_secs(1) }
+    }
+
+    /// A viewer that falls behind skips to the newest key frame; one that keeps falling behind
+    /// within the skip window is cut off; skips older than the window are forgotten. Runs on
+    /// simulated time: no sleeping.
+    #[tokio::test(start_paused = true)]
+    async fn lag_skips_to_key_frames_and_the_skip_budget_cuts_off() {
+        let ring = FrameRing::new(RingLimits { max_duration: Duration::from_secs(30), max_bytes: 1 << 20 });
+        let mut w = ring.writer(false);
+        let clock = Clock::simulated(std::time::SystemTime::UNIX_EPOCH);
+        let mut v = ViewerSession::new("test", "test_play", ring.reader(), policy(1), clock, clock.now());
+        let mut batch = Vec::new();
+        let mut t = 0;
+        let gop = |w: &mut crate::media::ring::RingWriter, t: &mut i64| {
+            for i in 0..30 {
+                w.push(frame(*t, i == 0));
+                *t += 33;
+            }
+        };
+        gop(&mut w, &mut t);
+        // 1 s behind: the first skip lands on the newest key frame.
+        assert_eq!(v.next_batch(&mut batch, 64), Step::Frames);
+        assert!(batch[0].keyframe);
+        gop(&mut w, &mut t);
+        gop(&mut w, &mut t);
+        // Wait out the skip window: the first skip is forgotten, so this one is within budget.
+        tokio::time::advance(SKIP_WINDOW + Duration::from_secs(1)).await;
+        assert_eq!(v.next_batch(&mut batch, 64), Step::Frames, "one skip in the window is allowed");
+        assert!(batch[0].keyframe && batch[0].dts == MediaTime::from_millis(60 * 33));
+        gop(&mut w, &mut t);
+        gop(&mut w, &mut t);
+        assert_eq!(
+            v.next_batch(&mut batch, 64),
+            Step::Cut(CutReason::Slow),
+            "the second skip in a minute cuts off"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_without_progress_is_cut_off_at_the_timeout() {
+        let ring = FrameRing::new(RingLimits { max_duration: Duration::from_secs(30), max_bytes: 1 << 20 });
+        let clock = Clock::simulated(std::time::SystemTime::UNIX_EPOCH);
+        let mut v = ViewerSession::new("test", "test_play", ring.reader(), policy(3), clock, clock.now());
+        let d = v.deliver(std::future::pending()).await;
+        assert!(matches!(d, Delivery::Stalled));
+        let d = v.deliver(async { Ok(10) }).await;
+        assert!(matches!(d, Delivery::Written));
+        ring.close();
+        let mut batch = Vec::new();
+        assert_eq!(v.next_batch(&mut batch, 8), Step::Ended);
+    }
+}

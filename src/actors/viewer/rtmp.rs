@@ -1,0 +1,268 @@
+//! RTMP play adapter: a `ViewerSession` written to an RTMP viewer's socket.
+//!
+//! Data flow: `ViewerSession::next_batch` -> per-frame RTMP chunks (built once per frame for
+//! every viewer on message stream 1, cached in the frame's `RTMP_WIRE` slot) -> one vectored
+//! write per batch through `ViewerSession::deliver`.
+//!
+//! The viewer also talks to us (acknowledgements, pings, commands such as `createStream` or
+//! `closeStream`), and rml_rtmp answers some of that. The loop waits on three things at once:
+//! shutdown, the socket becoming readable, and the ring. Only the readiness of the socket is
+//! awaited inside that `select!`, never a read or a write: reading happens after the select
+//! (into a stack buffer), and rml_rtmp's answers are queued and written, in order, before the
+//! next media batch, by the same `deliver` path as media. So no future that has written part of
+//! a message is ever dropped: a slow viewer whose socket is full can no longer receive half a
+//! control chunk followed by media chunks (which corrupted its chunk stream).
+
+use std::io::IoSlice;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::time::Instant;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::actors::channel::AddReader;
+use crate::actors::listen::rtmp::{refuse, RtmpContext, SessionEnd, PROTOCOL};
+use crate::actors::registry::ResolvePlay;
+use crate::actors::viewer::{Delivery, Step, ViewerSession};
+use crate::error::Error;
+use crate::media::codec::Tracks;
+use crate::media::frame::Frame;
+use crate::metrics::metrics;
+use crate::protocols::rtmp::media::{frame_message, sequence_headers, RTMP_WIRE};
+use crate::protocols::rtmp::{ConnEvent, RtmpServerConn, SHARED_STREAM_ID};
+
+/// Frames handed to one vectored write.
+const WRITE_BATCH: usize = 64;
+/// What one read of a viewer's input takes at most; viewers send almost nothing. A stack
+/// buffer, so 500 viewers do not hold 500 idle read buffers.
+const INPUT_READ: usize = 2048;
+
+/// Resolve the channel, attach a reader and play until the viewer or the session ends.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run(
+    rd: &mut OwnedReadHalf,
+    wr: &mut OwnedWriteHalf,
+    conn: &mut RtmpServerConn,
+    ctx: &RtmpContext,
+    request_id: u32,
+    name: String,
+    stream_id: u32,
+    started: Instant,
+) -> Result<(), SessionEnd> {
+    let resolved =
+        ctx.registry.send(ResolvePlay { name: name.clone() }).await.map_err(Error::from).and_then(|r| r);
+    let reader = match resolved {
+        Ok(channel) => channel.send(AddReader::source()).await.map_err(Error::from).and_then(|r| r),
+        Err(e) => Err(e),
+    };
+    let reader = match reader {
+        Ok(r) => r,
+        Err(e) => {
+            info!(channel = %name, reason = %e.msg, "play refused");
+            return refuse(wr, conn, request_id, &e).await;
+        }
+    };
+    if ctx.viewer_send_buffer > 0 {
+        // Bound what one viewer can have in flight (backpressure rule 2).
+        let sock = socket2::SockRef::from(wr.as_ref());
+        if let Err(e) = sock.set_send_buffer_size(ctx.viewer_send_buffer) {
+            debug!(error = %e, "cannot set the viewer send buffer");
+        }
+    }
+    let mut out = Vec::new();
+    conn.accept(request_id, &mut out).map_err(SessionEnd::Protocol)?;
+    wr.write_all(&out).await.map_err(SessionEnd::Io)?;
+    let session = ViewerSession::new(PROTOCOL, "rtmp_play", reader, ctx.viewer, ctx.clock, started);
+    let span = info_span!("play", channel = %name);
+    play(rd, wr, conn, ctx, session, stream_id).instrument(span).await
+}
+
+/// What woke the loop.
+enum Wake {
+    Shutdown,
+    Input,
+    Ring(bool),
+}
+
+async fn play(
+    rd: &mut OwnedReadHalf,
+    wr: &mut OwnedWriteHalf,
+    conn: &mut RtmpServerConn,
+    ctx: &RtmpContext,
+    mut session: ViewerSession,
+    stream_id: u32,
+) -> Result<(), SessionEnd> {
+    info!("viewer attached");
+    let chunk_size = ctx.limits.out_chunk_size;
+    let unwritable = metrics().frames_unwritable.with_label_values(&[PROTOCOL]);
+    // Grown on demand: a woken viewer usually takes one video frame and the audio beside it.
+    let mut batch: Vec<Arc<Frame>> = Vec::new();
+    let mut wire: Vec<Bytes> = Vec::new();
+    // rml_rtmp's answers to the viewer's input, written before the next media batch.
+    let mut control: Vec<u8> = Vec::new();
+    let mut events = Vec::new();
+    let mut last_tracks: Option<Arc<Tracks>> = None;
+    let mut written_media = false;
+    loop {
+        if !control.is_empty() {
+            let buf = std::mem::take(&mut control);
+            match session.deliver(write_counted(wr, &buf)).await {
+                Delivery::Written => {}
+                Delivery::Stalled => return Ok(()),
+                Delivery::Failed(e) => return Err(SessionEnd::Io(e)),
+            }
+        }
+        let wake = tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled() => Wake::Shutdown,
+            r = rd.readable() => {
+                r.map_err(SessionEnd::Io)?;
+                Wake::Input
+            }
+            open = session.wait() => Wake::Ring(open),
+        };
+        let ring_open = match wake {
+            Wake::Shutdown => {
+                session.cut(crate::actors::viewer::CutReason::Shutdown);
+                finish(wr, conn, stream_id, std::time::Duration::from_millis(500)).await;
+                return Ok(());
+            }
+            Wake::Input => {
+                match read_input(rd, conn, &mut control, &mut events)? {
+                    Input::Closed => {
+                        debug!("viewer disconnected");
+                        return Ok(());
+                    }
+                    Input::Read => {}
+                }
+                if events.drain(..).any(|e| matches!(e, ConnEvent::PlayFinished)) {
+                    info!("viewer stopped playing");
+                    return Ok(());
+                }
+                continue;
+            }
+            Wake::Ring(open) => open,
+        };
+        // Drain what the ring has, in batches.
+        loop {
+            match session.next_batch(&mut batch, WRITE_BATCH) {
+                Step::Frames => {}
+                Step::Idle if ring_open => break,
+                Step::Idle | Step::Ended => {
+                    info!("stream ended");
+                    finish(wr, conn, stream_id, session.policy().write_timeout).await;
+                    return Ok(());
+                }
+                Step::Cut(_) => return Ok(()),
+            }
+            wire.clear();
+            for f in &batch {
+                if last_tracks.as_ref().is_none_or(|t| !Arc::ptr_eq(t, &f.tracks)) {
+                    if let Err(e) = sequence_headers(&f.tracks, f.dts, stream_id, chunk_size, &mut wire) {
+                        warn!(error = %e, "cannot serialize sequence headers");
+                        unwritable.inc();
+                    }
+                    last_tracks = Some(f.tracks.clone());
+                }
+                let report = |e: &dyn std::fmt::Display| {
+                    // Once per frame, not per viewer: the shared slot remembers the failure.
+                    warn!(error = %e, "frame cannot be sent over RTMP; skipped");
+                    unwritable.inc();
+                };
+                let msg = if stream_id == SHARED_STREAM_ID {
+                    f.wire.get_or_build(RTMP_WIRE, || {
+                        frame_message(f, stream_id, chunk_size).map_err(|e| report(&e)).ok()
+                    })
+                } else {
+                    frame_message(f, stream_id, chunk_size).map_err(|e| report(&e)).ok()
+                };
+                if let Some(b) = msg {
+                    wire.push(b);
+                }
+            }
+            match session.deliver(write_all_vectored(wr, &mut wire)).await {
+                Delivery::Written => {}
+                Delivery::Stalled => return Ok(()),
+                Delivery::Failed(e) => return Err(SessionEnd::Io(e)),
+            }
+            if !written_media {
+                written_media = true;
+                session.first_frame_written();
+            }
+        }
+    }
+}
+
+enum Input {
+    Read,
+    Closed,
+}
+
+/// Read what the viewer sent (the socket is readable) and feed it to the session; its answers
+/// are appended to `control`. Synchronous: the buffer lives on the stack only for this call.
+fn read_input(
+    rd: &mut OwnedReadHalf,
+    conn: &mut RtmpServerConn,
+    control: &mut Vec<u8>,
+    events: &mut Vec<ConnEvent>,
+) -> Result<Input, SessionEnd> {
+    let mut buf = [0u8; INPUT_READ];
+    match rd.try_read(&mut buf) {
+        Ok(0) => Ok(Input::Closed),
+        Ok(n) => {
+            conn.handle_input(&buf[..n], control, events).map_err(SessionEnd::Protocol)?;
+            Ok(Input::Read)
+        }
+        // Readiness can be spurious; wait again.
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(Input::Read),
+        Err(e) => Err(SessionEnd::Io(e)),
+    }
+}
+
+/// Tell the viewer the stream is over (`NetStream.Play.Stop`), within `timeout`.
+async fn finish(
+    wr: &mut OwnedWriteHalf,
+    conn: &mut RtmpServerConn,
+    stream_id: u32,
+    timeout: std::time::Duration,
+) {
+    let mut out = Vec::new();
+    let _ = conn.finish_playing(stream_id, &mut out);
+    let _ = tokio::time::timeout(timeout, wr.write_all(&out)).await;
+}
+
+async fn write_counted(wr: &mut OwnedWriteHalf, buf: &[u8]) -> std::io::Result<u64> {
+    wr.write_all(buf).await?;
+    Ok(buf.len() as u64)
+}
+
+/// Write every buffer, in order, with vectored writes; `bufs` is consumed.
+async fn write_all_vectored(wr: &mut OwnedWriteHalf, bufs: &mut [Bytes]) -> std::io::Result<u64> {
+    let mut idx = 0;
+    let mut total = 0u64;
+    while idx < bufs.len() {
+        let slices: Vec<IoSlice<'_>> =
+            bufs[idx..].iter().take(WRITE_BATCH).map(|b| IoSlice::new(b)).collect();
+        let mut n = wr.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        total += n as u64;
+        while n > 0 {
+            let len = bufs[idx].len();
+            if n >= len {
+                n -= len;
+                idx += 1;
+            } else {
+                bufs[idx].advance(n);
+                n = 0;
+            }
+        }
+        while idx < bufs.len() && bufs[idx].is_empty() {
+            idx += 1;
+        }
+    }
+    Ok(total)
+}
