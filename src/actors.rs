@@ -3,17 +3,26 @@
 //! ```text
 //! System
 //! ├── ChannelRegistry (actix Supervisor)  name -> Addr<Channel>; authorizes; never on the frame path
-//! │   └── Channel (one per live channel)   owns its FrameRing; grants RingWriter / RingReader
-//! ├── RTMP connections × N                 one task each: an ingest session or a viewer session
-//! └── HTTP (actix-web workers)             /metrics, /healthz, /readyz
+//! │   └── Channel (one per live channel)   renditions (FrameRing each); publisher slot
+//! │       ├── HlsPackager × rendition       supervised task (supervise.rs)
+//! │       └── LL-HLS viewer sweep           supervised task
+//! ├── listen/rtmp                          accept, admit, negotiate; then one task per connection:
+//! │   ├── IngestSession + ingest/rtmp       a publisher
+//! │   └── ViewerSession + viewer/rtmp       a viewer
+//! ├── WatchHistory                         batched watch-progress writes
+//! └── HTTP (actix-web workers)             /api/v1, LL-HLS, /metrics, /healthz, /readyz
 //! ```
 //!
 //! Actor messages are control only (`AddPublisher`, `AddReader`, `PublisherLeft`, `StopChannel`);
-//! media travels through the channel's `FrameRing`. Connection sessions are tokio tasks on the
-//! media runtime rather than actix actors: an actix actor is pinned to one arbiter thread and
-//! its mailbox would sit on the frame path, while a task per connection spreads over every core
-//! and reads the ring directly. The `Channel` still owns their lifecycle: it hands each session a
-//! ring handle and holds the publisher's cancellation token, so it can cut a session off.
+//! media travels through the channel's rings. Connection sessions and channel outputs are tokio
+//! tasks on the media runtime rather than actix actors: an actix actor is pinned to one arbiter
+//! thread and its mailbox would sit on the frame path, while a task per connection spreads over
+//! every core and reads the ring directly. The `Channel` still owns their lifecycle: it hands
+//! each session a ring handle, holds the publisher's cancellation token, and supervises its
+//! outputs.
+//!
+//! Adding a protocol: a listener in `listen/`, an ingest adapter in `ingest/` and/or an egress
+//! adapter in `viewer/`, each driving the shared session; the codec lives in `protocols`.
 
 pub mod channel;
 pub mod hls;

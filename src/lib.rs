@@ -1,31 +1,35 @@
 //! # tidecast
 //!
 //! An actor-based live and VOD media server: broadcasters publish over RTMP (SRT, WHIP and RTSP
-//! pull are planned), viewers play over RTMP (LL-HLS and WHEP are planned), operators scrape
-//! Prometheus metrics and configure one TOML file.
+//! pull are planned), viewers play over LL-HLS or RTMP (WHEP is planned), operators scrape
+//! Prometheus metrics and configure one TOML file. The map of the house is `ARCHITECTURE.md`.
 //!
 //! ## Data flow
 //!
 //! ```text
-//!  OBS/ffmpeg --RTMP--> IngestSession --> FrameRing (Channel) --+--> ViewerSession (RTMP play)
-//!                                                               +--> (LL-HLS packager, archive,
-//!                                                                     transcode: later issues)
+//!  OBS/ffmpeg --RTMP--> IngestSession --> FrameRing per rendition (Channel) --+--> HlsPackager --> LL-HLS
+//!                       (ingest::rtmp)                                       +--> ViewerSession --> RTMP play
+//!                                                                            +--> (archive, transcode: later)
 //! ```
 //!
 //! Bytes in, events out: protocol code in [`protocols`] is sans-IO (bytes and time in, typed
 //! events or bytes out). Sockets, timers and the database live in [`actors`], [`http`], [`app`]
 //! and [`store`]. Every consumer of live media reads it through a [`media::RingReader`]; actor
-//! mailboxes carry control only, and the publisher never waits for a consumer.
+//! mailboxes carry control only, and the publisher never waits for a consumer. Each protocol is
+//! one adapter on the shared [`actors::ingest::IngestSession`] and
+//! [`actors::viewer::ViewerSession`].
 //!
 //! ## Actor tree
 //!
 //! ```text
 //! System
 //! ├── ChannelRegistry (supervised)      channel name -> Addr<Channel>; authorizes; never on the frame path
-//! │   └── Channel (one per live channel) owns its FrameRing; grants RingWriter / RingReader
-//! ├── RTMP sessions × N                  a task per connection: ingest (publish) or viewer (play)
+//! │   └── Channel (one per live channel) renditions (a FrameRing each); grants RingWriter / RingReader
+//! │       ├── HlsPackager × rendition    supervised: ring -> segmenter -> CMAF -> LL-HLS window
+//! │       └── LL-HLS viewer sweep        supervised: counts HLS viewers, retires ended windows
+//! ├── RTMP listener + connections × N   IngestSession (publish) or ViewerSession (play), a task each
 //! ├── WatchHistory                       buffers watch progress, writes it in batches (api)
-//! └── HTTP                               /api/v1, LL-HLS, /metrics, /healthz, /readyz
+//! └── HTTP                               /api/v1, LL-HLS, /watch, /metrics, /healthz, /readyz
 //! ```
 //!
 //! ## Glossary
