@@ -8,7 +8,7 @@
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tracing::{info, info_span, Instrument};
+use tracing::info;
 
 use crate::actors::ingest::{IngestEnd, IngestSession};
 use crate::actors::listen::rtmp::{refuse, RtmpContext, SessionEnd, PROTOCOL};
@@ -35,19 +35,18 @@ pub(crate) async fn run(
             return refuse(wr, conn, request_id, &e).await;
         }
     };
-    let span = info_span!("publish", channel = %session.channel_name(), session = session.session_id());
-    async move {
-        let mut session = session;
-        let mut out = Vec::new();
-        conn.accept(request_id, &mut out).map_err(SessionEnd::Protocol)?;
-        wr.write_all(&out).await.map_err(SessionEnd::Io)?;
-        info!(resumed = session.resumed(), "publishing");
-        let end = ingest_loop(rd, wr, conn, ctx, &mut session, rest).await?;
-        session.finish(&end);
-        Ok(())
-    }
-    .instrument(span)
-    .await
+    let span = tracing::Span::current();
+    span.record("role", "publish");
+    span.record("channel", session.channel_name());
+    span.record("session", session.session_id());
+    let mut session = session;
+    let mut out = Vec::new();
+    conn.accept(request_id, &mut out).map_err(SessionEnd::Protocol)?;
+    wr.write_all(&out).await.map_err(SessionEnd::Io)?;
+    info!(resumed = session.resumed(), "publishing");
+    let end = ingest_loop(rd, wr, conn, ctx, &mut session, rest).await?;
+    session.finish(&end);
+    Ok(())
 }
 
 async fn ingest_loop(

@@ -89,7 +89,16 @@ pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>) {
                         connection(stream, ctx2).await;
                         drop(permit);
                     }
-                    .instrument(info_span!("rtmp", conn_id = id, %peer)),
+                    // One span per connection; the adapters record the channel into it rather than
+                    // nesting a second span that every poll of a viewer would enter too.
+                    .instrument(info_span!(
+                        "rtmp",
+                        conn_id = id,
+                        %peer,
+                        role = tracing::field::Empty,
+                        channel = tracing::field::Empty,
+                        session = tracing::field::Empty
+                    )),
                 );
             }
             Err(_) => {

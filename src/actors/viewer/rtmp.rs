@@ -20,7 +20,7 @@ use bytes::{Buf, Bytes};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{debug, info, warn};
 
 use crate::actors::channel::AddReader;
 use crate::actors::listen::rtmp::{refuse, RtmpContext, SessionEnd, PROTOCOL};
@@ -75,8 +75,10 @@ pub(crate) async fn run(
     conn.accept(request_id, &mut out).map_err(SessionEnd::Protocol)?;
     wr.write_all(&out).await.map_err(SessionEnd::Io)?;
     let session = ViewerSession::new(PROTOCOL, "rtmp_play", reader, ctx.viewer, ctx.clock, started);
-    let span = info_span!("play", channel = %name);
-    play(rd, wr, conn, ctx, session, stream_id).instrument(span).await
+    let span = tracing::Span::current();
+    span.record("role", "play");
+    span.record("channel", name.as_str());
+    play(rd, wr, conn, ctx, session, stream_id).await
 }
 
 /// What woke the loop.
