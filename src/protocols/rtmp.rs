@@ -15,8 +15,17 @@
 //!
 //! Limits enforced here (Adobe RTMP spec 1.0 §5.4.1 lets a peer announce chunk sizes up to
 //! 2^31-1 and messages up to 2^24-1 bytes; we cap both so one connection cannot claim megabytes
-//! of buffer): announced chunk size, bytes buffered without a complete message, stream/app name
-//! length.
+//! of buffer): announced chunk size (and never 0), declared message length (refused at its
+//! header, [`chunk`]), bytes buffered without a complete message, stream/app name length, and
+//! AMF0 nesting depth ([`amf0`]).
+//!
+//! rml_rtmp is wrapped, not forked: every byte goes through our own checks ([`chunk::ChunkWatch`]
+//! on headers, then a second `ChunkDeserializer` and [`amf0::check_message`] on each complete
+//! message) before the session sees it, so its unbounded AMF0 recursion and its panics on short
+//! commands are never reached. See `amf0.rs` for why a pre-check beats a fork.
+
+pub mod amf0;
+pub mod chunk;
 
 pub mod media;
 
@@ -32,6 +41,9 @@ use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionError, ServerSessionEvent, ServerSessionResult,
 };
 use rml_rtmp::time::RtmpTimestamp;
+
+use self::amf0::Amf0Error;
+use self::chunk::{ChunkError, ChunkWatch};
 
 /// RTMP message type ids (RTMP spec §7.1).
 pub const MSG_AUDIO: u8 = 8;
@@ -79,6 +91,19 @@ pub enum RtmpError {
         received: u64,
         #[source]
         source: ChunkDeserializationError,
+    },
+    #[error("chunk header refused after {received} bytes: {source}")]
+    Framing {
+        received: u64,
+        #[source]
+        source: ChunkError,
+    },
+    #[error("AMF message (type {type_id}) refused after {received} bytes: {source}")]
+    Amf0 {
+        received: u64,
+        type_id: u8,
+        #[source]
+        source: Amf0Error,
     },
     #[error("media tag rejected: {0}")]
     Media(#[from] media::MediaError),
@@ -134,10 +159,13 @@ pub struct RtmpServerConn {
     received: u64,
     /// Bytes fed since rml_rtmp last raised an application event.
     pending: usize,
-    /// A second chunk parser that sees every byte the session sees, only to read the peer's
-    /// SetChunkSize messages: rml_rtmp 0.8 applies them internally without raising
-    /// `ClientChunkSizeChanged`, so this is the one place we can enforce `max_chunk_size`.
+    /// A second chunk parser that sees every byte the session sees, before the session does: to
+    /// read the peer's SetChunkSize messages (rml_rtmp 0.8 applies them internally without
+    /// raising `ClientChunkSizeChanged`) and to check every AMF body before rml_rtmp decodes it.
     control: ChunkDeserializer,
+    /// Follows chunk headers so that a declared length over `max_message_size` is refused when
+    /// its header arrives, not after that many bytes were buffered.
+    headers: ChunkWatch,
 }
 
 impl RtmpServerConn {
@@ -148,12 +176,15 @@ impl RtmpServerConn {
             received: 0,
             pending: 0,
             control: ChunkDeserializer::new(),
+            headers: ChunkWatch::new(limits.max_message_size, limits.max_chunk_size),
         }
     }
 
-    /// Watch the peer's control messages for a SetChunkSize above our limit (RTMP spec §5.4.1:
-    /// type 1, a 31-bit size).
+    /// Vet `input` before the session sees any of it: chunk headers (declared lengths,
+    /// SetChunkSize values, RTMP spec §5.3.1 and §5.4.1), then every complete message, whose AMF
+    /// body must pass the bounded walk in [`amf0`] because rml_rtmp's decoder recurses unbounded.
     fn check_control(&mut self, input: &[u8], start: u64) -> Result<(), RtmpError> {
+        self.headers.feed(input).map_err(|source| RtmpError::Framing { received: start, source })?;
         let mut bytes = input;
         loop {
             let msg = self
@@ -162,15 +193,15 @@ impl RtmpServerConn {
                 .map_err(|source| RtmpError::Chunk { received: start, source })?;
             bytes = &[];
             let Some(msg) = msg else { return Ok(()) };
+            amf0::check_message(msg.type_id, &msg.data).map_err(|source| RtmpError::Amf0 {
+                received: start,
+                type_id: msg.type_id,
+                source,
+            })?;
             if msg.type_id == 1 && msg.data.len() >= 4 {
-                let size =
-                    u32::from_be_bytes([msg.data[0], msg.data[1], msg.data[2], msg.data[3]]) & 0x7fff_ffff;
-                if size > self.limits.max_chunk_size {
-                    return Err(RtmpError::ChunkSizeTooLarge {
-                        requested: size,
-                        limit: self.limits.max_chunk_size,
-                    });
-                }
+                let size = u32::from_be_bytes([msg.data[0], msg.data[1], msg.data[2], msg.data[3]]);
+                let size = chunk::checked_chunk_size(size, self.limits.max_chunk_size)
+                    .map_err(|source| RtmpError::Framing { received: start, source })?;
                 self.control
                     .set_max_chunk_size(size as usize)
                     .map_err(|source| RtmpError::Chunk { received: start, source })?;
@@ -515,6 +546,128 @@ mod tests {
         assert_eq!(whole, vec!["connect live", "publish live secret-key", "video 8 40"]);
         for split in [1, 7, 128, 1537] {
             assert_eq!(summary(&publish_flow(split)), whole, "split {split}");
+        }
+    }
+
+    /// A connection past the handshake, ready for chunks.
+    fn handshaken() -> RtmpServerConn {
+        let mut conn = RtmpServerConn::new(limits());
+        let mut client_hs = Handshake::new(PeerType::Client);
+        let mut to_server = client_hs.generate_outbound_p0_and_p1().unwrap();
+        for _ in 0..4 {
+            let mut to_client = Vec::new();
+            conn.handle_input(&to_server, &mut to_client, &mut Vec::new()).unwrap();
+            match client_hs.process_bytes(&to_client).unwrap() {
+                HandshakeProcessResult::InProgress { response_bytes } => to_server = response_bytes,
+                HandshakeProcessResult::Completed { response_bytes, .. } => {
+                    conn.handle_input(&response_bytes, &mut Vec::new(), &mut Vec::new()).unwrap();
+                    assert!(conn.handshake_done());
+                    return conn;
+                }
+            }
+        }
+        panic!("handshake did not complete");
+    }
+
+    /// One message as a client would chunk it (128-byte chunks, the initial size).
+    fn chunked(type_id: u8, data: Vec<u8>) -> Vec<u8> {
+        let payload = MessagePayload {
+            timestamp: RtmpTimestamp::new(0),
+            type_id,
+            message_stream_id: 0,
+            data: data.into(),
+        };
+        ChunkSerializer::new().serialize(&payload, true, false).unwrap().bytes
+    }
+
+    /// A `connect` whose command object is `depth` containers of one kind (AMF0 markers: 0x03
+    /// object, 0x08 ECMA array, 0x0A strict array), each holding the next.
+    fn deep_connect(kind: u8, depth: usize) -> Vec<u8> {
+        let mut v = vec![0x02, 0, 7];
+        v.extend(b"connect");
+        v.push(0x00);
+        v.extend(1f64.to_be_bytes());
+        for _ in 0..depth {
+            match kind {
+                0x03 => v.extend([0x03, 0, 1, b'a']),
+                0x08 => v.extend([0x08, 0, 0, 0, 1, 0, 1, b'a']),
+                _ => v.extend([0x0A, 0, 0, 0, 1]),
+            }
+        }
+        v.push(0x05);
+        if kind != 0x0A {
+            for _ in 0..depth {
+                v.extend([0, 0, 0x09]);
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn deeply_nested_connect_is_refused_not_a_stack_overflow() {
+        for kind in [0x03, 0x08, 0x0A] {
+            let mut conn = handshaken();
+            let bytes = chunked(20, deep_connect(kind, 5_000));
+            let r = conn.handle_input(&bytes, &mut Vec::new(), &mut Vec::new());
+            let err = r.expect_err("a 5,000-deep connect must be refused");
+            assert!(matches!(err, RtmpError::Amf0 { type_id: 20, .. }), "kind {kind:#x}: {err}");
+            assert!(err.is_peer_fault());
+        }
+    }
+
+    #[test]
+    fn shallow_connect_is_still_accepted() {
+        let mut conn = handshaken();
+        let mut events = Vec::new();
+        let mut body = deep_connect(0x03, 0);
+        // The object `{app: "live"}`.
+        body.pop();
+        body.extend([0x03, 0, 3, b'a', b'p', b'p', 0x02, 0, 4, b'l', b'i', b'v', b'e', 0, 0, 0x09]);
+        conn.handle_input(&chunked(20, body), &mut Vec::new(), &mut events).unwrap();
+        assert!(
+            matches!(&events[..], [ConnEvent::ConnectRequested { app, .. }] if app == "live"),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn short_command_is_refused_not_a_panic() {
+        let mut conn = handshaken();
+        let body = vec![0x02, 0, 7, b'c', b'o', b'n', b'n', b'e', b'c', b't'];
+        let err = conn.handle_input(&chunked(20, body), &mut Vec::new(), &mut Vec::new()).unwrap_err();
+        assert!(matches!(err, RtmpError::Amf0 { .. }), "{err}");
+    }
+
+    #[test]
+    fn oversized_declared_length_is_refused_at_its_header() {
+        let mut conn = handshaken();
+        // fmt 0, csid 4, timestamp 0, length 1 MiB + 1 (limit 1 MiB), video, stream 1: the
+        // header alone, no payload byte.
+        let header = [0x04, 0, 0, 0, 0x10, 0x00, 0x01, 9, 1, 0, 0, 0];
+        let err = conn.handle_input(&header, &mut Vec::new(), &mut Vec::new()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RtmpError::Framing { source: ChunkError::MessageTooLarge { declared: 0x10_0001, .. }, .. }
+            ),
+            "{err}"
+        );
+        // At the limit, the header is fine.
+        let mut conn = handshaken();
+        let header = [0x04, 0, 0, 0, 0x10, 0x00, 0x00, 9, 1, 0, 0, 0];
+        conn.handle_input(&header, &mut Vec::new(), &mut Vec::new()).unwrap();
+    }
+
+    #[test]
+    fn set_chunk_size_zero_is_refused() {
+        for bad in [0u32, 0x8000_0000] {
+            let mut conn = handshaken();
+            let bytes = chunked(1, bad.to_be_bytes().to_vec());
+            let err = conn.handle_input(&bytes, &mut Vec::new(), &mut Vec::new()).unwrap_err();
+            assert!(
+                matches!(err, RtmpError::Framing { source: ChunkError::InvalidChunkSize { .. }, .. }),
+                "{bad:#x}: {err}"
+            );
         }
     }
 

@@ -1,0 +1,362 @@
+//! Chunk-header watch: follows the peer's RTMP chunk stream header by header, without buffering
+//! payloads, so that limits can be enforced the moment a header arrives.
+//!
+//! rml_rtmp's `ChunkDeserializer` exposes no headers: it only returns complete messages, and it
+//! reserves the whole declared message length as soon as the first chunk's payload is in. So a
+//! peer could declare a 16 MiB message and we would only notice after `max_message_size` bytes
+//! were buffered (twice: once in the session, once in our control parser). [`ChunkWatch`] parses
+//! the basic header and the type 0-3 message headers (RTMP spec 1.0 §5.3.1) and refuses a declared
+//! message length over the limit as soon as its three length bytes arrive.
+//!
+//! It mirrors rml_rtmp 0.8's deserializer exactly, quirks included, because it must cut the byte
+//! stream where rml_rtmp does: one payload in progress for the whole connection (not one per
+//! chunk stream), a type-3 chunk re-reads the extended timestamp whenever the previous header
+//! had one, a message no longer than the chunk size is read as one chunk, and a SetChunkSize
+//! (type 1) takes effect right after its message completes. The one place it departs is a chunk
+//! whose message is shorter than the payload already in progress (a peer interleaving chunk
+//! streams): rml_rtmp 0.8 subtracts without a check there and panics, so we refuse it.
+//!
+//! Invariant: holds at most one partial header (18 bytes), the first 4 bytes of the payload in
+//! progress, and one small header per chunk stream id the peer used (at most 65,600).
+
+use std::collections::HashMap;
+
+/// RTMP spec §5.4.1: the chunk size both sides start with.
+pub const INITIAL_CHUNK_SIZE: usize = 128;
+/// A 24-bit timestamp field of all ones means "extended timestamp follows" (RTMP spec §5.3.1.3).
+const EXTENDED_TIMESTAMP: u32 = 0xFF_FFFF;
+/// Basic header (3) + type-0 message header (11) + extended timestamp (4).
+const MAX_HEADER: usize = 18;
+/// RTMP spec §7.1: SetChunkSize.
+const MSG_SET_CHUNK_SIZE: u8 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkError {
+    #[error("chunk stream {chunk_stream_id} declares a {declared}-byte message (limit {limit})")]
+    MessageTooLarge { chunk_stream_id: u32, declared: u32, limit: usize },
+    #[error("peer announced chunk size {requested}; it must be between 1 and 2^31-1")]
+    InvalidChunkSize { requested: u32 },
+    #[error("peer announced chunk size {requested}, above the limit of {limit}")]
+    ChunkSizeTooLarge { requested: u32, limit: u32 },
+    #[error(
+        "chunk stream {chunk_stream_id} starts a {declared}-byte message while {in_progress} bytes \
+         of another are pending (interleaved chunk streams)"
+    )]
+    Interleaved { chunk_stream_id: u32, declared: u32, in_progress: usize },
+    #[error("type-{fmt} chunk header on chunk stream {chunk_stream_id}, which has no previous header")]
+    NoPreviousHeader { fmt: u8, chunk_stream_id: u32 },
+}
+
+/// Validate a SetChunkSize value (RTMP spec §5.4.1: 31 bits, the top bit zero, at least 1) against
+/// our limit. rml_rtmp 0.8 accepts 0, with which no chunk ever carries a payload byte.
+pub fn checked_chunk_size(requested: u32, limit: u32) -> Result<u32, ChunkError> {
+    if requested == 0 || requested > 0x7fff_ffff {
+        return Err(ChunkError::InvalidChunkSize { requested });
+    }
+    if requested > limit {
+        return Err(ChunkError::ChunkSizeTooLarge { requested, limit });
+    }
+    Ok(requested)
+}
+
+/// What a chunk stream's last header said, for the compressed headers that follow it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Previous {
+    message_length: u32,
+    type_id: u8,
+    /// The 24-bit timestamp or delta field as sent; all ones means an extended timestamp.
+    timestamp_field: u32,
+}
+
+/// The header being waited for, or the payload being skipped.
+enum Stage {
+    Header,
+    Payload { chunk_stream_id: u32, header: Previous, left: usize },
+}
+
+/// Follows chunk boundaries and message lengths of one peer's byte stream.
+pub struct ChunkWatch {
+    max_message_size: usize,
+    max_chunk_size: u32,
+    chunk_size: usize,
+    stage: Stage,
+    /// Header bytes received so far while `stage` is `Header`.
+    partial: Vec<u8>,
+    previous: HashMap<u32, Previous>,
+    /// Payload bytes of the message in progress (rml_rtmp keeps one for all chunk streams).
+    in_progress: usize,
+    /// Its first bytes: a SetChunkSize value.
+    head: [u8; 4],
+    /// (type id, length) of every message completed, to compare with rml_rtmp in tests.
+    #[cfg(test)]
+    completed: Vec<(u8, usize)>,
+}
+
+impl ChunkWatch {
+    pub fn new(max_message_size: usize, max_chunk_size: u32) -> Self {
+        ChunkWatch {
+            max_message_size,
+            max_chunk_size,
+            chunk_size: INITIAL_CHUNK_SIZE,
+            stage: Stage::Header,
+            partial: Vec::with_capacity(MAX_HEADER),
+            previous: HashMap::new(),
+            in_progress: 0,
+            head: [0; 4],
+            #[cfg(test)]
+            completed: Vec::new(),
+        }
+    }
+
+    /// Follow `input`, the next bytes after the handshake. Errors as soon as the offending header
+    /// bytes are in.
+    pub fn feed(&mut self, mut input: &[u8]) -> Result<(), ChunkError> {
+        loop {
+            match &mut self.stage {
+                Stage::Header => {
+                    let had = self.partial.len();
+                    let take = input.len().min(MAX_HEADER - had);
+                    self.partial.extend_from_slice(&input[..take]);
+                    match self.parse_header()? {
+                        None => {
+                            debug_assert!(self.partial.len() < MAX_HEADER, "a header never exceeds 18 bytes");
+                            return Ok(());
+                        }
+                        Some((chunk_stream_id, header, used)) => {
+                            input = &input[used - had..];
+                            self.partial.clear();
+                            self.start_payload(chunk_stream_id, header)?;
+                        }
+                    }
+                }
+                Stage::Payload { left, .. } => {
+                    let n = (*left).min(input.len());
+                    let at = self.in_progress;
+                    for (i, b) in input[..n].iter().enumerate() {
+                        if let Some(slot) = self.head.get_mut(at + i) {
+                            *slot = *b;
+                        }
+                    }
+                    *left -= n;
+                    self.in_progress += n;
+                    input = &input[n..];
+                    if *left > 0 {
+                        return Ok(());
+                    }
+                    self.end_chunk()?;
+                    if input.is_empty() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Parse the header in `partial`: `None` until it is complete (or an error as soon as what is
+    /// in is enough to refuse), else the chunk stream id, the header and its length in bytes.
+    fn parse_header(&self) -> Result<Option<(u32, Previous, usize)>, ChunkError> {
+        let b = &self.partial[..];
+        let Some(&first) = b.first() else { return Ok(None) };
+        let fmt = first >> 6;
+        let (chunk_stream_id, mut at) = match first & 0x3f {
+            0 if b.len() >= 2 => (b[1] as u32 + 64, 2),
+            1 if b.len() >= 3 => (b[2] as u32 * 256 + b[1] as u32 + 64, 3),
+            0 | 1 => return Ok(None),
+            id => (id as u32, 1),
+        };
+        let mut header = if fmt == 0 {
+            Previous::default()
+        } else {
+            *self
+                .previous
+                .get(&chunk_stream_id)
+                .ok_or(ChunkError::NoPreviousHeader { fmt, chunk_stream_id })?
+        };
+        let u24 = |at: usize| u32::from_be_bytes([0, b[at], b[at + 1], b[at + 2]]);
+        if fmt <= 2 {
+            if b.len() < at + 3 {
+                return Ok(None);
+            }
+            header.timestamp_field = u24(at);
+            at += 3;
+        }
+        if fmt <= 1 {
+            if b.len() < at + 3 {
+                return Ok(None);
+            }
+            let declared = u24(at);
+            if declared as usize > self.max_message_size {
+                return Err(ChunkError::MessageTooLarge {
+                    chunk_stream_id,
+                    declared,
+                    limit: self.max_message_size,
+                });
+            }
+            header.message_length = declared;
+            at += 3;
+            let Some(&type_id) = b.get(at) else { return Ok(None) };
+            header.type_id = type_id;
+            at += 1;
+        }
+        if fmt == 0 {
+            at += 4; // message stream id
+        }
+        if header.timestamp_field >= EXTENDED_TIMESTAMP {
+            at += 4;
+        }
+        Ok((b.len() >= at).then_some((chunk_stream_id, header, at)))
+    }
+
+    /// rml_rtmp 0.8 `get_message_data`: a message longer than the chunk size is read in chunks
+    /// of up to the chunk size; a shorter one in one piece of its full length.
+    fn start_payload(&mut self, chunk_stream_id: u32, header: Previous) -> Result<(), ChunkError> {
+        let declared = header.message_length as usize;
+        let Some(remaining) = declared.checked_sub(self.in_progress) else {
+            return Err(ChunkError::Interleaved {
+                chunk_stream_id,
+                declared: header.message_length,
+                in_progress: self.in_progress,
+            });
+        };
+        let left = if declared > self.chunk_size { remaining.min(self.chunk_size) } else { declared };
+        self.stage = Stage::Payload { chunk_stream_id, header, left };
+        // A zero-length chunk (an empty message) ends right after its header.
+        if left == 0 {
+            self.end_chunk()?;
+        }
+        Ok(())
+    }
+
+    fn end_chunk(&mut self) -> Result<(), ChunkError> {
+        let Stage::Payload { chunk_stream_id, header, .. } =
+            std::mem::replace(&mut self.stage, Stage::Header)
+        else {
+            unreachable!("end_chunk is only called while in a payload");
+        };
+        self.previous.insert(chunk_stream_id, header);
+        if self.in_progress != header.message_length as usize {
+            return Ok(());
+        }
+        #[cfg(test)]
+        self.completed.push((header.type_id, self.in_progress));
+        // rml_rtmp fails on a SetChunkSize shorter than 4 bytes; the session reports that.
+        if header.type_id == MSG_SET_CHUNK_SIZE && self.in_progress >= 4 {
+            let size = checked_chunk_size(u32::from_be_bytes(self.head), self.max_chunk_size)?;
+            self.chunk_size = size as usize;
+        }
+        self.in_progress = 0;
+        self.head = [0; 4];
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use proptest::prelude::*;
+    use rml_rtmp::chunk_io::{ChunkDeserializer, ChunkSerializer};
+    use rml_rtmp::messages::MessagePayload;
+    use rml_rtmp::time::RtmpTimestamp;
+
+    #[test]
+    fn oversized_declared_length_is_refused_at_its_length_bytes() {
+        let mut w = ChunkWatch::new(65_536, 65_536);
+        // fmt 0, csid 4, timestamp 0, then length 0x010001 (65,537).
+        assert_eq!(w.feed(&[0x04, 0, 0, 0, 0x01, 0x00]), Ok(()));
+        assert_eq!(
+            w.feed(&[0x01]),
+            Err(ChunkError::MessageTooLarge { chunk_stream_id: 4, declared: 65_537, limit: 65_536 })
+        );
+    }
+
+    #[test]
+    fn set_chunk_size_zero_and_top_bit_are_refused() {
+        for bad in [0u32, 0x8000_0000, 0xffff_ffff] {
+            let mut w = ChunkWatch::new(65_536, 65_536);
+            let mut bytes = vec![0x02, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0];
+            bytes.extend(bad.to_be_bytes());
+            assert_eq!(w.feed(&bytes), Err(ChunkError::InvalidChunkSize { requested: bad }));
+        }
+        assert_eq!(checked_chunk_size(4096, 65_536), Ok(4096));
+        assert_eq!(
+            checked_chunk_size(65_537, 65_536),
+            Err(ChunkError::ChunkSizeTooLarge { requested: 65_537, limit: 65_536 })
+        );
+    }
+
+    #[test]
+    fn interleaving_that_would_panic_rml_rtmp_is_refused() {
+        let mut w = ChunkWatch::new(65_536, 65_536);
+        // 200-byte message on csid 4: the first 128-byte chunk, then a 10-byte one on csid 5.
+        let mut bytes = vec![0x04, 0, 0, 0, 0, 0, 200, 9, 1, 0, 0, 0];
+        bytes.extend([0u8; 128]);
+        bytes.extend([0x05, 0, 0, 0, 0, 0, 10, 8, 1, 0, 0, 0]);
+        assert!(matches!(w.feed(&bytes), Err(ChunkError::Interleaved { in_progress: 128, .. })));
+    }
+
+    fn watch_messages(bytes: &[u8], split: usize, max_chunk: u32) -> Result<Vec<(u8, usize)>, ChunkError> {
+        let mut w = ChunkWatch::new(1 << 24, max_chunk);
+        for piece in bytes.chunks(split.max(1)) {
+            w.feed(piece)?;
+        }
+        Ok(w.completed)
+    }
+
+    fn rml_messages(bytes: &[u8], max_chunk: u32) -> Vec<(u8, usize)> {
+        let mut de = ChunkDeserializer::new();
+        let mut out = Vec::new();
+        let mut input = bytes;
+        while let Ok(Some(m)) = de.get_next_message(input) {
+            input = &[];
+            if m.type_id == MSG_SET_CHUNK_SIZE && m.data.len() >= 4 {
+                let size = u32::from_be_bytes([m.data[0], m.data[1], m.data[2], m.data[3]]);
+                if checked_chunk_size(size, max_chunk).is_err() {
+                    break;
+                }
+                de.set_max_chunk_size(size as usize).unwrap();
+            }
+            out.push((m.type_id, m.data.len()));
+        }
+        out
+    }
+
+    proptest! {
+        /// Whatever rml_rtmp's serializer produces (any chunk size changes, timestamps beyond 24
+        /// bits, header compression), the watch follows the same boundaries as rml_rtmp's
+        /// deserializer and never refuses it.
+        #[test]
+        fn follows_rml_rtmp_framing(
+            msgs in prop::collection::vec(
+                (prop::sample::select(vec![1u8, 8, 9, 18, 20]), 1usize..600, 1u32..4,
+                 prop::sample::select(vec![0u32, 40, 0xff_fffe, 0x0100_0000])),
+                1..12),
+            split in 1usize..300,
+        ) {
+            let mut ser = ChunkSerializer::new();
+            let mut bytes = Vec::new();
+            let mut ts = 0u32;
+            for (type_id, len, stream, step) in &msgs {
+                ts = ts.wrapping_add(*step);
+                let data = if *type_id == MSG_SET_CHUNK_SIZE {
+                    // A new chunk size for the following messages.
+                    let size = 1 + (*len as u32 % 300);
+                    let p = ser.set_max_chunk_size(size, RtmpTimestamp::new(ts)).unwrap();
+                    bytes.extend(p.bytes);
+                    continue;
+                } else {
+                    Bytes::from(vec![0x5a; *len])
+                };
+                let payload = MessagePayload {
+                    timestamp: RtmpTimestamp::new(ts),
+                    type_id: *type_id,
+                    message_stream_id: *stream,
+                    data,
+                };
+                bytes.extend(ser.serialize(&payload, false, false).unwrap().bytes);
+            }
+            let ours = watch_messages(&bytes, split, 65_536);
+            prop_assert_eq!(ours, Ok(rml_messages(&bytes, 65_536)));
+        }
+    }
+}
