@@ -33,6 +33,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 pub use context::{test_ring, ApiContext, CACHE_TTL};
 
+use super::routes::Methods;
 use crate::auth::entitlements::Viewer;
 use crate::auth::jwt::AccessClaims;
 use crate::error::{Error, ErrorKind};
@@ -50,7 +51,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// `invalid_argument`, `unauthenticated`, `permission_denied`, `not_found`,
     /// `already_exists`, `failed_precondition`, `resource_exhausted`, `unavailable`,
-    /// `internal`, or `payload_too_large`.
+    /// `internal`, `payload_too_large`, or `method_not_allowed` (405, with an `Allow` header).
     pub code: String,
     pub message: String,
 }
@@ -266,6 +267,32 @@ api_routes!(
     search::search,
     users::openapi_json,
 );
+
+/// Every API path pattern (`/api/v1/...`, actix syntax) with the methods its handlers take,
+/// read from [`ApiDoc`]: `api_routes!` registers and documents the same handlers, and utoipa
+/// takes each one's path and method from its actix attribute. Feeds `http::routes::RouteTable`.
+pub fn route_methods() -> Vec<(String, Methods)> {
+    ApiDoc::openapi()
+        .paths
+        .paths
+        .into_iter()
+        .map(|(path, item)| {
+            let methods = [
+                (item.get.is_some(), Methods::GET),
+                (item.head.is_some(), Methods::HEAD),
+                (item.post.is_some(), Methods::POST),
+                (item.put.is_some(), Methods::PUT),
+                (item.patch.is_some(), Methods::PATCH),
+                (item.delete.is_some(), Methods::DELETE),
+                (item.options.is_some(), Methods::OPTIONS),
+            ]
+            .into_iter()
+            .filter(|(has, _)| *has)
+            .fold(Methods::NONE, |all, (_, m)| all | m);
+            (path, methods)
+        })
+        .collect()
+}
 
 /// Mounts `/api/v1` with its JSON body limit (`api.max_body`, in bytes) and error handlers.
 /// Needs `web::Data<ApiContext>` in the app (see `http::start`).
