@@ -585,6 +585,9 @@ mod tests {
         push(&mut writer, 1, &mut t);
         eventually(&|| restarts() > before).await;
         assert_eq!(restarts() - before, 1, "the panic is counted in tidecast_channel_output_restarts_total");
+        // The restarted packager's reader starts at the newest key frame once its backoff
+        // (50 ms here) is over: publish after that, so it sees whole segments.
+        tokio::time::sleep(Duration::from_millis(500)).await;
         push(&mut writer, 3, &mut t);
         let resumed = || {
             let w = rendition.window();

@@ -20,21 +20,18 @@
 //! AMF0 nesting depth ([`amf0`]).
 //!
 //! rml_rtmp is wrapped, not forked: every byte goes through our own checks ([`chunk::ChunkWatch`]
-//! on headers, then a second `ChunkDeserializer` and [`amf0::check_message`] on each complete
-//! message) before the session sees it, so its unbounded AMF0 recursion and its panics on short
+//! on headers, and [`amf0::check_message`] on each complete AMF message it hands out) before the
+//! session sees it, so its unbounded AMF0 recursion and its panics on short
 //! commands are never reached. See `amf0.rs` for why a pre-check beats a fork.
 
 pub mod amf0;
 pub mod chunk;
-
 pub mod media;
 
 use std::fmt;
 
 use bytes::Bytes;
-use rml_rtmp::chunk_io::{
-    ChunkDeserializationError, ChunkDeserializer, ChunkSerializationError, ChunkSerializer,
-};
+use rml_rtmp::chunk_io::{ChunkSerializationError, ChunkSerializer};
 use rml_rtmp::handshake::{Handshake, HandshakeError, HandshakeProcessResult, PeerType};
 use rml_rtmp::messages::MessagePayload;
 use rml_rtmp::sessions::{
@@ -86,12 +83,6 @@ pub enum RtmpError {
     MessageTooLarge { buffered: usize, limit: usize },
     #[error("{what} name is {len} bytes long (limit {limit})")]
     NameTooLong { what: &'static str, len: usize, limit: usize },
-    #[error("malformed chunk stream after {received} bytes: {source}")]
-    Chunk {
-        received: u64,
-        #[source]
-        source: ChunkDeserializationError,
-    },
     #[error("chunk header refused after {received} bytes: {source}")]
     Framing {
         received: u64,
@@ -147,6 +138,18 @@ pub enum ConnEvent {
     PlayFinished,
 }
 
+/// Why `check_control` refused input, before it is located by byte offset.
+enum Refusal {
+    Chunk(ChunkError),
+    Amf0 { type_id: u8, source: amf0::Amf0Error },
+}
+
+impl From<ChunkError> for Refusal {
+    fn from(e: ChunkError) -> Self {
+        Refusal::Chunk(e)
+    }
+}
+
 enum Phase {
     Handshake(Box<Handshake>),
     Session(Box<ServerSession>),
@@ -159,12 +162,10 @@ pub struct RtmpServerConn {
     received: u64,
     /// Bytes fed since rml_rtmp last raised an application event.
     pending: usize,
-    /// A second chunk parser that sees every byte the session sees, before the session does: to
-    /// read the peer's SetChunkSize messages (rml_rtmp 0.8 applies them internally without
-    /// raising `ClientChunkSizeChanged`) and to check every AMF body before rml_rtmp decodes it.
-    control: ChunkDeserializer,
-    /// Follows chunk headers so that a declared length over `max_message_size` is refused when
-    /// its header arrives, not after that many bytes were buffered.
+    /// Sees every byte the session sees, before the session does: refuses a declared length over
+    /// `max_message_size` when its header arrives, reads the peer's SetChunkSize (rml_rtmp 0.8
+    /// applies them internally without raising `ClientChunkSizeChanged`), and hands every AMF
+    /// body to [`amf0::check_message`] before rml_rtmp decodes it. Media is not copied.
     headers: ChunkWatch,
 }
 
@@ -175,7 +176,6 @@ impl RtmpServerConn {
             limits,
             received: 0,
             pending: 0,
-            control: ChunkDeserializer::new(),
             headers: ChunkWatch::new(limits.max_message_size, limits.max_chunk_size),
         }
     }
@@ -184,29 +184,14 @@ impl RtmpServerConn {
     /// SetChunkSize values, RTMP spec §5.3.1 and §5.4.1), then every complete message, whose AMF
     /// body must pass the bounded walk in [`amf0`] because rml_rtmp's decoder recurses unbounded.
     fn check_control(&mut self, input: &[u8], start: u64) -> Result<(), RtmpError> {
-        self.headers.feed(input).map_err(|source| RtmpError::Framing { received: start, source })?;
-        let mut bytes = input;
-        loop {
-            let msg = self
-                .control
-                .get_next_message(bytes)
-                .map_err(|source| RtmpError::Chunk { received: start, source })?;
-            bytes = &[];
-            let Some(msg) = msg else { return Ok(()) };
-            amf0::check_message(msg.type_id, &msg.data).map_err(|source| RtmpError::Amf0 {
-                received: start,
-                type_id: msg.type_id,
-                source,
-            })?;
-            if msg.type_id == 1 && msg.data.len() >= 4 {
-                let size = u32::from_be_bytes([msg.data[0], msg.data[1], msg.data[2], msg.data[3]]);
-                let size = chunk::checked_chunk_size(size, self.limits.max_chunk_size)
-                    .map_err(|source| RtmpError::Framing { received: start, source })?;
-                self.control
-                    .set_max_chunk_size(size as usize)
-                    .map_err(|source| RtmpError::Chunk { received: start, source })?;
-            }
-        }
+        self.headers
+            .feed(input, |type_id, body| {
+                amf0::check_message(type_id, body).map_err(|source| Refusal::Amf0 { type_id, source })
+            })
+            .map_err(|r| match r {
+                Refusal::Chunk(source) => RtmpError::Framing { received: start, source },
+                Refusal::Amf0 { type_id, source } => RtmpError::Amf0 { received: start, type_id, source },
+            })
     }
 
     /// Total bytes fed so far (for error locations).

@@ -16,8 +16,14 @@
 //! whose message is shorter than the payload already in progress (a peer interleaving chunk
 //! streams): rml_rtmp 0.8 subtracts without a check there and panics, so we refuse it.
 //!
+//! It also hands the body of every complete AMF message (types 15, 17, 18, 20: the ones rml_rtmp
+//! decodes) to the caller, so they can be vetted (`amf0::check_message`) before the session
+//! decodes them. Media payloads (types 8 and 9, nearly all the bytes) are skipped, never copied:
+//! this watch replaced a second full `ChunkDeserializer` that buffered every message twice.
+//!
 //! Invariant: holds at most one partial header (18 bytes), the first 4 bytes of the payload in
-//! progress, and one small header per chunk stream id the peer used (at most 65,600).
+//! progress, the AMF message in progress (at most `max_message_size`, released when large), and
+//! one small header per chunk stream id the peer used (at most 65,600).
 
 use std::collections::HashMap;
 
@@ -29,6 +35,11 @@ const EXTENDED_TIMESTAMP: u32 = 0xFF_FFFF;
 const MAX_HEADER: usize = 18;
 /// RTMP spec §7.1: SetChunkSize.
 const MSG_SET_CHUNK_SIZE: u8 = 1;
+/// Message types whose bodies rml_rtmp 0.8 decodes as AMF0 (RTMP spec §7.1: AMF3 data 15, AMF3
+/// command 17, AMF0 data 18, AMF0 command 20).
+const AMF_TYPES: [u8; 4] = [15, 17, 18, 20];
+/// An AMF buffer that grew past this is released after its message instead of kept.
+const AMF_KEEP: usize = 16 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChunkError {
@@ -87,6 +98,8 @@ pub struct ChunkWatch {
     in_progress: usize,
     /// Its first bytes: a SetChunkSize value.
     head: [u8; 4],
+    /// The body of the AMF message in progress (empty for other types).
+    amf: Vec<u8>,
     /// (type id, length) of every message completed, to compare with rml_rtmp in tests.
     #[cfg(test)]
     completed: Vec<(u8, usize)>,
@@ -103,14 +116,20 @@ impl ChunkWatch {
             previous: HashMap::new(),
             in_progress: 0,
             head: [0; 4],
+            amf: Vec::new(),
             #[cfg(test)]
             completed: Vec::new(),
         }
     }
 
     /// Follow `input`, the next bytes after the handshake. Errors as soon as the offending header
-    /// bytes are in.
-    pub fn feed(&mut self, mut input: &[u8]) -> Result<(), ChunkError> {
+    /// bytes are in. `on_amf(type_id, body)` sees each complete AMF message before anything after
+    /// it is followed; its error stops the feed.
+    pub fn feed<E: From<ChunkError>>(
+        &mut self,
+        mut input: &[u8],
+        mut on_amf: impl FnMut(u8, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         loop {
             match &mut self.stage {
                 Stage::Header => {
@@ -125,11 +144,11 @@ impl ChunkWatch {
                         Some((chunk_stream_id, header, used)) => {
                             input = &input[used - had..];
                             self.partial.clear();
-                            self.start_payload(chunk_stream_id, header)?;
+                            self.start_payload(chunk_stream_id, header, &mut on_amf)?;
                         }
                     }
                 }
-                Stage::Payload { left, .. } => {
+                Stage::Payload { left, header, .. } => {
                     let n = (*left).min(input.len());
                     let at = self.in_progress;
                     for (i, b) in input[..n].iter().enumerate() {
@@ -137,13 +156,16 @@ impl ChunkWatch {
                             *slot = *b;
                         }
                     }
+                    if AMF_TYPES.contains(&header.type_id) {
+                        self.amf.extend_from_slice(&input[..n]);
+                    }
                     *left -= n;
                     self.in_progress += n;
                     input = &input[n..];
                     if *left > 0 {
                         return Ok(());
                     }
-                    self.end_chunk()?;
+                    self.end_chunk(&mut on_amf)?;
                     if input.is_empty() {
                         return Ok(());
                     }
@@ -209,25 +231,34 @@ impl ChunkWatch {
 
     /// rml_rtmp 0.8 `get_message_data`: a message longer than the chunk size is read in chunks
     /// of up to the chunk size; a shorter one in one piece of its full length.
-    fn start_payload(&mut self, chunk_stream_id: u32, header: Previous) -> Result<(), ChunkError> {
+    fn start_payload<E: From<ChunkError>>(
+        &mut self,
+        chunk_stream_id: u32,
+        header: Previous,
+        on_amf: &mut impl FnMut(u8, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         let declared = header.message_length as usize;
         let Some(remaining) = declared.checked_sub(self.in_progress) else {
             return Err(ChunkError::Interleaved {
                 chunk_stream_id,
                 declared: header.message_length,
                 in_progress: self.in_progress,
-            });
+            }
+            .into());
         };
         let left = if declared > self.chunk_size { remaining.min(self.chunk_size) } else { declared };
         self.stage = Stage::Payload { chunk_stream_id, header, left };
         // A zero-length chunk (an empty message) ends right after its header.
         if left == 0 {
-            self.end_chunk()?;
+            self.end_chunk(on_amf)?;
         }
         Ok(())
     }
 
-    fn end_chunk(&mut self) -> Result<(), ChunkError> {
+    fn end_chunk<E: From<ChunkError>>(
+        &mut self,
+        on_amf: &mut impl FnMut(u8, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         let Stage::Payload { chunk_stream_id, header, .. } =
             std::mem::replace(&mut self.stage, Stage::Header)
         else {
@@ -246,6 +277,14 @@ impl ChunkWatch {
         }
         self.in_progress = 0;
         self.head = [0; 4];
+        if AMF_TYPES.contains(&header.type_id) {
+            let checked = on_amf(header.type_id, &self.amf);
+            self.amf.clear();
+            if self.amf.capacity() > AMF_KEEP {
+                self.amf = Vec::new();
+            }
+            checked?;
+        }
         Ok(())
     }
 }
@@ -259,13 +298,17 @@ mod tests {
     use rml_rtmp::messages::MessagePayload;
     use rml_rtmp::time::RtmpTimestamp;
 
+    fn no_amf(_: u8, _: &[u8]) -> Result<(), ChunkError> {
+        Ok(())
+    }
+
     #[test]
     fn oversized_declared_length_is_refused_at_its_length_bytes() {
         let mut w = ChunkWatch::new(65_536, 65_536);
         // fmt 0, csid 4, timestamp 0, then length 0x010001 (65,537).
-        assert_eq!(w.feed(&[0x04, 0, 0, 0, 0x01, 0x00]), Ok(()));
+        assert_eq!(w.feed(&[0x04, 0, 0, 0, 0x01, 0x00], no_amf), Ok(()));
         assert_eq!(
-            w.feed(&[0x01]),
+            w.feed(&[0x01], no_amf),
             Err(ChunkError::MessageTooLarge { chunk_stream_id: 4, declared: 65_537, limit: 65_536 })
         );
     }
@@ -276,7 +319,7 @@ mod tests {
             let mut w = ChunkWatch::new(65_536, 65_536);
             let mut bytes = vec![0x02, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0];
             bytes.extend(bad.to_be_bytes());
-            assert_eq!(w.feed(&bytes), Err(ChunkError::InvalidChunkSize { requested: bad }));
+            assert_eq!(w.feed(&bytes, no_amf), Err(ChunkError::InvalidChunkSize { requested: bad }));
         }
         assert_eq!(checked_chunk_size(4096, 65_536), Ok(4096));
         assert_eq!(
@@ -292,20 +335,28 @@ mod tests {
         let mut bytes = vec![0x04, 0, 0, 0, 0, 0, 200, 9, 1, 0, 0, 0];
         bytes.extend([0u8; 128]);
         bytes.extend([0x05, 0, 0, 0, 0, 0, 10, 8, 1, 0, 0, 0]);
-        assert!(matches!(w.feed(&bytes), Err(ChunkError::Interleaved { in_progress: 128, .. })));
+        assert!(matches!(w.feed(&bytes, no_amf), Err(ChunkError::Interleaved { in_progress: 128, .. })));
     }
 
-    fn watch_messages(bytes: &[u8], split: usize, max_chunk: u32) -> Result<Vec<(u8, usize)>, ChunkError> {
+    type Seen = (Vec<(u8, usize)>, Vec<(u8, Vec<u8>)>);
+
+    /// (type, length) of every message, and the AMF bodies handed out.
+    fn watch_messages(bytes: &[u8], split: usize, max_chunk: u32) -> Result<Seen, ChunkError> {
         let mut w = ChunkWatch::new(1 << 24, max_chunk);
+        let mut amf = Vec::new();
         for piece in bytes.chunks(split.max(1)) {
-            w.feed(piece)?;
+            w.feed(piece, |t, body: &[u8]| {
+                amf.push((t, body.to_vec()));
+                Ok::<(), ChunkError>(())
+            })?;
         }
-        Ok(w.completed)
+        Ok((w.completed, amf))
     }
 
-    fn rml_messages(bytes: &[u8], max_chunk: u32) -> Vec<(u8, usize)> {
+    fn rml_messages(bytes: &[u8], max_chunk: u32) -> Seen {
         let mut de = ChunkDeserializer::new();
         let mut out = Vec::new();
+        let mut amf = Vec::new();
         let mut input = bytes;
         while let Ok(Some(m)) = de.get_next_message(input) {
             input = &[];
@@ -316,19 +367,22 @@ mod tests {
                 }
                 de.set_max_chunk_size(size as usize).unwrap();
             }
+            if AMF_TYPES.contains(&m.type_id) {
+                amf.push((m.type_id, m.data.to_vec()));
+            }
             out.push((m.type_id, m.data.len()));
         }
-        out
+        (out, amf)
     }
 
     proptest! {
         /// Whatever rml_rtmp's serializer produces (any chunk size changes, timestamps beyond 24
         /// bits, header compression), the watch follows the same boundaries as rml_rtmp's
-        /// deserializer and never refuses it.
+        /// deserializer, never refuses it, and hands out exactly the AMF bodies rml_rtmp reads.
         #[test]
         fn follows_rml_rtmp_framing(
             msgs in prop::collection::vec(
-                (prop::sample::select(vec![1u8, 8, 9, 18, 20]), 1usize..600, 1u32..4,
+                (prop::sample::select(vec![1u8, 8, 9, 15, 17, 18, 20]), 1usize..600, 1u32..4,
                  prop::sample::select(vec![0u32, 40, 0xff_fffe, 0x0100_0000])),
                 1..12),
             split in 1usize..300,
@@ -345,7 +399,7 @@ mod tests {
                     bytes.extend(p.bytes);
                     continue;
                 } else {
-                    Bytes::from(vec![0x5a; *len])
+                    Bytes::from((0..*len).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
                 };
                 let payload = MessagePayload {
                     timestamp: RtmpTimestamp::new(ts),
