@@ -19,29 +19,7 @@ use rml_rtmp::time::RtmpTimestamp;
 
 const PROTOCOL_ERRORS: &str = r#"tidecast_protocol_errors_total{protocol="rtmp"}"#;
 
-/// A `connect` command body (AMF0: name, transaction id, command object) whose command object is
-/// `depth` containers of `kind` (0x03 object, 0x08 ECMA array, 0x0A strict array), each holding
-/// the next, around a null. Objects and ECMA arrays are closed properly, so the body is valid AMF0.
-fn deep_connect(kind: u8, depth: usize) -> Vec<u8> {
-    let mut v = vec![0x02, 0, 7];
-    v.extend(b"connect");
-    v.push(0x00);
-    v.extend(1f64.to_be_bytes());
-    for _ in 0..depth {
-        match kind {
-            0x03 => v.extend([0x03, 0, 3, b'a', b'p', b'p']),
-            0x08 => v.extend([0x08, 0, 0, 0, 1, 0, 3, b'a', b'p', b'p']),
-            _ => v.extend([0x0A, 0, 0, 0, 1]),
-        }
-    }
-    v.push(0x05);
-    if kind != 0x0A {
-        for _ in 0..depth {
-            v.extend([0, 0, 0x09]);
-        }
-    }
-    v
-}
+use tidecast::protocols::rtmp::amf0::nested_connect as deep_connect;
 
 /// One command message (type 20) on message stream 0, in 128-byte chunks as a fresh client sends.
 fn command_chunks(body: Vec<u8>) -> Vec<u8> {

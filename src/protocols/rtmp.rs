@@ -565,28 +565,7 @@ mod tests {
         ChunkSerializer::new().serialize(&payload, true, false).unwrap().bytes
     }
 
-    /// A `connect` whose command object is `depth` containers of one kind (AMF0 markers: 0x03
-    /// object, 0x08 ECMA array, 0x0A strict array), each holding the next.
-    fn deep_connect(kind: u8, depth: usize) -> Vec<u8> {
-        let mut v = vec![0x02, 0, 7];
-        v.extend(b"connect");
-        v.push(0x00);
-        v.extend(1f64.to_be_bytes());
-        for _ in 0..depth {
-            match kind {
-                0x03 => v.extend([0x03, 0, 1, b'a']),
-                0x08 => v.extend([0x08, 0, 0, 0, 1, 0, 1, b'a']),
-                _ => v.extend([0x0A, 0, 0, 0, 1]),
-            }
-        }
-        v.push(0x05);
-        if kind != 0x0A {
-            for _ in 0..depth {
-                v.extend([0, 0, 0x09]);
-            }
-        }
-        v
-    }
+    use super::amf0::nested_connect as deep_connect;
 
     #[test]
     fn deeply_nested_connect_is_refused_not_a_stack_overflow() {
