@@ -32,7 +32,7 @@ use tracing::{debug, info};
 
 use crate::media::clock::Clock;
 use crate::media::frame::Frame;
-use crate::media::ring::RingReader;
+use crate::media::ring::{Batch, RingReader};
 use crate::metrics::{metrics, GaugeGuard};
 
 /// Window over which a viewer's key-frame skips are counted.
@@ -144,7 +144,25 @@ impl ViewerSession {
     /// Apply the lag policy, then move up to `max` buffered frames into `batch` (cleared first).
     pub fn next_batch(&mut self, batch: &mut Vec<Arc<Frame>>, max: usize) -> Step {
         batch.clear();
-        if self.reader.lag() > self.policy.max_lag {
+        let b = match self.reader.read_batch_within(batch, max, self.policy.max_lag) {
+            Ok(b) => b,
+            Err(_lag) => match self.shed(batch, max) {
+                Ok(b) => b,
+                Err(cut) => return cut,
+            },
+        };
+        self.dropped.inc_by(b.skipped);
+        match (batch.is_empty(), b.closed) {
+            (false, _) => Step::Frames,
+            (true, true) => Step::Ended,
+            (true, false) => Step::Idle,
+        }
+    }
+
+    /// Too far behind live: skip to the newest key frame (counted), or cut the viewer off when
+    /// it has skipped too often; then read from there.
+    fn shed(&mut self, batch: &mut Vec<Arc<Frame>>, max: usize) -> Result<Batch, Step> {
+        {
             let n = self.reader.skip_to_newest_sync();
             self.dropped.inc_by(n);
             let now = self.clock.now();
@@ -155,16 +173,10 @@ impl ViewerSession {
             info!(skipped = n, "viewer behind live; skipped to the newest key frame");
             if self.skips.len() > self.policy.max_skips as usize {
                 info!("viewer keeps falling behind; disconnecting");
-                return self.cut(CutReason::Slow);
+                return Err(self.cut(CutReason::Slow));
             }
         }
-        let b = self.reader.read_batch(batch, max);
-        self.dropped.inc_by(b.skipped);
-        match (batch.is_empty(), b.closed) {
-            (false, _) => Step::Frames,
-            (true, true) => Step::Ended,
-            (true, false) => Step::Idle,
-        }
+        Ok(self.reader.read_batch(batch, max))
     }
 
     /// Count a cut-off and return the step that says so.

@@ -353,6 +353,31 @@ struct Cursor {
 }
 
 impl Cursor {
+    /// How far behind the newest frame the cursor is, by decode time.
+    fn lag(&self, s: &State) -> Duration {
+        match (s.get(self.next.max(s.first_seq)), s.frames.back()) {
+            (Some(mine), Some(newest)) => newest.dts.minus(mine.dts).as_duration(),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Up to `max` frames into `out` from the locked state.
+    fn read_batch(&mut self, s: &State, out: &mut Vec<Arc<Frame>>, max: usize) -> Batch {
+        let mut batch = Batch::default();
+        while out.len() < max {
+            match self.read(s) {
+                ReadResult::Frame(f) => out.push(f),
+                ReadResult::Lagged(l) => batch.skipped += l.skipped,
+                ReadResult::Empty => break,
+                ReadResult::Closed => {
+                    batch.closed = true;
+                    break;
+                }
+            }
+        }
+        batch
+    }
+
     /// The next frame for this cursor from the locked state.
     fn read(&mut self, s: &State) -> ReadResult {
         if self.next < s.first_seq {
@@ -410,20 +435,8 @@ impl RingReader {
     /// closed and drained. One lock for the whole batch: with hundreds of viewers woken per
     /// video frame, a lock per frame would be most of the reading cost.
     pub fn read_batch(&mut self, out: &mut Vec<Arc<Frame>>, max: usize) -> Batch {
-        let mut batch = Batch::default();
         let s = self.shared.lock();
-        while out.len() < max {
-            match self.cur.read(&s) {
-                ReadResult::Frame(f) => out.push(f),
-                ReadResult::Lagged(l) => batch.skipped += l.skipped,
-                ReadResult::Empty => break,
-                ReadResult::Closed => {
-                    batch.closed = true;
-                    break;
-                }
-            }
-        }
-        batch
+        self.cur.read_batch(&s, out, max)
     }
 
     /// Wait until a frame past the cursor exists or the ring is closed.
@@ -461,10 +474,24 @@ impl RingReader {
     /// How far behind the newest frame this reader is, by decode time.
     pub fn lag(&self) -> Duration {
         let s = self.shared.lock();
-        match (s.get(self.cur.next.max(s.first_seq)), s.frames.back()) {
-            (Some(mine), Some(newest)) => newest.dts.minus(mine.dts).as_duration(),
-            _ => Duration::ZERO,
+        self.cur.lag(&s)
+    }
+
+    /// `read_batch`, unless this reader is more than `max_lag` behind the newest frame: then
+    /// nothing is read and the lag is returned, for the caller's shedding policy. One lock for
+    /// both, since a viewer asks this on every wake-up.
+    pub fn read_batch_within(
+        &mut self,
+        out: &mut Vec<Arc<Frame>>,
+        max: usize,
+        max_lag: Duration,
+    ) -> Result<Batch, Duration> {
+        let s = self.shared.lock();
+        let lag = self.cur.lag(&s);
+        if lag > max_lag {
+            return Err(lag);
         }
+        Ok(self.cur.read_batch(&s, out, max))
     }
 
     /// Shed load: jump to the newest sync point (backpressure rule 3: drop to a key frame, never

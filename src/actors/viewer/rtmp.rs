@@ -33,8 +33,10 @@ use crate::metrics::metrics;
 use crate::protocols::rtmp::media::{frame_message, sequence_headers, RTMP_WIRE};
 use crate::protocols::rtmp::{ConnEvent, RtmpServerConn, SHARED_STREAM_ID};
 
-/// Frames handed to one vectored write.
+/// Frames taken from the ring per batch.
 const WRITE_BATCH: usize = 64;
+/// Buffers per `writev` (a woken viewer usually has 2-4: a video frame and the audio beside it).
+const IOV_BATCH: usize = 16;
 /// What one read of a viewer's input takes at most; viewers send almost nothing. A stack
 /// buffer, so 500 viewers do not hold 500 idle read buffers.
 const INPUT_READ: usize = 2048;
@@ -107,6 +109,10 @@ async fn play(
     let mut events = Vec::new();
     let mut last_tracks: Option<Arc<Tracks>> = None;
     let mut written_media = false;
+    // Registered once, not on every wake-up: a fresh `cancelled()` future per loop would lock the
+    // shared shutdown token of every connection on every frame.
+    let shutdown = ctx.shutdown.cancelled();
+    tokio::pin!(shutdown);
     loop {
         if !control.is_empty() {
             let buf = std::mem::take(&mut control);
@@ -118,7 +124,7 @@ async fn play(
         }
         let wake = tokio::select! {
             biased;
-            _ = ctx.shutdown.cancelled() => Wake::Shutdown,
+            _ = &mut shutdown => Wake::Shutdown,
             r = rd.readable() => {
                 r.map_err(SessionEnd::Io)?;
                 Wake::Input
@@ -245,9 +251,14 @@ async fn write_all_vectored(wr: &mut OwnedWriteHalf, bufs: &mut [Bytes]) -> std:
     let mut idx = 0;
     let mut total = 0u64;
     while idx < bufs.len() {
-        let slices: Vec<IoSlice<'_>> =
-            bufs[idx..].iter().take(WRITE_BATCH).map(|b| IoSlice::new(b)).collect();
-        let mut n = wr.write_vectored(&slices).await?;
+        // On the stack: one vectored write per wake-up per viewer should not allocate.
+        let mut slices = [IoSlice::new(&[]); IOV_BATCH];
+        let mut count = 0;
+        for (slot, b) in slices.iter_mut().zip(&bufs[idx..]) {
+            *slot = IoSlice::new(b);
+            count += 1;
+        }
+        let mut n = wr.write_vectored(&slices[..count]).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
