@@ -22,7 +22,7 @@
 //! this watch replaced a second full `ChunkDeserializer` that buffered every message twice.
 //!
 //! Invariant: holds at most one partial header (18 bytes), the first 4 bytes of the payload in
-//! progress, the AMF message in progress (at most `max_message_size`, released when large), and
+//! progress, the AMF message in progress (at most `max_message_size`, released after it), and
 //! one small header per chunk stream id the peer used (at most 65,600).
 
 use std::collections::HashMap;
@@ -38,8 +38,6 @@ const MSG_SET_CHUNK_SIZE: u8 = 1;
 /// Message types whose bodies rml_rtmp 0.8 decodes as AMF0 (RTMP spec §7.1: AMF3 data 15, AMF3
 /// command 17, AMF0 data 18, AMF0 command 20).
 const AMF_TYPES: [u8; 4] = [15, 17, 18, 20];
-/// An AMF buffer that grew past this is released after its message instead of kept.
-const AMF_KEEP: usize = 16 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChunkError {
@@ -92,7 +90,9 @@ pub struct ChunkWatch {
     chunk_size: usize,
     stage: Stage,
     /// Header bytes received so far while `stage` is `Header`.
-    partial: Vec<u8>,
+    partial: [u8; MAX_HEADER],
+    /// How many bytes of `partial` are in (inline: one allocation less per connection).
+    partial_len: usize,
     previous: HashMap<u32, Previous>,
     /// Payload bytes of the message in progress (rml_rtmp keeps one for all chunk streams).
     in_progress: usize,
@@ -112,7 +112,8 @@ impl ChunkWatch {
             max_chunk_size,
             chunk_size: INITIAL_CHUNK_SIZE,
             stage: Stage::Header,
-            partial: Vec::with_capacity(MAX_HEADER),
+            partial: [0; MAX_HEADER],
+            partial_len: 0,
             previous: HashMap::new(),
             in_progress: 0,
             head: [0; 4],
@@ -133,17 +134,18 @@ impl ChunkWatch {
         loop {
             match &mut self.stage {
                 Stage::Header => {
-                    let had = self.partial.len();
+                    let had = self.partial_len;
                     let take = input.len().min(MAX_HEADER - had);
-                    self.partial.extend_from_slice(&input[..take]);
+                    self.partial[had..had + take].copy_from_slice(&input[..take]);
+                    self.partial_len = had + take;
                     match self.parse_header()? {
                         None => {
-                            debug_assert!(self.partial.len() < MAX_HEADER, "a header never exceeds 18 bytes");
+                            debug_assert!(self.partial_len < MAX_HEADER, "a header never exceeds 18 bytes");
                             return Ok(());
                         }
                         Some((chunk_stream_id, header, used)) => {
                             input = &input[used - had..];
-                            self.partial.clear();
+                            self.partial_len = 0;
                             self.start_payload(chunk_stream_id, header, &mut on_amf)?;
                         }
                     }
@@ -177,7 +179,7 @@ impl ChunkWatch {
     /// Parse the header in `partial`: `None` until it is complete (or an error as soon as what is
     /// in is enough to refuse), else the chunk stream id, the header and its length in bytes.
     fn parse_header(&self) -> Result<Option<(u32, Previous, usize)>, ChunkError> {
-        let b = &self.partial[..];
+        let b = &self.partial[..self.partial_len];
         let Some(&first) = b.first() else { return Ok(None) };
         let fmt = first >> 6;
         let (chunk_stream_id, mut at) = match first & 0x3f {
@@ -279,10 +281,9 @@ impl ChunkWatch {
         self.head = [0; 4];
         if AMF_TYPES.contains(&header.type_id) {
             let checked = on_amf(header.type_id, &self.amf);
-            self.amf.clear();
-            if self.amf.capacity() > AMF_KEEP {
-                self.amf = Vec::new();
-            }
+            // Released, not kept: after connect and play/publish a peer sends almost no AMF, and
+            // a kept buffer would be held by every idle viewer.
+            self.amf = Vec::new();
             checked?;
         }
         Ok(())
