@@ -122,14 +122,17 @@ async fn play(
                 Delivery::Failed(e) => return Err(SessionEnd::Io(e)),
             }
         }
+        // Biased, shutdown last: on a frame wake-up the ring branch answers before the shutdown
+        // future is polled (polling it locks the token every server connection shares). At
+        // shutdown the channels close their rings too, so a busy viewer still ends promptly.
         let wake = tokio::select! {
             biased;
-            _ = &mut shutdown => Wake::Shutdown,
             r = rd.readable() => {
                 r.map_err(SessionEnd::Io)?;
                 Wake::Input
             }
             open = session.wait() => Wake::Ring(open),
+            _ = &mut shutdown => Wake::Shutdown,
         };
         let ring_open = match wake {
             Wake::Shutdown => {
