@@ -7,7 +7,7 @@
 //! `crate::auth::entitlements::can_play`; errors go through the one `ErrorKind` -> status
 //! mapping (`http::error`), so every failure is `{"error": {"code", "message"}}`.
 //!
-//! Route table and OpenAPI document come from the same list ([`api_routes!`]): a handler is
+//! Route table and OpenAPI document come from the same list (`api_routes!`): a handler is
 //! either in both or in neither.
 //!
 //! Caches: a video's metadata and a user's active plan ids are cached for [`CACHE_TTL`] so the
