@@ -17,7 +17,7 @@ use std::io::IoSlice;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -254,14 +254,19 @@ async fn write_all_vectored(wr: &mut OwnedWriteHalf, bufs: &mut [Bytes]) -> std:
     let mut idx = 0;
     let mut total = 0u64;
     while idx < bufs.len() {
-        // On the stack: one vectored write per wake-up per viewer should not allocate.
-        let mut slices = [IoSlice::new(&[]); IOV_BATCH];
-        let mut count = 0;
-        for (slot, b) in slices.iter_mut().zip(&bufs[idx..]) {
-            *slot = IoSlice::new(b);
-            count += 1;
-        }
-        let mut n = wr.write_vectored(&slices[..count]).await?;
+        // The slices live on the stack of each poll, not in the future: one vectored write per
+        // wake-up per viewer allocates nothing, and the viewer's task stays small while idle.
+        let pending = &bufs[idx..];
+        let mut n = std::future::poll_fn(|cx| {
+            let mut slices = [IoSlice::new(&[]); IOV_BATCH];
+            let mut count = 0;
+            for (slot, b) in slices.iter_mut().zip(pending) {
+                *slot = IoSlice::new(b);
+                count += 1;
+            }
+            std::pin::Pin::new(&mut *wr).poll_write_vectored(cx, &slices[..count])
+        })
+        .await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
