@@ -194,6 +194,15 @@ impl RtmpServerConn {
             })
     }
 
+    /// Change the largest message accepted, from the next chunk header on. The listener starts
+    /// every connection with a small limit (commands are small) and raises it to
+    /// `RtmpLimits::max_message_size` only for an accepted publisher, so an unauthenticated peer
+    /// cannot make rml_rtmp reserve megabytes per connection.
+    pub fn set_max_message_size(&mut self, max_message_size: usize) {
+        self.limits.max_message_size = max_message_size;
+        self.headers.set_max_message_size(max_message_size);
+    }
+
     /// Total bytes fed so far (for error locations).
     pub fn received(&self) -> u64 {
         self.received
