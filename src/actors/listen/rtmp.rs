@@ -233,11 +233,8 @@ enum Role {
 
 async fn connection(stream: TcpStream, ctx: Arc<RtmpContext>) {
     let (mut rd, mut wr) = stream.into_split();
-    let negotiation = RtmpLimits {
-        max_message_size: NEGOTIATION_MAX_MESSAGE.min(ctx.limits.max_message_size),
-        ..ctx.limits
-    };
-    let mut conn = RtmpServerConn::new(negotiation);
+    let mut conn = RtmpServerConn::new(ctx.limits);
+    conn.set_max_declared_length(NEGOTIATION_MAX_MESSAGE.min(ctx.limits.max_message_size));
     let started = Instant::now();
     let role = tokio::select! {
         _ = ctx.shutdown.cancelled() => return,
@@ -252,7 +249,7 @@ async fn connection(stream: TcpStream, ctx: Arc<RtmpContext>) {
         Role::Publish { request_id, stream_key, rest } => {
             // Nothing is read between here and the publish being accepted or refused, so the
             // full limit applies exactly to an accepted publisher's media.
-            conn.set_max_message_size(ctx.limits.max_message_size);
+            conn.set_max_declared_length(ctx.limits.max_message_size);
             crate::actors::ingest::rtmp::run(&mut rd, &mut wr, &mut conn, &ctx, request_id, stream_key, rest)
                 .await
         }

@@ -123,7 +123,7 @@ impl ChunkWatch {
     }
 
     /// Change the largest declared message length accepted from the next header on (the
-    /// listener raises it once a publish is accepted, see `RtmpServerConn::set_max_message_size`).
+    /// listener raises it once a publish is accepted, see `RtmpServerConn::set_max_declared_length`).
     pub fn set_max_message_size(&mut self, max_message_size: usize) {
         self.max_message_size = max_message_size;
     }
