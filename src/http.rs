@@ -34,6 +34,7 @@ use tracing::info;
 
 use crate::actors::hls::{HlsDirectory, HlsSettings};
 use crate::admission::{AddressSlot, PerAddressLimit};
+use crate::logging::LogBudget;
 use crate::metrics::{metrics, REJECT_PER_ADDRESS};
 use crate::store::Store;
 use routes::{Methods, RouteMethods, RouteTable};
@@ -82,6 +83,9 @@ impl Default for HttpLimits {
 #[derive(Clone, Copy, Debug)]
 struct OverAddressLimit;
 
+/// Log budget of per-address refusals: a few lines a minute, whatever the flood.
+static REFUSALS: LogBudget = LogBudget::new(10, std::time::Duration::from_secs(60));
+
 /// How long a client refused for its address's limit is asked to wait (`Retry-After`).
 const RETRY_AFTER_SECS: u32 = 5;
 
@@ -98,6 +102,9 @@ fn count_connection(limit: &Arc<PerAddressLimit>, conn: &dyn Any, data: &mut Ext
         }
         Err(_) => {
             metrics().connections_rejected.with_label_values(&["http", REJECT_PER_ADDRESS]).inc();
+            if let Some(suppressed) = REFUSALS.admit() {
+                info!(peer = %peer.ip(), suppressed, "HTTP connection limit per address reached; refusing");
+            }
             data.insert(OverAddressLimit);
         }
     }
