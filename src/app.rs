@@ -21,6 +21,7 @@ use crate::actors::listen::rtmp::{self, RtmpContext};
 use crate::actors::registry::{ChannelRegistry, StopAll, SupervisionSettings};
 use crate::actors::supervise::Backoff;
 use crate::actors::viewer::ViewerPolicy;
+use crate::admission::PerAddressLimit;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::media::clock::Clock;
@@ -99,6 +100,10 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         viewer_send_buffer: config.rtmp.viewer_send_buffer.as_usize(),
         publish_idle_timeout: config.rtmp.publish_idle_timeout,
         max_connections: config.rtmp.max_connections,
+        per_address: per_address_limit(
+            config.rtmp.max_connections_per_address,
+            &config.rtmp.per_address_exempt,
+        ),
         clock,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
@@ -124,6 +129,13 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         cors_origins: config.http.cors_origins.clone(),
         static_dir: config.http.static_dir.clone(),
     };
+    let limits = crate::http::HttpLimits {
+        per_address: per_address_limit(
+            config.http.max_connections_per_address,
+            &config.http.per_address_exempt,
+        ),
+        max_header_line: config.http.max_header_line.as_usize(),
+    };
     let app_state = crate::http::AppState {
         store: store.clone(),
         hls: hls_directory.clone(),
@@ -131,7 +143,7 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         hlsjs_url: config.http.hlsjs_url.clone(),
         api: api.clone(),
     };
-    let (http, http_addr) = crate::http::start(http_opts, app_state).map_err(|e| {
+    let (http, http_addr) = crate::http::start_with_limits(http_opts, limits, app_state).map_err(|e| {
         Error::with_source(
             crate::ErrorKind::Unavailable,
             format!("cannot bind HTTP on {}", config.http.listen),
@@ -162,6 +174,12 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
     store.close().await;
     info!("stopped");
     Ok(())
+}
+
+/// A per-address connection limit from its config keys (validated, so every entry parses).
+fn per_address_limit(limit: usize, exempt: &[String]) -> Arc<PerAddressLimit> {
+    let exempt = exempt.iter().filter_map(|e| crate::admission::parse_network(e).ok()).collect();
+    PerAddressLimit::new(limit, exempt)
 }
 
 async fn wait_for_signal() {

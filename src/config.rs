@@ -187,6 +187,17 @@ pub struct HttpConfig {
     pub hlsjs_url: String,
     /// A directory served at `/static/` (e.g. a copy of hls.js). Empty serves nothing.
     pub static_dir: String,
+    /// Open connections one client address may hold (an IPv6 client: its /64); further ones
+    /// get 429 and are closed. An LL-HLS player holds 2-5 connections, so the default leaves
+    /// room for ~100 players behind one NAT. 0 turns the limit off.
+    pub max_connections_per_address: usize,
+    /// Addresses or CIDR networks the per-address limit does not apply to: loopback by default
+    /// (local tools, load tests); add a reverse proxy or CDN that connects on behalf of many.
+    pub per_address_exempt: Vec<String>,
+    /// Longest request line or header line (name, colon and value) accepted, like nginx's
+    /// `large_client_header_buffers 4 8k`; a request head is also limited to four times this.
+    /// Longer ones get 431 (a request line: 414).
+    pub max_header_line: Size,
 }
 
 impl Default for HttpConfig {
@@ -197,8 +208,16 @@ impl Default for HttpConfig {
             cors_origins: vec!["*".to_owned()],
             hlsjs_url: "https://cdn.jsdelivr.net/npm/hls.js@1/dist/hls.min.js".to_owned(),
             static_dir: String::new(),
+            max_connections_per_address: 500,
+            per_address_exempt: loopback(),
+            max_header_line: Size::kib(8),
         }
     }
+}
+
+/// The default exempt list of the per-address connection limits: IPv4 and IPv6 loopback.
+fn loopback() -> Vec<String> {
+    vec!["127.0.0.0/8".to_owned(), "::1".to_owned()]
 }
 
 /// `[hls]`: LL-HLS packaging (RFC 8216bis) and delivery.
@@ -242,6 +261,13 @@ pub struct RtmpConfig {
     /// Connections (publishers and players together) accepted at once; further ones are
     /// refused at accept time, so a flood cannot exhaust file descriptors or memory.
     pub max_connections: usize,
+    /// Connections one client address (an IPv6 client: its /64) may hold at once; further ones
+    /// get the same `NetConnection.Connect.Rejected` as over `max_connections`, so one client
+    /// cannot take every slot. 0 turns the limit off.
+    pub max_connections_per_address: usize,
+    /// Addresses or CIDR networks `max_connections_per_address` does not apply to: loopback by
+    /// default (local tools, load tests); add a relay that connects on behalf of many.
+    pub per_address_exempt: Vec<String>,
     /// Time a new connection has to complete the RTMP handshake, so idle or half-open sockets
     /// do not hold a connection slot.
     #[serde(with = "duration_str")]
@@ -283,6 +309,8 @@ impl Default for RtmpConfig {
         Self {
             listen: "0.0.0.0:1935".to_owned(),
             max_connections: 2000,
+            max_connections_per_address: 100,
+            per_address_exempt: loopback(),
             handshake_timeout: Duration::from_secs(10),
             max_chunk_size: Size::kib(64),
             max_message_size: Size::mib(8),
@@ -644,6 +672,15 @@ impl Config {
 
         // [http]
         check_listen(&mut check, "http.listen", &self.http.listen);
+        check_exempt(&mut check, "http.per_address_exempt", &self.http.per_address_exempt);
+        check(
+            (Size::kib(1)..=Size::kib(32)).contains(&self.http.max_header_line),
+            format!(
+                "http.max_header_line: {} must be between 1KiB and 32KiB (actix-http refuses request \
+                 heads over 128KiB itself, and the head may hold four lines of this length)",
+                self.http.max_header_line
+            ),
+        );
 
         // [hls]
         let h = &self.hls;
@@ -665,6 +702,7 @@ impl Config {
         let r = &self.rtmp;
         check_listen(&mut check, "rtmp.listen", &r.listen);
         check(r.max_connections > 0, "rtmp.max_connections: must be greater than 0".to_owned());
+        check_exempt(&mut check, "rtmp.per_address_exempt", &r.per_address_exempt);
         check(!r.handshake_timeout.is_zero(), "rtmp.handshake_timeout: must be greater than 0".to_owned());
         for (key, size) in
             [("rtmp.max_chunk_size", r.max_chunk_size), ("rtmp.out_chunk_size", r.out_chunk_size)]
@@ -795,6 +833,14 @@ impl Config {
             "localhost"
         } else {
             &self.server.public_host
+        }
+    }
+}
+
+fn check_exempt(check: &mut impl FnMut(bool, String), key: &str, entries: &[String]) {
+    for (i, entry) in entries.iter().enumerate() {
+        if let Err(e) = crate::admission::parse_network(entry) {
+            check(false, format!("{key}[{i}]: {e}"));
         }
     }
 }

@@ -4,6 +4,12 @@
 //! up), `/readyz` (the store answers), the watch page, `/static/` (when configured) and the
 //! Platform API under `/api/v1`. What each route serves is listed once ([`SITE_ROUTES`] and the
 //! API's own list); HEAD, OPTIONS, 405 and CORS pre-flights follow from it (`routes`).
+//!
+//! Before any of that, [`admit`] refuses what HTTP itself refuses: a connection over its
+//! address's limit (`http.max_connections_per_address`, counted at accept by [`start_with_limits`]'s
+//! `on_connect` hook) gets 429 and is closed, a header line over `http.max_header_line` gets 431
+//! and a request line over it 414, like nginx's `large_client_header_buffers`. (actix-http only
+//! refuses a request head over 128 KiB, with 431, and at most 96 headers.)
 
 pub mod api;
 pub mod error;
@@ -13,17 +19,23 @@ pub mod mirror;
 pub mod routes;
 pub mod watch;
 
+use std::any::Any;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Extensions, Server, ServiceRequest, ServiceResponse};
+use actix_web::http::{header, StatusCode};
 use actix_web::middleware::{from_fn, Next};
-use actix_web::{guard, web, App, HttpServer};
+use actix_web::{guard, web, App, HttpResponse, HttpServer};
+use serde_json::json;
 use tracing::info;
 
 use crate::actors::hls::{HlsDirectory, HlsSettings};
-use crate::metrics::metrics;
+use crate::admission::{AddressSlot, PerAddressLimit};
+use crate::logging::LogBudget;
+use crate::metrics::{metrics, REJECT_PER_ADDRESS};
 use crate::store::Store;
 use routes::{Methods, RouteMethods, RouteTable};
 
@@ -49,6 +61,106 @@ pub struct HttpOptions {
     pub cors_origins: Vec<String>,
     /// Served at `/static/` when non-empty.
     pub static_dir: String,
+}
+
+/// Limits HTTP enforces before routing.
+#[derive(Clone, Debug)]
+pub struct HttpLimits {
+    /// `http.max_connections_per_address` and its exempt networks.
+    pub per_address: Arc<PerAddressLimit>,
+    /// `http.max_header_line`, in bytes; the request head may hold four times this.
+    pub max_header_line: usize,
+}
+
+impl Default for HttpLimits {
+    /// No per-address limit; nginx's 8 KiB lines.
+    fn default() -> Self {
+        HttpLimits { per_address: PerAddressLimit::new(0, Vec::new()), max_header_line: 8 * 1024 }
+    }
+}
+
+/// Connection data (`HttpRequest::conn_data`) of a connection its address had no room for.
+#[derive(Clone, Copy, Debug)]
+struct OverAddressLimit;
+
+/// Log budget of per-address refusals: a few lines a minute, whatever the flood.
+static REFUSALS: LogBudget = LogBudget::new(10, std::time::Duration::from_secs(60));
+
+/// How long a client refused for its address's limit is asked to wait (`Retry-After`).
+const RETRY_AFTER_SECS: u32 = 5;
+
+/// `on_connect`: take the connection's slot of its address's limit (held in the connection's
+/// data, so given back when actix drops the connection), or mark it refused.
+fn count_connection(limit: &Arc<PerAddressLimit>, conn: &dyn Any, data: &mut Extensions) {
+    let Some(peer) = conn.downcast_ref::<actix_web::rt::net::TcpStream>().and_then(|s| s.peer_addr().ok())
+    else {
+        return;
+    };
+    match limit.try_acquire(peer.ip()) {
+        Ok(slot) => {
+            data.insert::<AddressSlot>(slot);
+        }
+        Err(_) => {
+            metrics().connections_rejected.with_label_values(&["http", REJECT_PER_ADDRESS]).inc();
+            if let Some(suppressed) = REFUSALS.admit() {
+                info!(peer = %peer.ip(), suppressed, "HTTP connection limit per address reached; refusing");
+            }
+            data.insert(OverAddressLimit);
+        }
+    }
+}
+
+/// HTTP's own refusals, before any route or middleware runs (see the module doc).
+async fn admit(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let refusal = if req.conn_data::<OverAddressLimit>().is_some() {
+        let mut res = refusal(
+            StatusCode::TOO_MANY_REQUESTS,
+            "resource_exhausted",
+            "too many connections from your address",
+        );
+        res.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(RETRY_AFTER_SECS));
+        res.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+        Some(res)
+    } else {
+        let max_line = req.app_data::<web::Data<HttpLimits>>().map_or(8 * 1024, |l| l.max_header_line);
+        head_refusal(&req, max_line)
+    };
+    match refusal {
+        Some(res) => Ok(req.into_response(res).map_into_right_body()),
+        None => Ok(next.call(req).await?.map_into_left_body()),
+    }
+}
+
+/// 414 for a request line over `max_line`, 431 for a header line over it or a head over four
+/// times it (header lines are `name: value`, counted with their CRLF).
+fn head_refusal(req: &ServiceRequest, max_line: usize) -> Option<HttpResponse> {
+    // "GET " + target + " HTTP/1.1"; the target as sent (actix keeps it as received).
+    let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    let request_line = req.method().as_str().len() + 1 + target + " HTTP/1.1".len();
+    if request_line > max_line {
+        return Some(refusal(StatusCode::URI_TOO_LONG, "uri_too_long", "the request line is too long"));
+    }
+    let mut head = request_line + 2;
+    for (name, value) in req.headers().iter() {
+        let line = name.as_str().len() + 2 + value.len();
+        if line > max_line {
+            let msg = format!("header {name} is {line} bytes long (limit {max_line})");
+            return Some(refusal(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "header_too_large", &msg));
+        }
+        head += line + 2;
+    }
+    (head > 4 * max_line).then(|| {
+        let msg = format!("the request head is {head} bytes long (limit {})", 4 * max_line);
+        refusal(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "header_too_large", &msg)
+    })
+}
+
+/// A refusal in the API's error shape; HTTP's own, so a code without an `ErrorKind`, like 405.
+fn refusal(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(json!({"error": {"code": code, "message": message}}))
 }
 
 /// Count requests by route pattern (never the raw path: it may hold names or tokens) and status.
@@ -124,24 +236,38 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
     c
 }
 
-/// Bind and start the HTTP server; logs the bound address (port 0 picks a free one).
+/// Bind and start the HTTP server with default [`HttpLimits`] (no per-address limit).
 pub fn start(opts: HttpOptions, state: AppState) -> std::io::Result<(Server, SocketAddr)> {
+    start_with_limits(opts, HttpLimits::default(), state)
+}
+
+/// Bind and start the HTTP server; logs the bound address (port 0 picks a free one).
+pub fn start_with_limits(
+    opts: HttpOptions,
+    limits: HttpLimits,
+    state: AppState,
+) -> std::io::Result<(Server, SocketAddr)> {
     let api_data = state.api.clone();
     let api_max_body = state.api.api.max_body.as_usize();
     let data = web::Data::new(state);
     let (origins, static_dir) = (opts.cors_origins.clone(), opts.static_dir.clone());
     let table = web::Data::new(route_table(!static_dir.is_empty()));
+    let per_address = limits.per_address.clone();
+    let limits = web::Data::new(limits);
     let mut server = HttpServer::new(move || {
         let mut app = App::new()
             .app_data(data.clone())
             .app_data(api_data.clone())
             .app_data(table.clone())
+            .app_data(limits.clone())
             .configure(configure)
             .configure(api::configure(api_max_body))
             .app_data(web::JsonConfig::default().limit(64 * 1024).error_handler(error::json_error))
             .wrap(cors(&origins))
             .wrap(RouteMethods::new(table.clone(), CORS_METHODS))
-            .wrap(from_fn(observe));
+            .wrap(from_fn(observe))
+            // Last, so outermost: refused requests cost no routing, CORS or counting.
+            .wrap(from_fn(admit));
         if !static_dir.is_empty() {
             // A routing guard, so that other methods miss and get 405/OPTIONS from the table
             // (actix-files would answer them with its own plain-text 405, without `Allow`).
@@ -150,6 +276,7 @@ pub fn start(opts: HttpOptions, state: AppState) -> std::io::Result<(Server, Soc
         }
         app.default_service(web::to(routes::unrouted))
     })
+    .on_connect(move |conn, data| count_connection(&per_address, conn, data))
     .disable_signals()
     // Players keep connections open between parts and segments; actix's 5 s default closed
     // connections of slow segment downloads under load.

@@ -51,12 +51,14 @@
 //!   capability to play one channel or video, carried in playlist URIs (`?token=`).
 
 pub mod actors;
+pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod billing;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod protocols;

@@ -76,14 +76,18 @@ enum ChannelCommand {
 }
 
 fn init_logging(config: &Config) {
+    use tidecast::logging::{ClientNoise, HideClientNoise};
+    use tracing_subscriber::prelude::*;
     let filter = EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
+    // `ClientNoise` comes after the formatting layer: it logs actix's client errors again at
+    // WARN once the original event has been (not) formatted.
+    let registry = tracing_subscriber::registry().with(filter);
     match config.log.format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => registry.with(fmt.with_filter(HideClientNoise)).with(ClientNoise).init(),
+        LogFormat::Json => registry.with(fmt.json().with_filter(HideClientNoise)).with(ClientNoise).init(),
     }
 }
 

@@ -11,6 +11,11 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+/// `reason` of `tidecast_connections_rejected_total`: the server's own connection limit.
+pub const REJECT_MAX_CONNECTIONS: &str = "max_connections";
+/// `reason` of `tidecast_connections_rejected_total`: the client address's limit.
+pub const REJECT_PER_ADDRESS: &str = "per_address";
+
 pub struct Metrics {
     pub registry: Registry,
     /// Publisher connections currently live, by protocol.
@@ -29,7 +34,8 @@ pub struct Metrics {
     pub viewers_cut: IntCounterVec,
     /// Refused credentials (stream keys, passwords, tokens), by protocol.
     pub auth_failures: IntCounterVec,
-    /// Connections refused by admission control, by protocol.
+    /// Connections refused by admission control, by protocol and reason (`max_connections`: the
+    /// server's limit; `per_address`: the client address's limit). Never an address label.
     pub connections_rejected: IntCounterVec,
     /// Connections closed for malformed input, by protocol.
     pub protocol_errors: IntCounterVec,
@@ -202,7 +208,7 @@ impl Metrics {
                 &r,
                 "tidecast_connections_rejected_total",
                 "Connections refused by admission control",
-                &["protocol"],
+                &["protocol", "reason"],
             ),
             protocol_errors: counter_vec(
                 &r,
@@ -274,7 +280,9 @@ impl Metrics {
             self.viewers.with_label_values(&[p]);
             self.egress_bytes.with_label_values(&[p]);
             self.auth_failures.with_label_values(&[p]);
-            self.connections_rejected.with_label_values(&[p]);
+            for reason in [REJECT_MAX_CONNECTIONS, REJECT_PER_ADDRESS] {
+                self.connections_rejected.with_label_values(&[p, reason]);
+            }
             self.protocol_errors.with_label_values(&[p]);
             for reason in ["slow", "stalled", "shutdown"] {
                 self.viewers_cut.with_label_values(&[p, reason]);
@@ -284,6 +292,7 @@ impl Metrics {
             self.outputs_running.with_label_values(&[output]);
             self.output_restarts.with_label_values(&[output]);
         }
+        self.connections_rejected.with_label_values(&["http", REJECT_PER_ADDRESS]);
         self.frames_unwritable.with_label_values(&["rtmp"]);
         for consumer in ["rtmp_play", "hls"] {
             self.frames_dropped.with_label_values(&[consumer]);

@@ -21,7 +21,7 @@ const INGEST_SESSIONS: &str = r#"tidecast_ingest_sessions{protocol="rtmp"}"#;
 const INGEST_BYTES: &str = r#"tidecast_ingest_bytes_total{protocol="rtmp"}"#;
 const AUTH_FAILURES: &str = r#"tidecast_auth_failures_total{protocol="rtmp"}"#;
 const PROTOCOL_ERRORS: &str = r#"tidecast_protocol_errors_total{protocol="rtmp"}"#;
-const REJECTED: &str = r#"tidecast_connections_rejected_total{protocol="rtmp"}"#;
+const REJECTED: &str = r#"tidecast_connections_rejected_total{protocol="rtmp",reason="max_connections"}"#;
 const CUT_STALLED: &str = r#"tidecast_viewers_disconnected_total{protocol="rtmp",reason="stalled"}"#;
 const CUT_SLOW: &str = r#"tidecast_viewers_disconnected_total{protocol="rtmp",reason="slow"}"#;
 

@@ -155,7 +155,7 @@ async fn wait_until(
             Ok(Err(_)) => return Err(offline()),
             Err(_) => {
                 let now = *rx.borrow();
-                tracing::info!(progress = ?now, "blocked LL-HLS request timed out");
+                tracing::debug!(progress = ?now, "blocked LL-HLS request timed out");
                 return Err(Error::unavailable("timed out waiting for the requested part"));
             }
         }
@@ -337,7 +337,7 @@ async fn media_playlist(
         metrics().hls_block_wait_seconds.observe(started.elapsed().as_secs_f64());
     }
     if let Err(e) = waited {
-        tracing::info!(kind, msn = ?query.msn, part = ?query.part, error = %e, "blocking playlist request failed");
+        tracing::debug!(kind, msn = ?query.msn, part = ?query.part, error = %e, "blocking playlist request failed");
         return fail(kind, e);
     }
     let render = |w: &Window| {
@@ -495,7 +495,7 @@ async fn media_file(
         .await;
     metrics().hls_block_wait_seconds.observe(started.elapsed().as_secs_f64());
     if let Err(e) = waited {
-        tracing::info!(kind, msn, index, error = %e, "held part request failed");
+        tracing::debug!(kind, msn, index, error = %e, "held part request failed");
         return fail(kind, e);
     }
     let data = found(&rendition.window());

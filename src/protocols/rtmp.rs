@@ -194,6 +194,16 @@ impl RtmpServerConn {
             })
     }
 
+    /// Change the largest message length a chunk header may declare, from the next header on
+    /// (`RtmpLimits::max_message_size` until then). The listener starts every connection with a
+    /// small one (commands are small) and raises it to `max_message_size` only for an accepted
+    /// publisher, so an unauthenticated peer cannot make rml_rtmp reserve megabytes per
+    /// connection. The bytes-without-an-event bound stays at `max_message_size`: a player's
+    /// commands (createStream, acknowledgements) raise no event, and must not add up to a close.
+    pub fn set_max_declared_length(&mut self, max: usize) {
+        self.headers.set_max_message_size(max);
+    }
+
     /// Total bytes fed so far (for error locations).
     pub fn received(&self) -> u64 {
         self.received

@@ -2,9 +2,18 @@
 //! ingest adapter (`publish`) or the RTMP viewer adapter (`play`).
 //!
 //! One task per connection on the media runtime. The sans-IO `protocols::rtmp::RtmpServerConn`
-//! does the protocol; this file does the socket, the handshake timeout and the connection limit
-//! (connections over `rtmp.max_connections` get a polite `NetConnection.Connect.Rejected`,
-//! at most `MAX_REJECTING` at once).
+//! does the protocol; this file does the socket, the handshake timeout and the connection limits
+//! (connections over `rtmp.max_connections_per_address` or `rtmp.max_connections` get a polite
+//! `NetConnection.Connect.Rejected`, at most `MAX_REJECTING` at once).
+//!
+//! Until a publish is accepted a connection may send messages of at most
+//! `NEGOTIATION_MAX_MESSAGE`: commands are small, and rml_rtmp reserves a message's whole
+//! declared length when its first chunk arrives, so unauthenticated peers declaring
+//! `rtmp.max_message_size` each could otherwise hold megabytes apiece (measured: 40 of them took
+//! the server from 31 to 324 MiB, and glibc kept most of it after they left).
+//!
+//! Client mistakes (malformed input, timeouts, refusals) are logged at INFO through a
+//! [`LogBudget`] per kind, so a flood of them costs a few lines a minute; `/metrics` counts each.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,9 +32,11 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::actors::next_session_id;
 use crate::actors::registry::ChannelRegistry;
 use crate::actors::viewer::ViewerPolicy;
+use crate::admission::PerAddressLimit;
 use crate::error::Error;
+use crate::logging::LogBudget;
 use crate::media::clock::Clock;
-use crate::metrics::metrics;
+use crate::metrics::{metrics, REJECT_MAX_CONNECTIONS, REJECT_PER_ADDRESS};
 use crate::protocols::rtmp::{ConnEvent, RtmpError, RtmpLimits, RtmpServerConn, Secret};
 
 pub(crate) const PROTOCOL: &str = "rtmp";
@@ -37,6 +48,17 @@ const READ_BUF: usize = 4096;
 /// many at once; beyond that they are closed right after accept.
 const MAX_REJECTING: usize = 64;
 const REJECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Largest message accepted before a publish is accepted (and for the whole life of a player):
+/// a `connect` from OBS or ffmpeg is well under 1 KiB.
+pub(crate) const NEGOTIATION_MAX_MESSAGE: usize = 64 * 1024;
+
+/// Log budgets of the connection-level client mistakes: at most this many lines per minute of
+/// each kind (the next line logged says how many were suppressed).
+const LINES_PER_MINUTE: u32 = 10;
+static REFUSALS: LogBudget = LogBudget::new(LINES_PER_MINUTE, Duration::from_secs(60));
+static MALFORMED: LogBudget = LogBudget::new(LINES_PER_MINUTE, Duration::from_secs(60));
+static TIMEOUTS: LogBudget = LogBudget::new(LINES_PER_MINUTE, Duration::from_secs(60));
+static IO_ERRORS: LogBudget = LogBudget::new(LINES_PER_MINUTE, Duration::from_secs(60));
 
 /// Everything a connection task needs.
 pub struct RtmpContext {
@@ -49,6 +71,8 @@ pub struct RtmpContext {
     pub viewer_send_buffer: usize,
     pub publish_idle_timeout: Duration,
     pub max_connections: usize,
+    /// `rtmp.max_connections_per_address` and its exempt networks.
+    pub per_address: Arc<PerAddressLimit>,
     pub clock: Clock,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
@@ -81,42 +105,63 @@ pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>) {
         };
         let _ = stream.set_nodelay(true);
         let id = next_session_id();
-        match slots.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let ctx2 = ctx.clone();
-                ctx.tracker.spawn(
-                    async move {
-                        connection(stream, ctx2).await;
-                        drop(permit);
-                    }
-                    // One span per connection; the adapters record the channel into it rather than
-                    // nesting a second span that every poll of a viewer would enter too.
-                    .instrument(info_span!(
-                        "rtmp",
-                        conn_id = id,
-                        %peer,
-                        role = tracing::field::Empty,
-                        channel = tracing::field::Empty,
-                        session = tracing::field::Empty
-                    )),
-                );
-            }
+        let address_slot = match ctx.per_address.try_acquire(peer.ip()) {
+            Ok(slot) => slot,
             Err(_) => {
-                metrics().connections_rejected.with_label_values(&[PROTOCOL]).inc();
-                if let Ok(permit) = rejecting.clone().try_acquire_owned() {
-                    ctx.tracker.spawn(
-                        async move {
-                            let _ = tokio::time::timeout(REJECT_TIMEOUT, reject_full(stream)).await;
-                            drop(permit);
-                        }
-                        .instrument(info_span!("rtmp", conn_id = id, %peer)),
-                    );
-                }
-                info!(%peer, "connection limit reached; refusing");
+                let why = (REJECT_PER_ADDRESS, "too many connections from your address");
+                refuse_connection(&ctx, &rejecting, stream, peer, id, why);
+                continue;
             }
-        }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            let why = (REJECT_MAX_CONNECTIONS, "server is at its connection limit");
+            refuse_connection(&ctx, &rejecting, stream, peer, id, why);
+            continue;
+        };
+        let ctx2 = ctx.clone();
+        ctx.tracker.spawn(
+            async move {
+                connection(stream, ctx2).await;
+                drop((permit, address_slot));
+            }
+            // One span per connection; the adapters record the channel into it rather than
+            // nesting a second span that every poll of a viewer would enter too.
+            .instrument(info_span!(
+                "rtmp",
+                conn_id = id,
+                %peer,
+                role = tracing::field::Empty,
+                channel = tracing::field::Empty,
+                session = tracing::field::Empty
+            )),
+        );
     }
     info!("rtmp listener stopped");
+}
+
+/// Count and log a connection refused for `reason` (a `connections_rejected` label), and tell
+/// the client `description` politely if fewer than `MAX_REJECTING` refusals are under way.
+fn refuse_connection(
+    ctx: &RtmpContext,
+    rejecting: &Arc<Semaphore>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    (reason, description): (&'static str, &'static str),
+) {
+    metrics().connections_rejected.with_label_values(&[PROTOCOL, reason]).inc();
+    if let Ok(permit) = rejecting.clone().try_acquire_owned() {
+        ctx.tracker.spawn(
+            async move {
+                let _ = tokio::time::timeout(REJECT_TIMEOUT, reject_full(stream, description)).await;
+                drop(permit);
+            }
+            .instrument(info_span!("rtmp", conn_id = id, %peer)),
+        );
+    }
+    if let Some(suppressed) = REFUSALS.admit() {
+        info!(%peer, reason, suppressed, "connection limit reached; refusing");
+    }
 }
 
 /// Read, feed, answer: the common step of negotiation. Not used once media flows: the viewer
@@ -153,16 +198,24 @@ impl SessionEnd {
     pub(crate) fn log(&self) {
         match self {
             SessionEnd::Io(e) if is_hangup(e) => debug!(error = %e, "peer hung up"),
-            SessionEnd::Io(e) => info!(error = %e, "connection error"),
-            SessionEnd::Protocol(e) => {
-                metrics().protocol_errors.with_label_values(&[PROTOCOL]).inc();
-                if e.is_peer_fault() {
-                    info!(reason = %e, "closing connection: malformed RTMP");
-                } else {
-                    warn!(reason = %e, "closing connection");
+            SessionEnd::Io(e) => {
+                if let Some(suppressed) = IO_ERRORS.admit() {
+                    info!(error = %e, suppressed, "connection error");
                 }
             }
-            SessionEnd::Timeout(what) => info!(what, "closing connection: timed out"),
+            SessionEnd::Protocol(e) => {
+                metrics().protocol_errors.with_label_values(&[PROTOCOL]).inc();
+                if !e.is_peer_fault() {
+                    warn!(reason = %e, "closing connection");
+                } else if let Some(suppressed) = MALFORMED.admit() {
+                    info!(reason = %e, suppressed, "closing connection: malformed RTMP");
+                }
+            }
+            SessionEnd::Timeout(what) => {
+                if let Some(suppressed) = TIMEOUTS.admit() {
+                    info!(what, suppressed, "closing connection: timed out");
+                }
+            }
         }
     }
 }
@@ -181,6 +234,7 @@ enum Role {
 async fn connection(stream: TcpStream, ctx: Arc<RtmpContext>) {
     let (mut rd, mut wr) = stream.into_split();
     let mut conn = RtmpServerConn::new(ctx.limits);
+    conn.set_max_declared_length(NEGOTIATION_MAX_MESSAGE.min(ctx.limits.max_message_size));
     let started = Instant::now();
     let role = tokio::select! {
         _ = ctx.shutdown.cancelled() => return,
@@ -193,6 +247,9 @@ async fn connection(stream: TcpStream, ctx: Arc<RtmpContext>) {
     };
     let end = match role {
         Role::Publish { request_id, stream_key, rest } => {
+            // Nothing is read between here and the publish being accepted or refused, so the
+            // full limit applies exactly to an accepted publisher's media.
+            conn.set_max_declared_length(ctx.limits.max_message_size);
             crate::actors::ingest::rtmp::run(&mut rd, &mut wr, &mut conn, &ctx, request_id, stream_key, rest)
                 .await
         }
@@ -229,7 +286,9 @@ async fn negotiate(
                     if app == APP {
                         conn.accept(request_id, &mut out).map_err(SessionEnd::Protocol)?;
                     } else {
-                        info!(app = %app, "unknown application; rejecting");
+                        if let Some(suppressed) = MALFORMED.admit() {
+                            info!(app = %app, suppressed, "unknown application; rejecting");
+                        }
                         conn.reject(
                             request_id,
                             "NetConnection.Connect.Rejected",
@@ -273,12 +332,13 @@ pub(crate) async fn refuse(
     Ok(())
 }
 
-/// The server is at its connection limit: say so in RTMP terms and close.
-async fn reject_full(stream: TcpStream) {
+/// The server's or the client address's connection limit is reached: say so (`description`) in
+/// RTMP terms and close.
+async fn reject_full(stream: TcpStream, description: &str) {
     let (mut rd, mut wr) = stream.into_split();
     let mut conn = RtmpServerConn::new(RtmpLimits {
         max_chunk_size: 4096,
-        max_message_size: 64 * 1024,
+        max_message_size: NEGOTIATION_MAX_MESSAGE,
         max_name_len: 256,
         out_chunk_size: 4096,
     });
@@ -288,15 +348,7 @@ async fn reject_full(stream: TcpStream) {
         for ev in events.drain(..) {
             if let ConnEvent::ConnectRequested { request_id, .. } = ev {
                 let mut out = Vec::new();
-                if conn
-                    .reject(
-                        request_id,
-                        "NetConnection.Connect.Rejected",
-                        "server is at its connection limit",
-                        &mut out,
-                    )
-                    .is_ok()
-                {
+                if conn.reject(request_id, "NetConnection.Connect.Rejected", description, &mut out).is_ok() {
                     let _ = wr.write_all(&out).await;
                 }
                 return;

@@ -123,6 +123,12 @@ impl ChunkWatch {
         }
     }
 
+    /// Change the largest declared message length accepted from the next header on (the
+    /// listener raises it once a publish is accepted, see `RtmpServerConn::set_max_declared_length`).
+    pub fn set_max_message_size(&mut self, max_message_size: usize) {
+        self.max_message_size = max_message_size;
+    }
+
     /// Follow `input`, the next bytes after the handshake. Errors as soon as the offending header
     /// bytes are in. `on_amf(type_id, body)` sees each complete AMF message before anything after
     /// it is followed; its error stops the feed.
