@@ -51,7 +51,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// `invalid_argument`, `unauthenticated`, `permission_denied`, `not_found`,
     /// `already_exists`, `failed_precondition`, `resource_exhausted`, `unavailable`,
-    /// `internal`, `payload_too_large`, or `method_not_allowed` (405, with an `Allow` header).
+    /// `internal`, `payload_too_large`, `unsupported_media_type` (415), or
+    /// `method_not_allowed` (405, with an `Allow` header).
     pub code: String,
     pub message: String,
 }
@@ -99,11 +100,11 @@ async fn authenticate(req: HttpRequest) -> crate::Result<Option<Caller>> {
         Ok(c) => c,
         Err(e) => {
             crate::metrics::metrics().auth_failures.with_label_values(&["api"]).inc();
-            return Err(e);
+            return Err(super::error::invalid_token(e.msg));
         }
     };
     if ctx.shared.is_revoked(&claims.jti).await {
-        return Err(Error::new(ErrorKind::Unauthenticated, "invalid or expired access token"));
+        return Err(super::error::invalid_token("invalid or expired access token"));
     }
     Ok(Some(Caller { user_id: claims.user_id()?, is_admin: claims.adm, claims }))
 }
@@ -170,11 +171,7 @@ fn json_config_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error
                 &format!("request body is larger than {limit} bytes"),
             )
         }
-        JsonPayloadError::ContentType => json_error_response(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorKind::InvalidArgument.code(),
-            "expected Content-Type: application/json",
-        ),
+        JsonPayloadError::ContentType => super::error::unsupported_media_type("application/json"),
         JsonPayloadError::Deserialize(e) => json_error_response(
             StatusCode::BAD_REQUEST,
             ErrorKind::InvalidArgument.code(),
