@@ -48,7 +48,8 @@ fn bearer_challenge(invalid_token: bool) -> HeaderValue {
 /// them, as [`Error`]'s own response does).
 pub fn error_response(kind: ErrorKind, message: &str) -> HttpResponse {
     let status = StatusCode::from_u16(kind.http_status()).expect("every ErrorKind maps to a valid status");
-    let mut res = HttpResponse::build(status).json(json!({"error": {"code": kind.code(), "message": message}}));
+    let mut res =
+        HttpResponse::build(status).json(json!({"error": {"code": kind.code(), "message": message}}));
     match kind {
         ErrorKind::Unauthenticated => {
             res.headers_mut().insert(header::WWW_AUTHENTICATE, bearer_challenge(false));

@@ -110,7 +110,8 @@ async fn authorize(
         hide(Error::new(ErrorKind::PermissionDenied, "a playback token is required for this channel"))
     })?;
     let now = crate::http::api::unix_now();
-    let claims = state.api.playback.verify(token, &PlaybackScope::Channel(channel.to_owned()), now).map_err(hide)?;
+    let claims =
+        state.api.playback.verify(token, &PlaybackScope::Channel(channel.to_owned()), now).map_err(hide)?;
     if !state.api.still_entitled(claims.user_id, channel).await? {
         return Err(hide(Error::new(
             ErrorKind::PermissionDenied,

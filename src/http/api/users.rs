@@ -22,9 +22,9 @@
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa::{IntoParams, ToSchema};
 
-use super::{check_text, page_limit, unix_now, ApiContext, ApiDoc, Caller, ErrorBody, API_PREFIX};
+use super::{check_text, page_limit, unix_now, ApiContext, Caller, ErrorBody, API_PREFIX};
 use crate::error::{Error, ErrorKind};
 use crate::metrics::metrics;
 use crate::store::{HistoryEntry, NewUser};
@@ -35,8 +35,18 @@ const MAX_PASSWORD_LEN: usize = 1024;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
+    /// `name@domain`, stored lowercased. The schema describes printable ASCII addresses;
+    /// internationalized ones are accepted too, up to 254 bytes once lowercased.
+    #[schema(format = Email, max_length = 254, pattern = r"^ *[!-?A-~][ -?A-~]*@[ -~]*[!-~] *$")]
     pub email: String,
+    /// `auth.min_password_len` (default 8) to 1024 characters, no NUL.
+    #[schema(min_length = 8, max_length = 1024, pattern = r"^[^\u0000]*$")]
     pub password: String,
+    /// 1-64 characters once trimmed, no control characters.
+    #[schema(
+        max_length = 64,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub username: String,
 }
 
@@ -85,7 +95,7 @@ pub async fn register(
     check_text("username", &body.username, 64, false)?;
     check_text("email", &body.email, 254, false)?;
     let len = body.password.chars().count();
-    if len < ctx.auth.min_password_len || body.password.len() > MAX_PASSWORD_LEN {
+    if len < ctx.auth.min_password_len || len > MAX_PASSWORD_LEN {
         return Err(Error::invalid(format!(
             "password must be {}-{MAX_PASSWORD_LEN} characters",
             ctx.auth.min_password_len
@@ -229,7 +239,7 @@ pub async fn me(ctx: web::Data<ApiContext>, caller: Caller) -> Result<HttpRespon
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
-    /// Page size, 1-100 (default 20).
+    /// Page size (default 20); clamped to 1-100.
     pub limit: Option<i64>,
     /// Cursor: `next_cursor` of the previous page.
     pub before: Option<i64>,
@@ -278,6 +288,6 @@ pub async fn history(
 /// This document.
 #[utoipa::path(context_path = API_PREFIX, tag = "meta", responses((status = 200, description = "OpenAPI 3.1 JSON")))]
 #[get("/openapi.json")]
-pub async fn openapi_json() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+pub async fn openapi_json(ctx: web::Data<ApiContext>) -> HttpResponse {
+    HttpResponse::Ok().json(super::document(&ctx.api, &ctx.auth))
 }
