@@ -307,12 +307,14 @@ async fn media_playlist(
         Ok(e) => e,
         Err(e) => return fail(kind, e),
     };
-    let Some(rendition) = entry.rendition(&rendition_name).cloned() else {
-        return fail(kind, Error::not_found("no such rendition"));
-    };
+    // Authorized before the rendition is looked up, so a private channel's rendition names
+    // tell a stranger nothing either.
     let uri_query = match authorize(&state, &channel, &entry, &query).await {
         Ok(q) => q,
         Err(e) => return fail(kind, e),
+    };
+    let Some(rendition) = entry.rendition(&rendition_name).cloned() else {
+        return fail(kind, Error::not_found("no such rendition"));
     };
     entry.viewers.touch(client_key(&req));
     let started = Instant::now();
