@@ -137,10 +137,8 @@ mod tests {
 
     #[test]
     fn every_int64_gets_bounds_and_config_limits_are_written_in() {
-        let mut api = ApiConfig::default();
-        api.comment_max_len = 77;
-        let mut auth = AuthConfig::default();
-        auth.min_password_len = 12;
+        let api = ApiConfig { comment_max_len: 77, ..Default::default() };
+        let auth = AuthConfig { min_password_len: 12, ..Default::default() };
         let doc = document(&api, &auth);
         let s = "/components/schemas";
         assert_eq!(
