@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
+use tidecast::store::{NewVideo, Store, VideoSource, VideoStatus, Visibility};
 
 /// The schemathesis major version the config file is written for.
 const SCHEMATHESIS: &str = "schemathesis>=4,<5";
@@ -106,6 +107,30 @@ fn the_api_keeps_its_openapi_contract() {
     let (s, v) = http_json(server.http, "/api/v1/auth/login", creds);
     assert_eq!(s, 200, "{v}");
     let token = v["access_token"].as_str().unwrap().to_owned();
+    // Videos for the id dictionary of the config (1 public, 2 for subscribers, 3 private), so
+    // the video operations get past "not found" into their own logic. There is no API to
+    // upload one, so they go straight into the server's store.
+    let db_url = format!("sqlite://{}/tidecast.db", server.data_dir().display());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let store = rt.block_on(Store::connect(&db_url, 1)).unwrap();
+    for (title, visibility) in
+        [("open", Visibility::Public), ("paid", Visibility::Subscribers), ("hidden", Visibility::Private)]
+    {
+        let video = rt
+            .block_on(store.create_video(NewVideo {
+                channel_id: None,
+                owner_id: None,
+                title: title.into(),
+                description: String::new(),
+                tags: vec![],
+                visibility,
+                source: VideoSource::Upload,
+                duration_ms: 60_000,
+                status: VideoStatus::Ready,
+            }))
+            .unwrap();
+        assert!((1..=3).contains(&video.id), "the config's dictionary names ids 1-3, got {}", video.id);
+    }
 
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/contract/schemathesis.toml");
     let url = format!("http://{}/api/v1/openapi.json", server.http);
