@@ -258,6 +258,10 @@ fn subscribers_channel_needs_a_token_on_every_llhls_request() {
         assert_eq!((r.status, &r.body), (unknown.status, &unknown.body), "{path}");
     }
     assert_eq!(http_json(server.http, "GET", "/api/v1/channels/premium", Some(&viewer), None).0, 404);
+    // The watch page is the same page for any well-formed name: it tells nothing either.
+    let (page, unknown_page) = (server.get("/watch/premium"), server.get("/watch/nosuchchannel"));
+    assert_eq!((page.status, unknown_page.status), (200, 200));
+    assert_eq!(page.body.replace("premium", "nosuchchannel"), unknown_page.body);
     ffmpeg.kill();
 }
 
