@@ -419,8 +419,13 @@ pub struct AuthConfig {
     /// Password hashes computed at once (each takes 19 MiB and tens of ms of one core), so a
     /// login flood queues instead of exhausting memory.
     pub max_concurrent_hashes: usize,
-    /// Failed logins allowed per account within `login_window`.
+    /// Failed logins allowed per account and client address within `login_window`; past it,
+    /// that address gets 429 for that account whatever the password.
     pub login_max_failures: u32,
+    /// Failed logins allowed per account from all addresses within `login_window`; past it,
+    /// only addresses with fewer than 3 failures on that account may still try (so a correct
+    /// password from elsewhere still signs in: nobody can lock an account they do not hold).
+    pub login_max_account_failures: u32,
     /// Login attempts allowed per client IP within `login_window`.
     pub login_max_per_ip: u32,
     /// The rate-limit window for logins.
@@ -442,6 +447,7 @@ impl fmt::Debug for AuthConfig {
             .field("playback_token_ttl", &self.playback_token_ttl)
             .field("max_concurrent_hashes", &self.max_concurrent_hashes)
             .field("login_max_failures", &self.login_max_failures)
+            .field("login_max_account_failures", &self.login_max_account_failures)
             .field("login_max_per_ip", &self.login_max_per_ip)
             .field("login_window", &self.login_window)
             .field("min_password_len", &self.min_password_len)
@@ -460,6 +466,7 @@ impl Default for AuthConfig {
             playback_token_ttl: Duration::from_secs(6 * 3600),
             max_concurrent_hashes: 4,
             login_max_failures: 10,
+            login_max_account_failures: 50,
             login_max_per_ip: 100,
             login_window: Duration::from_secs(15 * 60),
             min_password_len: 8,

@@ -8,6 +8,7 @@
 //! secret failed ("stream key rejected"), never its value.
 
 use std::fmt;
+use std::time::Duration;
 
 /// The gRPC-style error classes. Chosen so each maps to one HTTP status and one protocol reject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,7 +103,25 @@ impl Error {
     pub fn unavailable(msg: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unavailable, msg)
     }
+
+    /// A `ResourceExhausted` refusal that lifts by itself after `retry_after` (a rate limit):
+    /// HTTP sends it as `Retry-After` (RFC 9110 §10.2.3) so clients back off as long as needed.
+    pub fn exhausted(msg: impl Into<String>, retry_after: Duration) -> Self {
+        Self::with_source(ErrorKind::ResourceExhausted, msg, RetryAfter(retry_after))
+    }
+
+    /// How long until retrying may succeed, when the refusal knows it (see [`Error::exhausted`]).
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.source.as_deref().and_then(|s| s.downcast_ref::<RetryAfter>()).map(|r| r.0)
+    }
 }
+
+/// The cause of a refusal that lifts by itself: retrying after this long may succeed. Carried
+/// as an [`Error`]'s source rather than as a field, so every protocol can read it and none has
+/// to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("retry after {}s", .0.as_secs())]
+pub struct RetryAfter(pub Duration);
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -151,5 +170,12 @@ mod tests {
         let e = Error::with_source(ErrorKind::Unavailable, "archive write", io);
         assert_eq!(e.to_string(), "unavailable: archive write: disk gone");
         assert_eq!(e.kind.http_status(), 503);
+    }
+
+    #[test]
+    fn retry_after_travels_as_the_source() {
+        let e = Error::exhausted("slow down", Duration::from_secs(90));
+        assert_eq!((e.kind, e.retry_after()), (ErrorKind::ResourceExhausted, Some(Duration::from_secs(90))));
+        assert_eq!(Error::invalid("x").retry_after(), None);
     }
 }

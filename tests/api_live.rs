@@ -1,6 +1,6 @@
 //! The Platform API against the real binary: playback tokens on real LL-HLS requests
 //! (multivariant, media playlist, part, segment) for a `subscribers` channel published by
-//! ffmpeg, and a graceful shutdown (SIGTERM) that keeps every acknowledged watch update.
+//! ffmpeg (a private one answers like an unknown one), and a graceful shutdown (SIGTERM) that keeps every acknowledged watch update.
 
 mod common;
 
@@ -239,11 +239,29 @@ fn subscribers_channel_needs_a_token_on_every_llhls_request() {
     assert!(!r.body.contains("token="), "{}", r.body);
     set("subscribers");
     assert_eq!(server.get("/live/premium/index.m3u8").status, 403);
-    // Private: the owner's token still plays; the channel is hidden from others on the API.
+    // Private: the owner's token still plays; the channel is hidden from everyone else, on
+    // LL-HLS as on the API: without a token, with a bad one, or with a former subscriber's, the
+    // answer is the one an unknown channel gets (a 403 would say it exists and is on air).
     set("private");
     assert_eq!(server.get(&url).status, 200, "owner's token on a private channel");
-    assert_eq!(server.get("/live/premium/index.m3u8").status, 403);
+    let unknown = server.get("/live/nosuchchannel/index.m3u8");
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+    let rendition_path = format!("/live/premium/{rendition}/index.m3u8");
+    for path in [
+        "/live/premium/index.m3u8".to_owned(),
+        "/live/premium/index.m3u8?token=garbage".to_owned(),
+        subscriber_url.clone(),
+        rendition_path,
+        "/live/premium/nosuchrendition/index.m3u8".to_owned(),
+    ] {
+        let r = server.get(&path);
+        assert_eq!((r.status, &r.body), (unknown.status, &unknown.body), "{path}");
+    }
     assert_eq!(http_json(server.http, "GET", "/api/v1/channels/premium", Some(&viewer), None).0, 404);
+    // The watch page is the same page for any well-formed name: it tells nothing either.
+    let (page, unknown_page) = (server.get("/watch/premium"), server.get("/watch/nosuchchannel"));
+    assert_eq!((page.status, unknown_page.status), (200, 200));
+    assert_eq!(page.body.replace("premium", "nosuchchannel"), unknown_page.body);
     ffmpeg.kill();
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests drive (ffmpeg, ffprobe;
-# Debian's Chromium, node and the npm packages of tests/browser for the hls.js player test),
+# Debian's Chromium, node and the npm packages of tests/browser for the hls.js player test;
+# schemathesis in a Python virtualenv for the API contract test),
 # then checks formatting and lints and runs every unit and integration test.
 #
 # Needs: Rust stable; PostgreSQL on 127.0.0.1:5432 for the store tests (override the admin URL
@@ -19,6 +20,9 @@ command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
 # browser download cannot work on these machines. node 20 is usually there already.
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+# tests/api_contract.rs: schemathesis runs from a Python virtualenv.
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]} with apt-get" >&2
   sudo=""
@@ -33,6 +37,14 @@ if [ ! -d tests/browser/node_modules ] || [ tests/browser/package-lock.json -nt 
   echo "tests/run.sh: npm ci in tests/browser" >&2
   (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
   touch tests/browser/node_modules
+fi
+
+# schemathesis (PyPI, 4.x) for tests/api_contract.rs, in a virtualenv kept outside the clone.
+export TIDECAST_VENV="${TIDECAST_VENV:-$HOME/.cache/tidecast-venv}"
+if ! "$TIDECAST_VENV/bin/schemathesis" --version >/dev/null 2>&1; then
+  echo "tests/run.sh: installing schemathesis into $TIDECAST_VENV" >&2
+  python3 -m venv "$TIDECAST_VENV"
+  "$TIDECAST_VENV/bin/pip" install -q 'schemathesis>=4,<5'
 fi
 
 cargo fmt --all -- --check

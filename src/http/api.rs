@@ -18,6 +18,7 @@
 pub mod billing;
 pub mod channels;
 mod context;
+mod document;
 pub mod search;
 pub mod users;
 pub mod videos;
@@ -32,6 +33,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 pub use context::{test_ring, ApiContext, CACHE_TTL};
+pub use document::document;
 
 use super::routes::Methods;
 use crate::auth::entitlements::Viewer;
@@ -51,7 +53,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// `invalid_argument`, `unauthenticated`, `permission_denied`, `not_found`,
     /// `already_exists`, `failed_precondition`, `resource_exhausted`, `unavailable`,
-    /// `internal`, `payload_too_large`, or `method_not_allowed` (405, with an `Allow` header).
+    /// `internal`, `payload_too_large`, `unsupported_media_type` (415), or
+    /// `method_not_allowed` (405, with an `Allow` header).
     pub code: String,
     pub message: String,
 }
@@ -99,11 +102,11 @@ async fn authenticate(req: HttpRequest) -> crate::Result<Option<Caller>> {
         Ok(c) => c,
         Err(e) => {
             crate::metrics::metrics().auth_failures.with_label_values(&["api"]).inc();
-            return Err(e);
+            return Err(super::error::invalid_token(e.msg));
         }
     };
     if ctx.shared.is_revoked(&claims.jti).await {
-        return Err(Error::new(ErrorKind::Unauthenticated, "invalid or expired access token"));
+        return Err(super::error::invalid_token("invalid or expired access token"));
     }
     Ok(Some(Caller { user_id: claims.user_id()?, is_admin: claims.adm, claims }))
 }
@@ -134,6 +137,12 @@ impl FromRequest for MaybeCaller {
 
 /// Refuses text that would break storage or display: NUL and other control characters (tab
 /// and line breaks are allowed where `multiline`), and more than `max` characters.
+///
+/// The schemas of the fields it checks say the same with `maxLength` and a `pattern` that
+/// excludes `\u0000-\u001f\u007f-\u009f` (`char::is_control`), written in Python and ECMA
+/// regex syntax alike; where a field must not be blank, the pattern also asks for one
+/// character outside `\s`, which is the set `char::is_whitespace` trims once control
+/// characters are excluded.
 pub fn check_text(field: &str, value: &str, max: usize, multiline: bool) -> crate::Result<()> {
     if value.chars().count() > max {
         return Err(Error::invalid(format!("{field} is longer than {max} characters")));
@@ -143,6 +152,25 @@ pub fn check_text(field: &str, value: &str, max: usize, multiline: bool) -> crat
         return Err(Error::invalid(format!("{field} must not contain control characters")));
     }
     Ok(())
+}
+
+/// JSON Schema counts `5.0` as an integer, so an integer field accepts it too (serde alone
+/// would refuse a schema-valid request); a fraction, or a value outside `i64`, stays an error.
+pub fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    use serde::de::Error as _;
+    use serde::Deserialize as _;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(i) = n.as_i64() {
+        return Ok(Some(i));
+    }
+    // i64::MIN is exactly representable; i64::MAX + 1 is the first f64 past the range.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f) => Ok(Some(f as i64)),
+        _ => Err(D::Error::custom(format!("expected an integer within i64, got {n}"))),
+    }
 }
 
 /// Clamps a page size: default 20, at most 100.
@@ -170,11 +198,7 @@ fn json_config_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error
                 &format!("request body is larger than {limit} bytes"),
             )
         }
-        JsonPayloadError::ContentType => json_error_response(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorKind::InvalidArgument.code(),
-            "expected Content-Type: application/json",
-        ),
+        JsonPayloadError::ContentType => super::error::unsupported_media_type("application/json"),
         JsonPayloadError::Deserialize(e) => json_error_response(
             StatusCode::BAD_REQUEST,
             ErrorKind::InvalidArgument.code(),

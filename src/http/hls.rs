@@ -83,6 +83,12 @@ fn offline() -> Error {
 ///
 /// The visibility is the store's (cached for a few seconds by the API), not the one captured
 /// when the session started, so making a live channel non-public takes effect mid-session.
+///
+/// Refusals: a `subscribers` channel answers 403, since its existence is public (the API lists
+/// it to everyone) and the player should offer a subscription. A `private` channel answers
+/// exactly what an unknown or offline one does (404, same body), or a 403 would tell anyone
+/// that it exists and is on air; its owner and admins are the only ones entitled to know, and
+/// their tokens play it.
 async fn authorize(
     state: &AppState,
     channel: &str,
@@ -93,16 +99,24 @@ async fn authorize(
     if visibility == Visibility::Public {
         return Ok(String::new());
     }
+    let hide = |e: Error| {
+        if visibility == Visibility::Private && e.kind == ErrorKind::PermissionDenied {
+            offline()
+        } else {
+            e
+        }
+    };
     let token = query.other.iter().find(|(k, _)| k == "token").map(|(_, v)| v.as_str()).ok_or_else(|| {
-        Error::new(ErrorKind::PermissionDenied, "a playback token is required for this channel")
+        hide(Error::new(ErrorKind::PermissionDenied, "a playback token is required for this channel"))
     })?;
     let now = crate::http::api::unix_now();
-    let claims = state.api.playback.verify(token, &PlaybackScope::Channel(channel.to_owned()), now)?;
+    let claims =
+        state.api.playback.verify(token, &PlaybackScope::Channel(channel.to_owned()), now).map_err(hide)?;
     if !state.api.still_entitled(claims.user_id, channel).await? {
-        return Err(Error::new(
+        return Err(hide(Error::new(
             ErrorKind::PermissionDenied,
             "the playback token's holder is no longer entitled",
-        ));
+        )));
     }
     Ok(format!("token={token}"))
 }
@@ -293,12 +307,14 @@ async fn media_playlist(
         Ok(e) => e,
         Err(e) => return fail(kind, e),
     };
-    let Some(rendition) = entry.rendition(&rendition_name).cloned() else {
-        return fail(kind, Error::not_found("no such rendition"));
-    };
+    // Authorized before the rendition is looked up, so a private channel's rendition names
+    // tell a stranger nothing either.
     let uri_query = match authorize(&state, &channel, &entry, &query).await {
         Ok(q) => q,
         Err(e) => return fail(kind, e),
+    };
+    let Some(rendition) = entry.rendition(&rendition_name).cloned() else {
+        return fail(kind, Error::not_found("no such rendition"));
     };
     entry.viewers.touch(client_key(&req));
     let started = Instant::now();

@@ -69,6 +69,7 @@ pub async fn list_subscriptions(ctx: web::Data<ApiContext>, caller: Caller) -> R
 pub struct SubscribeRequest {
     pub plan_id: String,
     /// Admins with the `manual` provider: grant the plan to this user.
+    #[serde(default, deserialize_with = "super::integral")]
     pub user_id: Option<i64>,
 }
 
@@ -171,6 +172,7 @@ pub struct WebhookAck {
 #[utoipa::path(
     context_path = API_PREFIX,
     tag = "billing",
+    params(("Stripe-Signature" = String, Header, description = "The provider's signature over the raw body")),
     request_body(content = String, description = "The provider's raw JSON event", content_type = "application/json"),
     responses(
         (status = 200, body = WebhookAck),

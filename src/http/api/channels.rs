@@ -72,8 +72,11 @@ pub struct StreamKeyResponse {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateChannelRequest {
-    /// 1-64 characters of a-z, 0-9, `_`, `-`.
+    /// 1-64 characters of a-z, 0-9, `_`, `-`, starting with a letter or digit.
+    #[schema(max_length = 64, pattern = r"^[a-z0-9][a-z0-9_-]*$")]
     pub name: String,
+    /// At most 200 characters, no control characters.
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub title: Option<String>,
     pub visibility: Option<Visibility>,
 }
@@ -87,9 +90,9 @@ pub struct UpdateChannelRequest {
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// Page size, 1-100 (default 20).
+    /// Page size (default 20); clamped to 1-100.
     pub limit: Option<i64>,
-    /// Channels to skip.
+    /// Channels to skip (negative: none).
     pub offset: Option<i64>,
 }
 
@@ -118,6 +121,7 @@ fn require_owner(caller: &Caller, owner_id: Option<i64>) -> Result<(), Error> {
 #[utoipa::path(
     context_path = API_PREFIX,
     tag = "channels",
+    security((), ("bearer" = [])),
     params(ListQuery),
     responses((status = 200, body = Vec<ChannelView>))
 )]
@@ -186,6 +190,7 @@ pub async fn create_channel(
 #[utoipa::path(
     context_path = API_PREFIX,
     tag = "channels",
+    security((), ("bearer" = [])),
     responses((status = 200, body = ChannelView), (status = 404, body = ErrorBody))
 )]
 #[get("/channels/{name}")]

@@ -17,10 +17,15 @@ const MAX_OFFSET: i64 = 1000;
 #[serde(deny_unknown_fields)]
 pub struct SearchQuery {
     /// Words to find (titles, descriptions, tags, channel names); prefix matches, all words.
+    /// At most 200 characters, not blank, no control characters.
+    #[param(
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub q: String,
-    /// Page size, 1-100 (default 20).
+    /// Page size (default 20); clamped to 1-100.
     pub limit: Option<i64>,
-    /// Results to skip (at most 1000).
+    /// Results to skip; clamped to 0-1000.
     pub offset: Option<i64>,
 }
 
@@ -35,6 +40,7 @@ pub struct SearchResults {
 #[utoipa::path(
     context_path = API_PREFIX,
     tag = "search",
+    security((), ("bearer" = [])),
     params(SearchQuery),
     responses((status = 200, body = SearchResults), (status = 400, body = ErrorBody))
 )]

@@ -3,16 +3,28 @@
 //!
 //! Login answers an unknown email and a wrong password with the same 401 and message, after
 //! the same work (one Argon2id verification, against a dummy hash when there is no account),
-//! so neither the answer nor its timing tells whether an email is registered. Limits: failed
-//! logins per account and attempts per client IP within `auth.login_window` (shared state:
-//! Redis when configured); past either, 429 whatever the password.
+//! so neither the answer nor its timing tells whether an email is registered.
+//!
+//! Limits, all within `auth.login_window` (shared state: Redis when configured), each a 429
+//! with `Retry-After`, as identity services do it (failures counted per account *and* address,
+//! so a guesser locks out only themselves):
+//! - attempts per client address (`login_max_per_ip`): one address spraying many accounts;
+//! - failures per (account, address) pair (`login_max_failures`): past it, that address gets
+//!   429 for that account whatever the password, or it could keep guessing;
+//! - failures per account from every address (`login_max_account_failures`), the softer one:
+//!   past it, addresses that already failed 3 times on the account are refused too, so a
+//!   botnet gets 3 guesses per address; a correct password from an address that has not
+//!   failed (the account's owner at home) still signs in.
+//!
+//! A successful login clears its own pair's failures only: the account's count keeps the
+//! distributed guessers slowed down.
 
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa::{IntoParams, ToSchema};
 
-use super::{check_text, page_limit, unix_now, ApiContext, ApiDoc, Caller, ErrorBody, API_PREFIX};
+use super::{check_text, page_limit, unix_now, ApiContext, Caller, ErrorBody, API_PREFIX};
 use crate::error::{Error, ErrorKind};
 use crate::metrics::metrics;
 use crate::store::{HistoryEntry, NewUser};
@@ -23,8 +35,18 @@ const MAX_PASSWORD_LEN: usize = 1024;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
+    /// `name@domain`, stored lowercased. The schema describes printable ASCII addresses;
+    /// internationalized ones are accepted too, up to 254 bytes once lowercased.
+    #[schema(format = Email, max_length = 254, pattern = r"^ *[!-?A-~][ -?A-~]*@[ -~]*[!-~] *$")]
     pub email: String,
+    /// `auth.min_password_len` (default 8) to 1024 characters, no NUL.
+    #[schema(min_length = 8, max_length = 1024, pattern = r"^[^\u0000]*$")]
     pub password: String,
+    /// 1-64 characters once trimmed, no control characters.
+    #[schema(
+        max_length = 64,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub username: String,
 }
 
@@ -73,7 +95,7 @@ pub async fn register(
     check_text("username", &body.username, 64, false)?;
     check_text("email", &body.email, 254, false)?;
     let len = body.password.chars().count();
-    if len < ctx.auth.min_password_len || body.password.len() > MAX_PASSWORD_LEN {
+    if len < ctx.auth.min_password_len || len > MAX_PASSWORD_LEN {
         return Err(Error::invalid(format!(
             "password must be {}-{MAX_PASSWORD_LEN} characters",
             ctx.auth.min_password_len
@@ -97,8 +119,24 @@ pub async fn register(
     }))
 }
 
-fn too_many() -> Error {
-    Error::new(ErrorKind::ResourceExhausted, "too many login attempts; try again later")
+/// Failures an address may have on an account once the account as a whole is past
+/// `login_max_account_failures` (a user's own typos during an attack stay allowed).
+const PAIR_FAILURES_UNDER_ATTACK: u64 = 3;
+
+/// The limits are fixed windows that start at their first hit, so the whole window is the
+/// longest wait: a client that retries after it is never refused by the same window.
+fn too_many(window: std::time::Duration) -> Error {
+    Error::exhausted("too many login attempts; try again later", window)
+}
+
+/// A limiter bucket for `parts` that names no email or address in the shared state.
+fn bucket(kind: &str, parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    format!("login:{kind}:{}", hex::encode(h.finalize()))
 }
 
 /// Sign in with email and password; returns a bearer access token.
@@ -109,7 +147,7 @@ fn too_many() -> Error {
     responses(
         (status = 200, description = "Signed in", body = TokenResponse),
         (status = 401, description = "Unknown email or wrong password (same answer)", body = ErrorBody),
-        (status = 429, description = "Too many attempts for this account or address", body = ErrorBody),
+        (status = 429, description = "Too many attempts from this address, or for this account from this address", body = ErrorBody),
     )
 )]
 #[post("/auth/login")]
@@ -119,17 +157,26 @@ pub async fn login(
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, Error> {
     let body = body.into_inner();
-    let window = ctx.auth.login_window;
+    let a = &ctx.auth;
+    let window = a.login_window;
     let ip = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_else(|| "unknown".into());
-    if ctx.shared.hit(&format!("login:ip:{ip}"), window).await > u64::from(ctx.auth.login_max_per_ip) {
-        return Err(too_many());
+    if ctx.shared.hit(&format!("login:ip:{ip}"), window).await > u64::from(a.login_max_per_ip) {
+        return Err(too_many(window));
     }
-    // Keyed by the normalized email whether or not the account exists, so the limit itself
-    // does not reveal which emails are registered.
+    // Keyed by the normalized email whether or not the account exists, so the limits
+    // themselves do not reveal which emails are registered.
     let email = body.email.trim().to_lowercase();
-    let account_bucket = format!("login:acct:{}", hex::encode(Sha256::digest(email.as_bytes())));
-    if ctx.shared.count(&account_bucket).await >= u64::from(ctx.auth.login_max_failures) {
-        return Err(too_many());
+    let account_bucket = bucket("acct", &[&email]);
+    let pair_bucket = bucket("pair", &[&email, &ip]);
+    let pair_failures = ctx.shared.count(&pair_bucket).await;
+    let under_attack = ctx.shared.count(&account_bucket).await >= u64::from(a.login_max_account_failures);
+    let pair_limit = if under_attack {
+        PAIR_FAILURES_UNDER_ATTACK.min(u64::from(a.login_max_failures))
+    } else {
+        u64::from(a.login_max_failures)
+    };
+    if pair_failures >= pair_limit {
+        return Err(too_many(window));
     }
     let user = if email.len() <= 254 { ctx.store.user_by_email(&email).await? } else { None };
     let stored = user.as_ref().and_then(|u| u.password_hash.clone());
@@ -137,12 +184,13 @@ pub async fn login(
     let user = match (ok, user) {
         (true, Some(user)) => user,
         _ => {
+            ctx.shared.hit(&pair_bucket, window).await;
             ctx.shared.hit(&account_bucket, window).await;
             metrics().auth_failures.with_label_values(&["api"]).inc();
             return Err(Error::new(ErrorKind::Unauthenticated, "invalid email or password"));
         }
     };
-    ctx.shared.reset(&account_bucket).await;
+    ctx.shared.reset(&pair_bucket).await;
     let (token, _) = ctx.jwt.issue(user.id, user.is_admin, unix_now())?;
     Ok(HttpResponse::Ok().json(TokenResponse {
         access_token: token,
@@ -178,7 +226,7 @@ pub async fn me(ctx: web::Data<ApiContext>, caller: Caller) -> Result<HttpRespon
         .store
         .user_by_id(caller.user_id)
         .await?
-        .ok_or_else(|| Error::new(ErrorKind::Unauthenticated, "the account no longer exists"))?;
+        .ok_or_else(|| crate::http::error::invalid_token("the account no longer exists"))?;
     Ok(HttpResponse::Ok().json(UserView {
         id: user.id,
         email: user.email,
@@ -191,7 +239,7 @@ pub async fn me(ctx: web::Data<ApiContext>, caller: Caller) -> Result<HttpRespon
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
-    /// Page size, 1-100 (default 20).
+    /// Page size (default 20); clamped to 1-100.
     pub limit: Option<i64>,
     /// Cursor: `next_cursor` of the previous page.
     pub before: Option<i64>,
@@ -240,6 +288,6 @@ pub async fn history(
 /// This document.
 #[utoipa::path(context_path = API_PREFIX, tag = "meta", responses((status = 200, description = "OpenAPI 3.1 JSON")))]
 #[get("/openapi.json")]
-pub async fn openapi_json() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+pub async fn openapi_json(ctx: web::Data<ApiContext>) -> HttpResponse {
+    HttpResponse::Ok().json(super::document(&ctx.api, &ctx.auth))
 }

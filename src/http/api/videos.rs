@@ -55,6 +55,7 @@ async fn find_playable(ctx: &ApiContext, viewer: Option<&Viewer>, id: i64) -> Re
 #[utoipa::path(
     context_path = API_PREFIX,
     tag = "videos",
+    security((), ("bearer" = [])),
     responses((status = 200, body = VideoView), (status = 404, body = ErrorBody))
 )]
 #[get("/videos/{id}")]
@@ -100,7 +101,8 @@ pub async fn get_video(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WatchRequest {
-    /// Playback position, in seconds from the start.
+    /// Playback position, in seconds from the start: 0 to ten days.
+    #[schema(minimum = 0, maximum = 864000)]
     pub position_seconds: f64,
 }
 
@@ -145,7 +147,7 @@ pub async fn record_watch(
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct FeedQuery {
-    /// Items, 1-100 (default 20).
+    /// Items (default 20); clamped to 1-100.
     pub limit: Option<i64>,
 }
 
@@ -167,6 +169,7 @@ pub struct FeedItem {
 #[utoipa::path(
     context_path = API_PREFIX,
     tag = "videos",
+    security((), ("bearer" = [])),
     params(FeedQuery),
     responses((status = 200, body = Vec<FeedItem>))
 )]
@@ -225,7 +228,7 @@ pub async fn feed(
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct CommentsQuery {
-    /// Page size, 1-100 (default 20).
+    /// Page size (default 20); clamped to 1-100.
     pub limit: Option<i64>,
     /// Cursor: `next_cursor` of the previous page (comments older than this id).
     pub before: Option<i64>,
@@ -240,7 +243,12 @@ pub struct CommentPage {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommentRequest {
-    /// 1 to `api.comment_max_len` characters (default 2000).
+    /// 1 to `api.comment_max_len` characters (default 2000), not blank; no control
+    /// characters but tab and line breaks.
+    #[schema(
+        max_length = 2000,
+        pattern = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
+    )]
     pub body: String,
 }
 
@@ -248,6 +256,7 @@ pub struct CommentRequest {
 #[utoipa::path(
     context_path = API_PREFIX,
     tag = "comments",
+    security((), ("bearer" = [])),
     params(CommentsQuery),
     responses((status = 200, body = CommentPage), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody))
 )]
@@ -290,11 +299,12 @@ pub async fn create_comment(
     id: web::Path<i64>,
     body: web::Json<CommentRequest>,
 ) -> Result<HttpResponse, Error> {
+    // The whole body counts toward the limit, as the schema says; stored trimmed.
+    check_text("comment body", &body.body, ctx.api.comment_max_len, true)?;
     let text = body.body.trim();
     if text.is_empty() {
         return Err(Error::invalid("comment body must not be empty"));
     }
-    check_text("comment body", text, ctx.api.comment_max_len, true)?;
     let video = find_playable(&ctx, Some(&caller.viewer()), *id).await?;
     let comment = ctx.store.create_comment(video.id, caller.user_id, text).await?;
     Ok(HttpResponse::Created().json(comment))
