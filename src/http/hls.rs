@@ -83,6 +83,9 @@ fn offline() -> Error {
 ///
 /// The visibility is the store's (cached for a few seconds by the API), not the one captured
 /// when the session started, so making a live channel non-public takes effect mid-session.
+/// Neither lookup waits for the database once a channel and user have been seen: the API's
+/// caches answer from their last copy, refreshed in the background, and keep answering through
+/// a database outage for up to `database.cache_max_stale` (`crate::store::cache`).
 async fn authorize(
     state: &AppState,
     channel: &str,
