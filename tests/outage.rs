@@ -223,7 +223,7 @@ fn part_of_uri(uri: &str) -> (u64, u32) {
 }
 
 /// One request a player made: when it started, what, its status and how long it took.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Sample {
     at: Instant,
     what: String,
@@ -399,7 +399,8 @@ fn llhls_and_readyz_ride_out_a_postgres_outage() {
 
     let samples = samples.lock().unwrap().clone();
     let during: Vec<&Sample> = samples.iter().filter(|s| s.at >= down_at && s.at <= up_at).collect();
-    let bad: Vec<&&Sample> = during.iter().filter(|s| s.status != 200).collect();
+    let bad: Vec<(&str, u16)> =
+        during.iter().filter(|s| s.status != 200).map(|s| (s.what.as_str(), s.status)).collect();
     let mut took: Vec<Duration> = during.iter().map(|s| s.took).collect();
     let max = quantile(&mut took, 1.0);
     let p99 = quantile(&mut took, 0.99);
@@ -414,7 +415,11 @@ fn llhls_and_readyz_ride_out_a_postgres_outage() {
     assert!(
         max <= PART_TARGET + MARGIN,
         "an LL-HLS request took {max:?} during the outage: {:#?}",
-        during.iter().filter(|s| s.took > PART_TARGET + MARGIN).collect::<Vec<_>>()
+        during
+            .iter()
+            .filter(|s| s.took > PART_TARGET + MARGIN)
+            .map(|s| (&s.what, s.took))
+            .collect::<Vec<_>>()
     );
     assert!(readyz_max <= Duration::from_secs(1), "/readyz took {readyz_max:?}");
     drop(server);
