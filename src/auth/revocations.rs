@@ -126,7 +126,7 @@ async fn sync_loop(me: Weak<Revocations>, interval: Duration) {
             continue;
         }
         syncs = syncs.wrapping_add(1);
-        if syncs % PURGE_EVERY == 0 {
+        if syncs.is_multiple_of(PURGE_EVERY) {
             match me.store.purge_expired_revocations(now_ms()).await {
                 Ok(n) if n > 0 => tracing::debug!(rows = n, "purged expired token revocations"),
                 Ok(_) => {}
