@@ -34,7 +34,7 @@ pub const DEFAULT_CHANNEL: &str = "main";
 
 /// Open the store named by the config and apply migrations.
 pub async fn open_store(config: &Config) -> Result<Store> {
-    let store = Store::connect(&config.database.url, config.database.max_connections).await?;
+    let store = Store::connect_with(&config.database.url, config.database.store_settings()).await?;
     store.migrate().await?;
     Ok(store)
 }

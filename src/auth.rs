@@ -1,5 +1,6 @@
 //! Authentication: password hashing (here), access tokens ([`jwt`]), playback tokens
-//! ([`playback`]), their key rings ([`keys`]) and the entitlement rule ([`entitlements`]).
+//! ([`playback`]), their key rings ([`keys`]), durable logouts ([`revocations`]) and the
+//! entitlement rule ([`entitlements`]).
 //!
 //! Password hashing: Argon2id with the OWASP Password Storage Cheat Sheet's minimum parameters
 //! (m = 19456 KiB, t = 2, p = 1), stored as PHC strings (`$argon2id$v=19$m=19456,t=2,p=1$...`).
@@ -17,6 +18,7 @@ pub mod entitlements;
 pub mod jwt;
 pub mod keys;
 pub mod playback;
+pub mod revocations;
 
 use std::sync::Arc;
 

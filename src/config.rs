@@ -335,11 +335,52 @@ pub struct DatabaseConfig {
     /// Upper bound of the connection pool, so a burst of API calls cannot exhaust the
     /// database's own connection limit.
     pub max_connections: u32,
+    /// How long a query waits for a pooled connection before it fails with 503. Short, so that
+    /// requests fail fast while the database is down instead of stalling with it.
+    #[serde(with = "duration_str")]
+    pub acquire_timeout: Duration,
+    /// Consecutive "database unreachable" failures that open the circuit breaker; while it is
+    /// open queries fail at once.
+    pub breaker_failures: u32,
+    /// How long the circuit stays open before one query probes the database again.
+    #[serde(with = "duration_str")]
+    pub breaker_cooldown: Duration,
+    /// How long cached channel records, admin flags and active plans (refreshed every few
+    /// seconds while the database answers) keep serving LL-HLS and API entitlement checks
+    /// while it does not: the bound on how stale an access decision may be during an outage.
+    #[serde(with = "duration_str")]
+    pub cache_max_stale: Duration,
+    /// How often each node loads the token revocations (logouts) other nodes stored, so a
+    /// logout holds everywhere within this even when Redis lost it.
+    #[serde(with = "duration_str")]
+    pub revocation_sync_interval: Duration,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: "sqlite://./data/tidecast.db".to_owned(), max_connections: 8 }
+        Self {
+            url: "sqlite://./data/tidecast.db".to_owned(),
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(1),
+            breaker_failures: 3,
+            breaker_cooldown: Duration::from_secs(2),
+            cache_max_stale: Duration::from_secs(15 * 60),
+            revocation_sync_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl DatabaseConfig {
+    /// The store's outage behaviour from these settings.
+    pub fn store_settings(&self) -> crate::store::StoreSettings {
+        crate::store::StoreSettings {
+            max_connections: self.max_connections,
+            acquire_timeout: self.acquire_timeout,
+            breaker: crate::store::BreakerSettings {
+                failures: self.breaker_failures,
+                cooldown: self.breaker_cooldown,
+            },
+        }
     }
 }
 
@@ -760,6 +801,13 @@ impl Config {
             format!("database.url: {:?} must start with sqlite:, postgres: or postgresql:", d.url),
         );
         check(d.max_connections > 0, "database.max_connections: must be greater than 0".to_owned());
+        check(!d.acquire_timeout.is_zero(), "database.acquire_timeout: must be greater than 0".to_owned());
+        check(d.breaker_failures > 0, "database.breaker_failures: must be greater than 0".to_owned());
+        check(!d.breaker_cooldown.is_zero(), "database.breaker_cooldown: must be greater than 0".to_owned());
+        check(
+            !d.revocation_sync_interval.is_zero(),
+            "database.revocation_sync_interval: must be greater than 0".to_owned(),
+        );
 
         // [channel]
         let c = &self.channel;

@@ -6,8 +6,9 @@
 //! answer the same operation runs on the in-process state instead, counted in
 //! `tidecast_shared_state_fallbacks_total`. So with Redis down the API keeps working, degraded:
 //! rate limits and viewer counts become per node, and a token revoked on another node while
-//! Redis is unreachable is only known there. Revocations are written to both, so this node
-//! always remembers its own.
+//! Redis is unreachable is known here only once this node reads it from the store (every
+//! `database.revocation_sync_interval`, `crate::auth::revocations`). Revocations are written to
+//! both, so this node always remembers its own; the store's copy is what survives restarts.
 //!
 //! If Redis is unreachable at start, the server starts anyway and keeps retrying in the
 //! background; once connected, redis-rs's `ConnectionManager` reconnects by itself.
@@ -148,6 +149,13 @@ impl SharedState {
                 .to_owned();
             let _ = guard(cmd.query_async::<()>(&mut conn)).await;
         }
+    }
+
+    /// Remembers in this process only that `jti` is revoked for `ttl` (a revocation read from
+    /// the store: Redis may have lost it, but writing it back from every node is not needed
+    /// since every node loads it the same way).
+    pub fn remember_revoked(&self, jti: &str, ttl: Duration) {
+        self.local.revoke(jti, ttl.max(Duration::from_millis(1)));
     }
 
     /// Whether the access token `jti` was revoked.

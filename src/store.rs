@@ -19,6 +19,7 @@
 //!   (hashed by `crate::auth`, never here). No error message or `Debug` output carries either.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -31,18 +32,31 @@ use crate::error::{Error, ErrorKind};
 /// Runs the same query code on whichever pool the store holds. `$pool` is bound to
 /// `&SqlitePool` in one arm and `&PgPool` in the other, so the body is type-checked against both
 /// backends: a query that only compiles for one of them is a compile error, not a runtime one.
+///
+/// Every call passes the circuit breaker (`breaker`): while it is open the body does not run
+/// and the result is `sqlx::Error::PoolTimedOut` (so `Unavailable`) at once.
 macro_rules! with_pool {
-    ($store:expr, |$pool:ident| $body:expr) => {
-        match &$store.pool {
-            $crate::store::Pool::Sqlite($pool) => $body,
-            $crate::store::Pool::Postgres($pool) => $body,
+    ($store:expr, |$pool:ident| $body:expr) => {{
+        let store: &$crate::store::Store = &$store;
+        if store.breaker.admit() {
+            let result = match &store.pool {
+                $crate::store::Pool::Sqlite($pool) => $body,
+                $crate::store::Pool::Postgres($pool) => $body,
+            };
+            store.breaker.record(&result);
+            result
+        } else {
+            Err(sqlx::Error::PoolTimedOut.into())
         }
-    };
+    }};
 }
 
+mod breaker;
+pub mod cache;
 mod channels;
 mod comments;
 mod history;
+mod revocations;
 mod search;
 mod subscriptions;
 #[doc(hidden)]
@@ -52,12 +66,14 @@ mod tests;
 mod users;
 mod videos;
 
+pub use breaker::BreakerSettings;
 pub use channels::{
     hash_stream_key, validate_channel_name, ChannelRecord, NewChannel, StreamKey, Visibility,
     MAX_CHANNEL_TITLE_LEN,
 };
 pub use comments::Comment;
 pub use history::{HistoryEntry, WatchUpdate};
+pub use revocations::Revocation;
 pub use search::search_terms;
 pub use subscriptions::{BillingAction, Subscription, SubscriptionStatus};
 pub use users::{NewUser, User};
@@ -68,8 +84,31 @@ static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations
 
 /// How long a SQLite writer waits for the file lock before `SQLITE_BUSY` (WAL allows one writer).
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a caller waits for a pooled connection before the store reports `Unavailable`.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `/readyz` waits for its `SELECT 1`: it must answer within a second either way, and
+/// a database that takes longer than this for `SELECT 1` is not one to send traffic to.
+const PING_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How a [`Store`] behaves when the database does not answer, from `[database]`.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreSettings {
+    pub max_connections: u32,
+    /// How long a call waits for a pooled connection before it fails with `Unavailable`.
+    /// Short, because API and LL-HLS requests wait on it: while the database is down sqlx
+    /// keeps retrying the connection until this passes.
+    pub acquire_timeout: Duration,
+    pub breaker: BreakerSettings,
+}
+
+impl StoreSettings {
+    /// Defaults (those of `[database]`) with `max_connections`.
+    pub fn with_max_connections(max_connections: u32) -> StoreSettings {
+        StoreSettings {
+            max_connections,
+            acquire_timeout: Duration::from_secs(1),
+            breaker: BreakerSettings::default(),
+        }
+    }
+}
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +128,8 @@ enum Pool {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: Pool,
+    /// Shared by every clone: one view of whether the database answers.
+    breaker: Arc<breaker::Breaker>,
 }
 
 impl Store {
@@ -99,19 +140,25 @@ impl Store {
     /// Error messages name the SQLite path or the PostgreSQL host/port/database, never the URL,
     /// which may carry a password.
     pub async fn connect(url: &str, max_connections: u32) -> crate::Result<Store> {
-        let max_connections = max_connections.max(1);
-        if url.starts_with("sqlite:") {
-            Self::connect_sqlite(url, max_connections).await
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Self::connect_postgres(url, max_connections).await
-        } else {
-            Err(Error::invalid(
-                "unsupported database URL scheme: expected sqlite://, postgres:// or postgresql://",
-            ))
-        }
+        Self::connect_with(url, StoreSettings::with_max_connections(max_connections)).await
     }
 
-    async fn connect_sqlite(url: &str, max_connections: u32) -> crate::Result<Store> {
+    /// [`Store::connect`] with explicit outage behaviour.
+    pub async fn connect_with(url: &str, settings: StoreSettings) -> crate::Result<Store> {
+        let settings = StoreSettings { max_connections: settings.max_connections.max(1), ..settings };
+        let pool = if url.starts_with("sqlite:") {
+            Self::connect_sqlite(url, &settings).await?
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::connect_postgres(url, &settings).await?
+        } else {
+            return Err(Error::invalid(
+                "unsupported database URL scheme: expected sqlite://, postgres:// or postgresql://",
+            ));
+        };
+        Ok(Store { pool, breaker: Arc::new(breaker::Breaker::new(settings.breaker)) })
+    }
+
+    async fn connect_sqlite(url: &str, settings: &StoreSettings) -> crate::Result<Pool> {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let opts = SqliteConnectOptions::from_str(url)
             .map_err(|e| Error::with_source(ErrorKind::InvalidArgument, "bad SQLite URL", e))?
@@ -134,8 +181,9 @@ impl Store {
                 })?;
             }
         }
-        let mut pool_opts =
-            SqlitePoolOptions::new().max_connections(max_connections).acquire_timeout(ACQUIRE_TIMEOUT);
+        let mut pool_opts = SqlitePoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout);
         if in_memory {
             // An in-memory database lives only as long as one connection to it does: keep one
             // open forever so the pool reaping idle connections does not wipe the data.
@@ -148,23 +196,23 @@ impl Store {
                 e,
             )
         })?;
-        Ok(Store { pool: Pool::Sqlite(pool) })
+        Ok(Pool::Sqlite(pool))
     }
 
-    async fn connect_postgres(url: &str, max_connections: u32) -> crate::Result<Store> {
+    async fn connect_postgres(url: &str, settings: &StoreSettings) -> crate::Result<Pool> {
         let opts = PgConnectOptions::from_str(url)
             .map_err(|e| Error::with_source(ErrorKind::InvalidArgument, "bad PostgreSQL URL", e))?;
         let target =
             format!("{}:{}/{}", opts.get_host(), opts.get_port(), opts.get_database().unwrap_or("(default)"));
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
             .connect_with(opts)
             .await
             .map_err(|e| {
                 Error::with_source(ErrorKind::Unavailable, format!("connecting to PostgreSQL at {target}"), e)
             })?;
-        Ok(Store { pool: Pool::Postgres(pool) })
+        Ok(Pool::Postgres(pool))
     }
 
     /// Applies the embedded migrations for this backend. Idempotent: already-applied migrations
@@ -178,12 +226,27 @@ impl Store {
         result.map_err(|e| Error::with_source(ErrorKind::Internal, "running database migrations", e))
     }
 
-    /// `SELECT 1`: the database answers. Used by `/readyz`.
+    /// `SELECT 1`: the database answers. Used by `/readyz`, so it answers within a second
+    /// either way: at once while the circuit is open (except when it is this call's turn to
+    /// probe), else within [`PING_TIMEOUT`], which counts as a failure for the breaker.
     pub async fn ping(&self) -> crate::Result<()> {
-        let one: i32 = with_pool!(self, |pool| sqlx::query_scalar("SELECT 1").fetch_one(pool).await)
-            .map_err(|e| Error::with_source(ErrorKind::Unavailable, "database ping failed", e))?;
+        let ping = async { with_pool!(self, |pool| sqlx::query_scalar("SELECT 1").fetch_one(pool).await) };
+        let one: i32 = match tokio::time::timeout(PING_TIMEOUT, ping).await {
+            Ok(result) => {
+                result.map_err(|e| Error::with_source(ErrorKind::Unavailable, "database ping failed", e))?
+            }
+            Err(_) => {
+                self.breaker.failure();
+                return Err(Error::unavailable("database ping timed out"));
+            }
+        };
         debug_assert_eq!(one, 1);
         Ok(())
+    }
+
+    /// Whether the circuit breaker is open: the database failed repeatedly and calls fail fast.
+    pub fn circuit_open(&self) -> bool {
+        self.breaker.is_open()
     }
 
     pub fn backend(&self) -> Backend {
@@ -196,7 +259,11 @@ impl Store {
     /// Closes the pool, waiting for checked-out connections to be returned. For SQLite this also
     /// checkpoints the WAL into the main file when the last connection closes.
     pub async fn close(&self) {
-        with_pool!(self, |pool| pool.close().await)
+        // Not through `with_pool!`: closing is not a query and must not wait for the breaker.
+        match &self.pool {
+            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Postgres(pool) => pool.close().await,
+        }
     }
 }
 

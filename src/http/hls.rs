@@ -83,6 +83,9 @@ fn offline() -> Error {
 ///
 /// The visibility is the store's (cached for a few seconds by the API), not the one captured
 /// when the session started, so making a live channel non-public takes effect mid-session.
+/// Neither lookup waits for the database once a channel and user have been seen: the API's
+/// caches answer from their last copy, refreshed in the background, and keep answering through
+/// a database outage for up to `database.cache_max_stale` (`crate::store::cache`).
 ///
 /// Refusals: a `subscribers` channel answers 403, since its existence is public (the API lists
 /// it to everyone) and the player should offer a subscription. A `private` channel answers

@@ -273,3 +273,56 @@ async fn in_memory_sqlite_works_across_pooled_connections() {
     assert!(b.unwrap().is_some());
     assert_eq!(c.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn revocations_are_durable_incremental_and_purged() {
+    for db in TestDb::both().await {
+        let store = &db.store;
+        let label = db.label;
+        store.revoke_token("old", 5_000, 1_000).await.unwrap();
+        store.revoke_token("live", 90_000, 2_000).await.unwrap();
+        store.revoke_token("live", 90_000, 3_000).await.unwrap();
+        assert_eq!(store.revocations_since(0, 4_000).await.unwrap().len(), 2, "{label}");
+        let all = store.revocations_since(0, 6_000).await.unwrap();
+        let jtis: Vec<_> = all.iter().map(|r| r.jti.as_str()).collect();
+        assert_eq!(jtis, ["live"], "{label}: expired ones are not loaded; a second revoke is a no-op");
+        assert_eq!(all[0].revoked_at_ms, 2_000);
+        assert!(store.revocations_since(2_001, 6_000).await.unwrap().is_empty());
+        assert_eq!(store.purge_expired_revocations(6_000).await.unwrap(), 1, "{label}");
+        assert_eq!(store.revocations_since(0, 6_000).await.unwrap().len(), 1);
+    }
+}
+
+/// A database that does not answer: calls fail with `Unavailable` within the acquire timeout,
+/// and once the circuit is open, at once; `ping` never takes longer than a second.
+#[tokio::test]
+async fn an_unreachable_database_fails_fast() {
+    // A port that was just free: nothing listens, so every connection attempt is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let settings = StoreSettings {
+        max_connections: 2,
+        acquire_timeout: Duration::from_millis(300),
+        breaker: BreakerSettings { failures: 2, cooldown: Duration::from_secs(60) },
+    };
+    let url = format!("postgres://nobody@127.0.0.1:{port}/nothing");
+    // Connecting acquires a first connection, so it gives up after the acquire timeout, not 10 s.
+    let started = std::time::Instant::now();
+    let err = Store::connect_with(&url, settings).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unavailable);
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+
+    let db = TestDb::sqlite().await;
+    let store = db.store.clone();
+    for _ in 0..BreakerSettings::default().failures {
+        assert!(!store.circuit_open());
+        store.breaker.failure();
+    }
+    assert!(store.circuit_open());
+    let started = std::time::Instant::now();
+    for _ in 0..100 {
+        let e = store.channel_by_name("x").await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+    }
+    assert_eq!(store.ping().await.unwrap_err().kind, ErrorKind::Unavailable);
+    assert!(started.elapsed() < Duration::from_millis(200), "{:?}", started.elapsed());
+}

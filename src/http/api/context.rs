@@ -11,13 +11,18 @@ use crate::auth::entitlements::{can_play, Viewer};
 use crate::auth::jwt::JwtKeys;
 use crate::auth::keys::KeyRing;
 use crate::auth::playback::{PlaybackKeys, PlaybackScope};
+use crate::auth::revocations::Revocations;
 use crate::auth::PasswordGate;
 use crate::billing::Billing;
 use crate::config::{ApiConfig, AuthConfig, Config};
 use crate::shared_state::SharedState;
+use crate::store::cache::StaleCache;
 use crate::store::{now_ms, ChannelRecord, Store, Video, Visibility};
 
-/// How long cached video metadata, active plan ids and search results are trusted.
+/// How long cached video metadata, channel records, active plan ids and search results are
+/// trusted without asking the store again. Videos, channels, plans and admin flags are then
+/// refreshed in the background and, while the store is unreachable, keep serving for
+/// `database.cache_max_stale` (`crate::store::cache`).
 pub const CACHE_TTL: Duration = Duration::from_secs(5);
 /// Most cached search result pages; past this the cache starts over.
 const SEARCH_CACHE_MAX: usize = 10_000;
@@ -29,18 +34,20 @@ pub struct ApiContext {
     pub playback: PlaybackKeys,
     pub passwords: PasswordGate,
     pub shared: SharedState,
+    /// Logouts: durable in the store, cached in `shared`.
+    pub revocations: Arc<Revocations>,
     pub history: Addr<WatchHistory>,
     pub billing: Billing,
     pub auth: AuthConfig,
     pub api: ApiConfig,
-    videos: DashMap<i64, (Video, Instant)>,
-    plans: DashMap<i64, (Arc<Vec<String>>, Instant)>,
+    videos: StaleCache<i64, Arc<Video>>,
+    plans: StaleCache<i64, Arc<Vec<String>>>,
     /// user -> owns private content (their search results differ from everyone's).
     private_owners: DashMap<i64, (bool, Instant)>,
     /// channel name -> record, for the LL-HLS checks (visibility, owner).
-    channels: DashMap<String, (ChannelRecord, Instant)>,
+    channels: StaleCache<String, Arc<ChannelRecord>>,
     /// user -> is admin, for re-checking playback tokens.
-    admins: DashMap<i64, (bool, Instant)>,
+    admins: StaleCache<i64, bool>,
     /// (scope, page, terms) -> serialized results.
     search: DashMap<String, (bytes::Bytes, Instant)>,
 }
@@ -81,7 +88,11 @@ impl ApiContext {
             },
         )
         .start();
+        let max_stale = config.database.cache_max_stale;
+        let revocations =
+            Revocations::start(store.clone(), shared.clone(), config.database.revocation_sync_interval).await;
         Ok(ApiContext {
+            revocations,
             jwt: JwtKeys::new(&jwt_ring, config.auth.access_token_ttl),
             playback: PlaybackKeys::new(playback_ring),
             passwords: PasswordGate::new(config.auth.max_concurrent_hashes).await?,
@@ -91,11 +102,11 @@ impl ApiContext {
             auth: config.auth.clone(),
             api: config.api.clone(),
             store,
-            videos: DashMap::new(),
-            plans: DashMap::new(),
+            videos: StaleCache::new(CACHE_TTL, max_stale),
+            plans: StaleCache::new(CACHE_TTL, max_stale),
             private_owners: DashMap::new(),
-            channels: DashMap::new(),
-            admins: DashMap::new(),
+            channels: StaleCache::new(CACHE_TTL, max_stale),
+            admins: StaleCache::new(CACHE_TTL, max_stale),
             search: DashMap::new(),
         })
     }
@@ -109,41 +120,35 @@ impl ApiContext {
         }
     }
 
-    /// A video, from the cache if fresh.
+    /// A video, from the cache (so watch progress keeps being accepted while the store is
+    /// briefly unreachable).
     pub async fn video(&self, id: i64) -> crate::Result<Option<Video>> {
-        if let Some(e) = self.videos.get(&id) {
-            if e.1.elapsed() < CACHE_TTL {
-                return Ok(Some(e.0.clone()));
-            }
-        }
-        let v = self.store.video_by_id(id).await?;
-        match &v {
-            Some(v) => {
-                bounded(&self.videos).insert(id, (v.clone(), Instant::now()));
-            }
-            None => {
-                self.videos.remove(&id);
-            }
-        }
-        Ok(v)
+        let v = self
+            .videos
+            .get(&id, || {
+                let store = self.store.clone();
+                async move { Ok(store.video_by_id(id).await?.map(Arc::new)) }
+            })
+            .await?;
+        Ok(v.map(Arc::unwrap_or_clone))
     }
 
-    /// Plan ids of the user's active subscriptions, from the cache if fresh.
+    /// Plan ids of the user's active subscriptions, from the cache.
     pub async fn active_plans(&self, user_id: i64) -> crate::Result<Arc<Vec<String>>> {
-        if let Some(e) = self.plans.get(&user_id) {
-            if e.1.elapsed() < CACHE_TTL {
-                return Ok(e.0.clone());
-            }
-        }
-        let ids = Arc::new(self.store.active_plan_ids(user_id, now_ms()).await?);
-        bounded(&self.plans).insert(user_id, (ids.clone(), Instant::now()));
-        Ok(ids)
+        let plans = self
+            .plans
+            .get(&user_id, || {
+                let store = self.store.clone();
+                async move { Ok(Some(Arc::new(store.active_plan_ids(user_id, now_ms()).await?))) }
+            })
+            .await?;
+        Ok(plans.unwrap_or_default())
     }
 
     /// A channel's current visibility, from the cache if fresh (`None` if it does not exist or
     /// the store cannot tell right now).
     pub async fn channel_visibility(&self, name: &str) -> Option<Visibility> {
-        match self.channel_cached(name).await {
+        match self.channel_arc(name).await {
             Ok(c) => c.map(|c| c.visibility),
             Err(e) => {
                 tracing::warn!(error = %e, "channel lookup failed");
@@ -154,7 +159,7 @@ impl ApiContext {
 
     /// Forget a channel's cached record (after a change on this node).
     pub fn invalidate_visibility(&self, name: &str) {
-        self.channels.remove(name);
+        self.channels.invalidate(name);
     }
 
     /// Whether the user owns private videos or channels, from the cache if fresh.
@@ -184,9 +189,7 @@ impl ApiContext {
     /// Forget a user's cached plans (after a grant, revoke or webhook on this node).
     pub fn invalidate_plans(&self, user_id: Option<i64>) {
         match user_id {
-            Some(id) => {
-                self.plans.remove(&id);
-            }
+            Some(id) => self.plans.invalidate(&id),
             None => self.plans.clear(),
         }
     }
@@ -239,47 +242,46 @@ impl ApiContext {
     /// Whether the holder of a valid playback token for channel `name` is still entitled:
     /// tokens naming a user are re-checked against the channel's current owner and visibility,
     /// the user's admin flag and their active plans (all cached for `CACHE_TTL`), so a revoked,
-    /// canceled or expired subscription stops playback within seconds. Tokens that name no user
-    /// (signed elsewhere with the same key) stand on their signature and expiry alone.
+    /// canceled or expired subscription stops playback within seconds. While the store is
+    /// unreachable the cached answers stand for up to `database.cache_max_stale`, so players
+    /// already entitled keep playing. Tokens that name no user (signed elsewhere with the same
+    /// key) stand on their signature and expiry alone.
     pub async fn still_entitled(&self, user_id: Option<i64>, name: &str) -> crate::Result<bool> {
         let Some(user_id) = user_id else {
             return Ok(true);
         };
-        let Some(channel) = self.channel_cached(name).await? else {
+        let Some(channel) = self.channel_arc(name).await? else {
             return Ok(false);
         };
         let viewer = Viewer { user_id, is_admin: self.is_admin(user_id).await? };
         self.can_play_channel(Some(&viewer), &channel).await
     }
 
-    /// A channel record, from the cache if fresh.
+    /// A channel record, from the cache.
     pub async fn channel_cached(&self, name: &str) -> crate::Result<Option<ChannelRecord>> {
-        if let Some(e) = self.channels.get(name) {
-            if e.1.elapsed() < CACHE_TTL {
-                return Ok(Some(e.0.clone()));
-            }
-        }
-        let c = self.store.channel_by_name(name).await?;
-        match &c {
-            Some(c) => {
-                bounded(&self.channels).insert(name.to_owned(), (c.clone(), Instant::now()));
-            }
-            None => {
-                self.channels.remove(name);
-            }
-        }
-        Ok(c)
+        Ok(self.channel_arc(name).await?.map(Arc::unwrap_or_clone))
+    }
+
+    /// A channel record, from the cache, without copying it (the LL-HLS path).
+    async fn channel_arc(&self, name: &str) -> crate::Result<Option<Arc<ChannelRecord>>> {
+        self.channels
+            .get(name, || {
+                let store = self.store.clone();
+                let name = name.to_owned();
+                async move { Ok(store.channel_by_name(&name).await?.map(Arc::new)) }
+            })
+            .await
     }
 
     async fn is_admin(&self, user_id: i64) -> crate::Result<bool> {
-        if let Some(e) = self.admins.get(&user_id) {
-            if e.1.elapsed() < CACHE_TTL {
-                return Ok(e.0);
-            }
-        }
-        let yes = self.store.user_by_id(user_id).await?.is_some_and(|u| u.is_admin);
-        bounded(&self.admins).insert(user_id, (yes, Instant::now()));
-        Ok(yes)
+        let yes = self
+            .admins
+            .get(&user_id, || {
+                let store = self.store.clone();
+                async move { Ok(Some(store.user_by_id(user_id).await?.is_some_and(|u| u.is_admin))) }
+            })
+            .await?;
+        Ok(yes.unwrap_or(false))
     }
 }
 

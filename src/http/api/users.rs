@@ -208,8 +208,7 @@ pub async fn login(
 )]
 #[post("/auth/logout")]
 pub async fn logout(ctx: web::Data<ApiContext>, caller: Caller) -> Result<HttpResponse, Error> {
-    let remaining = caller.claims.exp.saturating_sub(unix_now());
-    ctx.shared.revoke(&caller.claims.jti, std::time::Duration::from_secs(remaining + 1)).await;
+    ctx.revocations.revoke(&caller.claims.jti, caller.claims.exp).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
