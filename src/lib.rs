@@ -57,6 +57,8 @@ pub mod auth;
 pub mod billing;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod logging;
 pub mod media;

@@ -402,13 +402,13 @@ fn client_key(req: &HttpRequest) -> u64 {
 
 /// What a media file name asks for.
 #[derive(Debug, PartialEq, Eq)]
-enum MediaFile {
+pub enum MediaFile {
     Init(u32),
     Segment(u64),
     Part(u64, u32),
 }
 
-fn parse_file(name: &str) -> Option<MediaFile> {
+pub fn parse_file(name: &str) -> Option<MediaFile> {
     if let Some(v) = name.strip_prefix("init-").and_then(|r| r.strip_suffix(".mp4")) {
         return v.parse().ok().map(MediaFile::Init);
     }
