@@ -45,8 +45,11 @@ use crate::protocols::rtmp::chunk::{checked_chunk_size, ChunkError, ChunkWatch};
 use crate::protocols::rtmp::media::{frame_message, FlvDemuxer, Ingested};
 use crate::protocols::rtmp::{ConnEvent, RtmpLimits, RtmpServerConn};
 
+/// A fuzz target: its name and its body.
+pub type Target = (&'static str, fn(&[u8]));
+
 /// Every target by name, as the fuzz crate's binaries and the corpus directories are named.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[Target] = &[
     ("rtmp_session", rtmp_session),
     ("rtmp_chunk_watch", rtmp_chunk_watch),
     ("amf0", amf0),
