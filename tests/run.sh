@@ -20,6 +20,9 @@ command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
 # browser download cannot work on these machines. node 20 is usually there already.
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+# tests/outage.rs stops a PostgreSQL cluster and a redis-server of its own (never the shared ones).
+{ command -v initdb >/dev/null 2>&1 || [ -x /usr/lib/postgresql/15/bin/initdb ]; } || missing+=(postgresql-15)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # tests/api_contract.rs: schemathesis runs from a Python virtualenv.
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
