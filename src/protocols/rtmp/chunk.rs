@@ -13,8 +13,12 @@
 //! chunk stream), a type-3 chunk re-reads the extended timestamp whenever the previous header
 //! had one, a message no longer than the chunk size is read as one chunk, and a SetChunkSize
 //! (type 1) takes effect right after its message completes. The one place it departs is a chunk
-//! whose message is shorter than the payload already in progress (a peer interleaving chunk
-//! streams): rml_rtmp 0.8 subtracts without a check there and panics, so we refuse it.
+//! that does not continue the message in progress: one on another chunk stream (a peer
+//! interleaving chunk streams), or a type-0/1 header that changes the message's length or type
+//! half-way. rml_rtmp 0.8 keeps one payload for the whole connection, so it would glue the
+//! previous message's bytes in front of the new one (a body the AMF check never saw: the fuzzer
+//! found exactly that), or panic on a length shorter than what is in; we refuse all of these.
+//! Real encoders (OBS, ffmpeg, GStreamer) send each message's chunks back to back.
 //!
 //! It also hands the body of every complete AMF message (types 15, 17, 18, 20: the ones rml_rtmp
 //! decodes) to the caller, so they can be vetted (`amf0::check_message`) before the session
@@ -48,8 +52,8 @@ pub enum ChunkError {
     #[error("peer announced chunk size {requested}, above the limit of {limit}")]
     ChunkSizeTooLarge { requested: u32, limit: u32 },
     #[error(
-        "chunk stream {chunk_stream_id} starts a {declared}-byte message while {in_progress} bytes \
-         of another are pending (interleaved chunk streams)"
+        "chunk stream {chunk_stream_id} sends a {declared}-byte message while {in_progress} bytes \
+         of another message are pending (interleaved chunk streams are not supported)"
     )]
     Interleaved { chunk_stream_id: u32, declared: u32, in_progress: usize },
     #[error("type-{fmt} chunk header on chunk stream {chunk_stream_id}, which has no previous header")]
@@ -96,6 +100,9 @@ pub struct ChunkWatch {
     previous: HashMap<u32, Previous>,
     /// Payload bytes of the message in progress (rml_rtmp keeps one for all chunk streams).
     in_progress: usize,
+    /// The chunk stream and header of that message while `in_progress > 0`: the next chunk
+    /// must continue it.
+    open: Option<(u32, Previous)>,
     /// Its first bytes: a SetChunkSize value.
     head: [u8; 4],
     /// The body of the AMF message in progress (empty for other types).
@@ -116,6 +123,7 @@ impl ChunkWatch {
             partial_len: 0,
             previous: HashMap::new(),
             in_progress: 0,
+            open: None,
             head: [0; 4],
             amf: Vec::new(),
             #[cfg(test)]
@@ -246,7 +254,13 @@ impl ChunkWatch {
         on_amf: &mut impl FnMut(u8, &[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
         let declared = header.message_length as usize;
-        let Some(remaining) = declared.checked_sub(self.in_progress) else {
+        let continues = self.open.is_none_or(|(id, open)| {
+            id == chunk_stream_id
+                && open.message_length == header.message_length
+                && open.type_id == header.type_id
+        });
+        let remaining = declared.checked_sub(self.in_progress).filter(|_| continues);
+        let Some(remaining) = remaining else {
             return Err(ChunkError::Interleaved {
                 chunk_stream_id,
                 declared: header.message_length,
@@ -274,8 +288,10 @@ impl ChunkWatch {
         };
         self.previous.insert(chunk_stream_id, header);
         if self.in_progress != header.message_length as usize {
+            self.open = Some((chunk_stream_id, header));
             return Ok(());
         }
+        self.open = None;
         #[cfg(test)]
         self.completed.push((header.type_id, self.in_progress));
         // rml_rtmp fails on a SetChunkSize shorter than 4 bytes; the session reports that.
@@ -343,6 +359,41 @@ mod tests {
         bytes.extend([0u8; 128]);
         bytes.extend([0x05, 0, 0, 0, 0, 0, 10, 8, 1, 0, 0, 0]);
         assert!(matches!(w.feed(&bytes, no_amf), Err(ChunkError::Interleaved { in_progress: 128, .. })));
+    }
+
+    /// A message in progress on one chunk stream, then a complete AMF command on another: rml_rtmp
+    /// 0.8 would hand out the first message's bytes glued in front of the command (a body our
+    /// AMF check never saw). Found by the `rtmp_chunk_watch` fuzzer.
+    #[test]
+    fn a_chunk_that_does_not_continue_the_open_message_is_refused() {
+        // 300-byte video message on csid 4: its first 128-byte chunk only.
+        let mut first = vec![0x04, 0, 0, 0, 0, 0x01, 0x2c, 9, 1, 0, 0, 0];
+        first.extend([0x03u8; 128]);
+        // Another chunk stream: a 129-byte AMF0 command (rml_rtmp would complete it after 1 byte).
+        let mut other = first.clone();
+        other.extend([0x05, 0, 0, 0, 0, 0, 129, 20, 0, 0, 0, 0, 0x02]);
+        // The same chunk stream, but a type-0 header that turns the message into an AMF command.
+        let mut retyped = first.clone();
+        retyped.extend([0x04, 0, 0, 0, 0, 0x01, 0x2c, 20, 1, 0, 0, 0, 0x02]);
+        // A type-1 header that changes the length.
+        let mut resized = first.clone();
+        resized.extend([0x44, 0, 0, 0, 0, 0x01, 0x2d, 9, 0x02]);
+        for (name, bytes) in [("other", other), ("retyped", retyped), ("resized", resized)] {
+            let mut w = ChunkWatch::new(65_536, 65_536);
+            let fed = w.feed(&bytes, |_, _: &[u8]| -> Result<(), ChunkError> {
+                panic!("no AMF body may be handed out")
+            });
+            assert!(matches!(fed, Err(ChunkError::Interleaved { in_progress: 128, .. })), "{name}: {fed:?}");
+        }
+        // Continuation chunks (type 3, or type 2 with a new timestamp delta) are fine.
+        let mut ok = first.clone();
+        ok.push(0xc4);
+        ok.extend([0x03u8; 128]);
+        ok.extend([0x84, 0, 0, 1]);
+        ok.extend([0x03u8; 44]);
+        let mut w = ChunkWatch::new(65_536, 65_536);
+        assert_eq!(w.feed(&ok, no_amf), Ok(()));
+        assert_eq!(w.completed, [(9, 300)]);
     }
 
     type Seen = (Vec<(u8, usize)>, Vec<(u8, Vec<u8>)>);
