@@ -96,6 +96,7 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
             max_lag: config.rtmp.viewer_max_lag,
             max_skips: config.rtmp.viewer_max_skips,
             write_timeout: config.rtmp.write_timeout,
+            merge_write: config.rtmp.viewer_merge_write,
         },
         viewer_send_buffer: config.rtmp.viewer_send_buffer.as_usize(),
         publish_idle_timeout: config.rtmp.publish_idle_timeout,

@@ -298,6 +298,12 @@ pub struct RtmpConfig {
     /// in flight; loopback and LAN autotuning would otherwise let a stalled viewer hold
     /// megabytes and delay its cut-off. 0 leaves the kernel's autotuning on.
     pub viewer_send_buffer: Size,
+    /// Merged writes: after sending a viewer media, wait this long before sending it more, so
+    /// the frames of the window leave in one write. Fewer, larger writes are most of what a
+    /// viewer costs the server; the price is at most this much added latency. 0 sends each
+    /// frame as soon as it arrives.
+    #[serde(with = "duration_str")]
+    pub viewer_merge_write: Duration,
     /// A publisher that sends nothing for this long is dropped, so a dead encoder frees the
     /// channel for a reconnect.
     #[serde(with = "duration_str")]
@@ -320,6 +326,7 @@ impl Default for RtmpConfig {
             viewer_max_lag: Duration::from_secs(2),
             viewer_max_skips: 3,
             viewer_send_buffer: Size::kib(512),
+            viewer_merge_write: Duration::from_millis(30),
             publish_idle_timeout: Duration::from_secs(15),
         }
     }
@@ -786,6 +793,13 @@ impl Config {
                  viewer falls out of the ring before it is told to skip",
                 fmt_duration(r.viewer_max_lag),
                 fmt_duration(self.channel.ring_duration)
+            ),
+        );
+        check(
+            r.viewer_merge_write <= Duration::from_secs(1),
+            format!(
+                "rtmp.viewer_merge_write: {} must be at most 1s (it is latency added to every viewer)",
+                fmt_duration(r.viewer_merge_write)
             ),
         );
         check(

@@ -2,7 +2,8 @@
 //!
 //! Data flow: `ViewerSession::next_batch` -> per-frame RTMP chunks (built once per frame for
 //! every viewer on message stream 1, cached in the frame's `RTMP_WIRE` slot) -> one vectored
-//! write per batch through `ViewerSession::deliver`.
+//! write per batch through `ViewerSession::deliver` (a batch holds what arrived during the
+//! merge window, `rtmp.viewer_merge_write`).
 //!
 //! The viewer also talks to us (acknowledgements, pings, commands such as `createStream` or
 //! `closeStream`), and rml_rtmp answers some of that. The loop waits on three things at once:
@@ -108,7 +109,6 @@ async fn play(
     let mut control: Vec<u8> = Vec::new();
     let mut events = Vec::new();
     let mut last_tracks: Option<Arc<Tracks>> = None;
-    let mut written_media = false;
     // Registered once, not on every wake-up: a fresh `cancelled()` future per loop would lock the
     // shared shutdown token of every connection on every frame.
     let shutdown = ctx.shutdown.cancelled();
@@ -198,10 +198,7 @@ async fn play(
                 Delivery::Stalled => return Ok(()),
                 Delivery::Failed(e) => return Err(SessionEnd::Io(e)),
             }
-            if !written_media {
-                written_media = true;
-                session.first_frame_written();
-            }
+            session.media_written();
         }
     }
 }
