@@ -58,6 +58,11 @@ pub enum ChunkError {
     Interleaved { chunk_stream_id: u32, declared: u32, in_progress: usize },
     #[error("type-{fmt} chunk header on chunk stream {chunk_stream_id}, which has no previous header")]
     NoPreviousHeader { fmt: u8, chunk_stream_id: u32 },
+    #[error(
+        "type-{fmt} chunk header on chunk stream {chunk_stream_id} carries an extended timestamp \
+         delta of {delta}, below 0xFFFFFF (that delta fits the 24-bit field)"
+    )]
+    ExtendedDeltaTooSmall { fmt: u8, chunk_stream_id: u32, delta: u32 },
 }
 
 /// Validate a SetChunkSize value (RTMP spec §5.4.1: 31 bits, the top bit zero, at least 1) against
@@ -240,6 +245,15 @@ impl ChunkWatch {
             at += 4; // message stream id
         }
         if header.timestamp_field >= EXTENDED_TIMESTAMP {
+            let Some(ext) = b.get(at..at + 4) else { return Ok(None) };
+            let delta = u32::from_be_bytes([ext[0], ext[1], ext[2], ext[3]]);
+            // rml_rtmp 0.8 subtracts 0xFFFFFF from the extended value of a delta header (types
+            // 1-3) that starts a message, unchecked: a smaller value panics in a debug build and
+            // wraps the timestamp in a release one. A sender only uses the extended field when
+            // the value does not fit 24 bits, so a smaller one is refused (fuzzer-found).
+            if fmt != 0 && self.in_progress == 0 && delta < EXTENDED_TIMESTAMP {
+                return Err(ChunkError::ExtendedDeltaTooSmall { fmt, chunk_stream_id, delta });
+            }
             at += 4;
         }
         Ok((b.len() >= at).then_some((chunk_stream_id, header, at)))
@@ -364,6 +378,30 @@ mod tests {
     /// A message in progress on one chunk stream, then a complete AMF command on another: rml_rtmp
     /// 0.8 would hand out the first message's bytes glued in front of the command (a body our
     /// AMF check never saw). Found by the `rtmp_chunk_watch` fuzzer.
+    #[test]
+    fn an_extended_delta_below_the_24_bit_limit_is_refused() {
+        // A 4-byte video message with a large absolute timestamp (type 0, extended), then a
+        // type-1 header on the same chunk stream whose extended delta (5) would fit 24 bits.
+        let mut bytes = vec![0x04, 0xff, 0xff, 0xff, 0, 0, 4, 9, 1, 0, 0, 0, 0x01, 0, 0, 0];
+        bytes.extend([0x17u8; 4]);
+        let mut w = ChunkWatch::new(65_536, 65_536);
+        assert_eq!(w.feed(&bytes, no_amf), Ok(()));
+        let mut delta = vec![0x44, 0xff, 0xff, 0xff, 0, 0, 4, 9, 0, 0, 0, 5];
+        delta.extend([0x17u8; 4]);
+        let fed = w.feed(&delta, no_amf);
+        assert!(
+            matches!(fed, Err(ChunkError::ExtendedDeltaTooSmall { fmt: 1, chunk_stream_id: 4, delta: 5 })),
+            "{fed:?}"
+        );
+        // The same header with a delta that needs the extended field is fine.
+        let mut w = ChunkWatch::new(65_536, 65_536);
+        assert_eq!(w.feed(&bytes, no_amf), Ok(()));
+        let mut big = vec![0x44, 0xff, 0xff, 0xff, 0, 0, 4, 9, 0x01, 0, 0, 0];
+        big.extend([0x17u8; 4]);
+        assert_eq!(w.feed(&big, no_amf), Ok(()));
+        assert_eq!(w.completed, [(9, 4), (9, 4)]);
+    }
+
     #[test]
     fn a_chunk_that_does_not_continue_the_open_message_is_refused() {
         // 300-byte video message on csid 4: its first 128-byte chunk only.
