@@ -94,10 +94,11 @@ const RETRY_AFTER_SECS: u32 = 5;
 fn count_connection(limit: &Arc<PerAddressLimit>, conn: &dyn Any, data: &mut Extensions) {
     type Tcp = actix_web::rt::net::TcpStream;
     // Plain HTTP hands us the socket; HTTPS the TLS stream around it (the same limit applies).
-    let tcp = conn.downcast_ref::<Tcp>().or_else(|| {
-        conn.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<Tcp>>().map(|s| s.get_ref().0)
+    let tcp = conn.downcast_ref::<Tcp>().map(|s| (s, "http")).or_else(|| {
+        let tls = conn.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<Tcp>>()?;
+        Some((tls.get_ref().0, "https"))
     });
-    let Some(peer) = tcp.and_then(|s| s.peer_addr().ok()) else {
+    let Some((peer, protocol)) = tcp.and_then(|(s, p)| Some((s.peer_addr().ok()?, p))) else {
         return;
     };
     match limit.try_acquire(peer.ip()) {
@@ -105,7 +106,7 @@ fn count_connection(limit: &Arc<PerAddressLimit>, conn: &dyn Any, data: &mut Ext
             data.insert::<AddressSlot>(slot);
         }
         Err(_) => {
-            metrics().connections_rejected.with_label_values(&["http", REJECT_PER_ADDRESS]).inc();
+            metrics().connections_rejected.with_label_values(&[protocol, REJECT_PER_ADDRESS]).inc();
             if let Some(suppressed) = REFUSALS.admit() {
                 info!(peer = %peer.ip(), suppressed, "HTTP connection limit per address reached; refusing");
             }

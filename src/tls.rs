@@ -27,6 +27,8 @@ use rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::metrics::metrics;
+
 /// Why a certificate or key could not be loaded; names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -139,9 +141,18 @@ pub async fn watch(cert: Arc<ReloadingCert>, interval: Duration, shutdown: Cance
         let cert2 = cert.clone();
         // File reads and signature-key parsing are blocking work.
         match tokio::task::spawn_blocking(move || cert2.reload()).await {
-            Ok(Ok(())) => info!(cert = %cert.cert_path.display(), "TLS certificate reloaded"),
-            Ok(Err(e)) => warn!(error = %e, "TLS certificate not reloaded; still serving the previous one"),
-            Err(e) => warn!(error = %e, "TLS certificate reload task failed"),
+            Ok(Ok(())) => {
+                metrics().tls_reloads.with_label_values(&["ok"]).inc();
+                info!(cert = %cert.cert_path.display(), "TLS certificate reloaded");
+            }
+            Ok(Err(e)) => {
+                metrics().tls_reloads.with_label_values(&["error"]).inc();
+                warn!(error = %e, "TLS certificate not reloaded; still serving the previous one");
+            }
+            Err(e) => {
+                metrics().tls_reloads.with_label_values(&["error"]).inc();
+                warn!(error = %e, "TLS certificate reload task failed");
+            }
         }
     }
 }

@@ -175,6 +175,7 @@ fn rtmps_publish_plays_over_rtmps_and_https_and_the_certificate_reloads() {
     assert!(ok, "HTTPS still serves the old certificate; server log:\n{}", server.logs());
     assert_eq!(served_cn(rtmps), "tidecast-test-two");
     assert!(server.logs().contains("TLS certificate reloaded"), "{}", server.logs());
+    assert!(server.metric(r#"tidecast_tls_certificate_reloads_total{result="ok"}"#) >= 1.0);
     let fresh_ca = certs.path().join("cert.pem");
     assert!(curl(&fresh_ca, &format!("{base_url}/healthz")).status.success());
     assert!(!curl(&cacert, &format!("{base_url}/healthz")).status.success(), "the old CA still verifies");
@@ -186,6 +187,7 @@ fn rtmps_publish_plays_over_rtmps_and_https_and_the_certificate_reloads() {
     assert!(server.logs().lines().any(|l| l.contains("WARN") && l.contains("TLS certificate not reloaded")));
     assert_eq!(served_cn(https), "tidecast-test-two");
     assert_eq!(served_cn(rtmps), "tidecast-test-two");
+    assert!(server.metric(r#"tidecast_tls_certificate_reloads_total{result="error"}"#) >= 1.0);
 
     assert!(publisher.is_running(), "the publisher was dropped: {}", publisher.stderr());
     assert_eq!(server.metric(r#"tidecast_ingest_sessions{protocol="rtmps"}"#), 1.0);
