@@ -235,3 +235,35 @@ fn tls_only_listeners() {
     assert!(ok, "no RTMPS publisher; server log:\n{}", server.logs());
     publisher.kill();
 }
+
+/// RTMPS shares RTMP's per-address limit: a connection held on the plain port uses the
+/// address's only slot, so ffmpeg over RTMPS is refused (and counted as `rtmps`) until it closes.
+#[test]
+fn rtmps_shares_the_per_address_limit() {
+    if !require_ffmpeg()
+        || !require_tool_with("openssl", "version")
+        || !require_tool_with("curl", "--version")
+    {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    make_cert(certs.path(), "tidecast-limits");
+    let config = certs.path().join("limits.toml");
+    std::fs::write(&config, "[rtmp]\nmax_connections_per_address = 1\nper_address_exempt = []\n").unwrap();
+    let server = tls_server(certs.path(), &[("TIDECAST_CONFIG", config.to_str().unwrap())]);
+    let rtmps = server.rtmps.unwrap();
+    const REFUSED: &str = r#"tidecast_connections_rejected_total{protocol="rtmps",reason="per_address"}"#;
+    assert_eq!(server.metric(REFUSED), 0.0);
+
+    let held = tcp_connect(server.rtmp, false);
+    let mut refused = ffmpeg_publish(&format!("rtmps://{rtmps}/live/{}", server.key), 5);
+    let status = refused.wait_timeout(Duration::from_secs(20)).expect("refused ffmpeg gave up");
+    assert!(!status.success(), "RTMPS publish accepted over the per-address limit");
+    assert!(server.metric(REFUSED) >= 1.0, "{}", server.metrics_text());
+
+    drop(held);
+    let mut publisher = ffmpeg_publish(&format!("rtmps://{rtmps}/live/{}", server.key), 20);
+    server
+        .wait_metric(r#"tidecast_ingest_sessions{protocol="rtmps"}"#, Duration::from_secs(15), |v| v >= 1.0);
+    publisher.kill();
+}
