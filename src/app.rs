@@ -1,7 +1,8 @@
 //! Server assembly: store, actors, listeners, and the shutdown cancellation tree.
 //!
-//! Start order: store (connect, migrate, first-run channel) -> ChannelRegistry -> RTMP listener
-//! on the media runtime -> HTTP. Shutdown reverses it: stop accepting, tell every session to
+//! Start order: store (connect, migrate, first-run channel) -> ChannelRegistry -> the TLS
+//! certificate (when `[tls]` names one; a bad file fails the start) -> RTMP and RTMPS listeners
+//! on the media runtime -> HTTP and HTTPS. Shutdown reverses it: stop accepting, tell every session to
 //! finish politely (viewers get `NetStream.Play.UnpublishNotify`-style stop), stop the channels,
 //! wait for sessions up to `server.shutdown_timeout`, stop HTTP, close the store.
 
@@ -17,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::actors::channel::{ChannelDeps, ChannelSettings};
 use crate::actors::hls::{HlsDirectory, HlsSettings};
-use crate::actors::listen::rtmp::{self, RtmpContext};
+use crate::actors::listen::rtmp::{self, RtmpContext, PROTOCOL, PROTOCOL_TLS};
 use crate::actors::registry::{ChannelRegistry, StopAll, SupervisionSettings};
 use crate::actors::supervise::Backoff;
 use crate::actors::viewer::ViewerPolicy;
@@ -28,6 +29,7 @@ use crate::media::clock::Clock;
 use crate::media::ring::RingLimits;
 use crate::protocols::rtmp::RtmpLimits;
 use crate::store::{NewChannel, Store, Visibility};
+use crate::tls::ReloadingCert;
 
 /// Name of the channel created on the first start with an empty database.
 pub const DEFAULT_CHANNEL: &str = "main";
@@ -82,8 +84,22 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         )
     });
 
-    // RTMP: bind here so a bad address fails the start, then accept on the media runtime.
-    let rtmp_ctx = Arc::new(RtmpContext {
+    // TLS: one reloading certificate for RTMPS and HTTPS.
+    let cert = if config.tls.enabled() {
+        let cert = ReloadingCert::load(config.tls.cert.as_ref(), config.tls.key.as_ref()).map_err(|e| {
+            Error::with_source(crate::ErrorKind::FailedPrecondition, "cannot load the TLS certificate", e)
+        })?;
+        info!(cert = %config.tls.cert, "TLS certificate loaded");
+        media.spawn(crate::tls::watch(cert.clone(), config.tls.reload_interval, shutdown.clone()));
+        Some(cert)
+    } else {
+        None
+    };
+
+    // RTMP and RTMPS: bind here so a bad address fails the start, then accept on the media
+    // runtime. One context each (the label differs); the per-address limit is shared.
+    let rtmp_ctx = RtmpContext {
+        protocol: PROTOCOL,
         registry: registry.clone(),
         limits: RtmpLimits {
             max_chunk_size: config.rtmp.max_chunk_size.bytes() as u32,
@@ -108,20 +124,21 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         clock,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
-    });
-    let listen = config.rtmp.listen.clone();
-    let (listener, rtmp_addr) = media
-        .spawn(async move { rtmp::bind(&listen).await })
-        .await
-        .map_err(|e| Error::internal(format!("media runtime: {e}")))?
-        .map_err(|e| {
-            Error::with_source(
-                crate::ErrorKind::Unavailable,
-                format!("cannot bind RTMP on {}", config.rtmp.listen),
-                e,
-            )
-        })?;
-    let rtmp_task = media.spawn(rtmp::serve(listener, rtmp_ctx));
+    };
+    let mut rtmp_tasks = Vec::new();
+    let mut bound = Bound::default();
+    if !config.rtmp.listen.is_empty() {
+        let (task, addr) = start_rtmp(&media, &config.rtmp.listen, rtmp_ctx.clone(), None).await?;
+        rtmp_tasks.push(task);
+        bound.rtmp = Some(addr);
+    }
+    if let Some(cert) = cert.as_ref().filter(|_| !config.rtmp.tls_listen.is_empty()) {
+        let acceptor = tokio_rustls::TlsAcceptor::from(cert.server_config(&[]));
+        let ctx = RtmpContext { protocol: PROTOCOL_TLS, ..rtmp_ctx.clone() };
+        let (task, addr) = start_rtmp(&media, &config.rtmp.tls_listen, ctx, Some(acceptor)).await?;
+        rtmp_tasks.push(task);
+        bound.rtmps = Some(addr);
+    }
 
     let api = actix_web::web::Data::new(crate::http::api::ApiContext::build(&config, store.clone()).await?);
     let http_opts = crate::http::HttpOptions {
@@ -144,25 +161,36 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         hlsjs_url: config.http.hlsjs_url.clone(),
         api: api.clone(),
     };
-    let (http, http_addr) = crate::http::start_with_limits(http_opts, limits, app_state).map_err(|e| {
-        Error::with_source(
-            crate::ErrorKind::Unavailable,
-            format!("cannot bind HTTP on {}", config.http.listen),
-            e,
-        )
-    })?;
+    let https = cert.as_ref().filter(|_| !config.http.tls_listen.is_empty()).map(|cert| {
+        crate::http::HttpsOptions { listen: config.http.tls_listen.clone(), tls: cert.server_config(&[]) }
+    });
+    let (http, http_bound) =
+        crate::http::start_with_tls(http_opts, limits, app_state, https).map_err(|e| {
+            Error::with_source(
+                crate::ErrorKind::Unavailable,
+                format!(
+                    "cannot bind HTTP on {:?} / HTTPS on {:?}",
+                    config.http.listen, config.http.tls_listen
+                ),
+                e,
+            )
+        })?;
+    bound.http = http_bound.http;
+    bound.https = http_bound.https;
     let http_handle = http.handle();
     let http_task = actix_web::rt::spawn(http);
 
     if config.server.create_default_channel {
-        first_run_channel(&store, &config, rtmp_addr, http_addr).await?;
+        first_run_channel(&store, &config, bound).await?;
     }
     info!("tidecast is running");
 
     wait_for_signal().await;
     info!("shutting down");
     shutdown.cancel();
-    let _ = rtmp_task.await;
+    for task in rtmp_tasks {
+        let _ = task.await;
+    }
     let _ = registry.send(StopAll).await;
     tracker.close();
     if tokio::time::timeout(config.server.shutdown_timeout, tracker.wait()).await.is_err() {
@@ -175,6 +203,38 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
     store.close().await;
     info!("stopped");
     Ok(())
+}
+
+/// Bind an RTMP (or, with `tls`, RTMPS) listener on the media runtime and start accepting.
+async fn start_rtmp(
+    media: &tokio::runtime::Handle,
+    listen: &str,
+    ctx: RtmpContext,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Result<(tokio::task::JoinHandle<()>, SocketAddr)> {
+    let protocol = ctx.protocol;
+    let addr_text = listen.to_owned();
+    let (listener, addr) = media
+        .spawn(async move { rtmp::bind(&addr_text, protocol).await })
+        .await
+        .map_err(|e| Error::internal(format!("media runtime: {e}")))?
+        .map_err(|e| {
+            Error::with_source(
+                crate::ErrorKind::Unavailable,
+                format!("cannot bind {} on {listen}", protocol.to_uppercase()),
+                e,
+            )
+        })?;
+    Ok((media.spawn(rtmp::serve(listener, Arc::new(ctx), tls)), addr))
+}
+
+/// The addresses the listeners bound (`None`: that listener is off).
+#[derive(Clone, Copy, Debug, Default)]
+struct Bound {
+    rtmp: Option<SocketAddr>,
+    rtmps: Option<SocketAddr>,
+    http: Option<SocketAddr>,
+    https: Option<SocketAddr>,
 }
 
 /// A per-address connection limit from its config keys (validated, so every entry parses).
@@ -208,8 +268,9 @@ fn url_host(config: &Config, addr: SocketAddr) -> String {
 }
 
 /// On the first start with an empty database, create a channel and tell the operator how to
-/// publish to it and watch it. The stream key is printed once, here, and never logged.
-async fn first_run_channel(store: &Store, config: &Config, rtmp: SocketAddr, http: SocketAddr) -> Result<()> {
+/// publish to it and watch it (over TLS too, when those listeners are on). The stream key is
+/// printed once, here, and never logged.
+async fn first_run_channel(store: &Store, config: &Config, bound: Bound) -> Result<()> {
     if store.count_channels().await? > 0 {
         return Ok(());
     }
@@ -222,21 +283,37 @@ async fn first_run_channel(store: &Store, config: &Config, rtmp: SocketAddr, htt
         })
         .await?;
     info!(channel = %channel.name, "created the default channel");
-    let rtmp_host = url_host(config, rtmp);
-    let http_host = url_host(config, http);
-    let banner = format!(
-        "\n\
-         tidecast is ready. Publish from OBS (Settings > Stream > Custom):\n\
-         \x20 Server:     rtmp://{rtmp_host}/live\n\
-         \x20 Stream Key: {key}\n\
-         or from ffmpeg:  ffmpeg -re -i INPUT -c:v libx264 -c:a aac -f flv rtmp://{rtmp_host}/live/{key}\n\
-         Watch:           http://{http_host}/watch/{name}\n\
-         \x20                LL-HLS http://{http_host}/live/{name}/index.m3u8 · RTMP rtmp://{rtmp_host}/live/{name}\n\
-         Metrics:         http://{http_host}/metrics\n\
-         The stream key is shown only now; `tidecast channel rotate-key {name}` makes a new one.\n",
-        key = key.expose(),
-        name = channel.name,
-    );
+    let name = &channel.name;
+    let key = key.expose();
+    let url =
+        |scheme: &str, addr: Option<SocketAddr>| addr.map(|a| format!("{scheme}://{}", url_host(config, a)));
+    let rtmp = url("rtmp", bound.rtmp);
+    let rtmps = url("rtmps", bound.rtmps);
+    // Watch links prefer HTTPS when it is on.
+    let web = url("https", bound.https)
+        .or_else(|| url("http", bound.http))
+        .expect("validated: HTTP or HTTPS listens");
+    let mut banner = String::from("\ntidecast is ready. Publish from OBS (Settings > Stream > Custom):\n");
+    let ingest = rtmp.as_ref().or(rtmps.as_ref()).expect("validated: RTMP or RTMPS listens");
+    banner.push_str(&format!("  Server:     {ingest}/live\n"));
+    if let (Some(_), Some(rtmps)) = (&rtmp, &rtmps) {
+        banner.push_str(&format!("  (or RTMPS: {rtmps}/live)\n"));
+    }
+    banner.push_str(&format!("  Stream Key: {key}\n"));
+    banner.push_str(&format!(
+        "or from ffmpeg:  ffmpeg -re -i INPUT -c:v libx264 -c:a aac -f flv {ingest}/live/{key}\n"
+    ));
+    banner.push_str(&format!("Watch:           {web}/watch/{name}\n"));
+    banner.push_str(&format!(
+        "                 LL-HLS {web}/live/{name}/index.m3u8 · RTMP {ingest}/live/{name}\n"
+    ));
+    if let (Some(http), Some(https)) = (url("http", bound.http), url("https", bound.https)) {
+        banner.push_str(&format!("                 (HTTPS {https}, plain HTTP {http})\n"));
+    }
+    banner.push_str(&format!("Metrics:         {web}/metrics\n"));
+    banner.push_str(&format!(
+        "The stream key is shown only now; `tidecast channel rotate-key {name}` makes a new one.\n"
+    ));
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(banner.as_bytes());
     let _ = out.flush();

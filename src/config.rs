@@ -95,6 +95,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// The RTMP listener and the limits that protect it from misbehaving peers.
     pub rtmp: RtmpConfig,
+    /// The certificate of the TLS listeners (RTMPS, HTTPS); none configured, no TLS.
+    pub tls: TlsConfig,
     /// Where users, channels and videos are stored.
     pub database: DatabaseConfig,
     /// Life cycle and buffering of live channels.
@@ -176,7 +178,11 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Socket address (`ip:port`) the HTTP server binds; port 0 picks a free port (tests).
+    /// Empty turns plain HTTP off (then `tls_listen` must be active).
     pub listen: String,
+    /// Socket address of HTTPS (same routes as `listen`), active only when `[tls]` names a
+    /// certificate. Empty turns HTTPS off even then.
+    pub tls_listen: String,
     /// Number of actix-web worker threads; 0 means one per CPU core.
     pub workers: usize,
     /// Origins allowed to fetch playlists and media from a browser (CORS). `["*"]` lets any
@@ -204,6 +210,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:8080".to_owned(),
+            tls_listen: "0.0.0.0:8443".to_owned(),
             workers: 0,
             cors_origins: vec!["*".to_owned()],
             hlsjs_url: "https://cdn.jsdelivr.net/npm/hls.js@1/dist/hls.min.js".to_owned(),
@@ -257,7 +264,11 @@ impl Default for HlsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RtmpConfig {
     /// Socket address (`ip:port`) the RTMP server binds; port 0 picks a free port (tests).
+    /// Empty turns plain RTMP off (then `tls_listen` must be active).
     pub listen: String,
+    /// Socket address of RTMPS (RTMP inside TLS, `rtmps://`), active only when `[tls]` names a
+    /// certificate. Same limits and session path as `listen`; empty turns RTMPS off even then.
+    pub tls_listen: String,
     /// Connections (publishers and players together) accepted at once; further ones are
     /// refused at accept time, so a flood cannot exhaust file descriptors or memory.
     pub max_connections: usize,
@@ -314,6 +325,7 @@ impl Default for RtmpConfig {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:1935".to_owned(),
+            tls_listen: "0.0.0.0:1936".to_owned(),
             max_connections: 2000,
             max_connections_per_address: 100,
             per_address_exempt: loopback(),
@@ -329,6 +341,36 @@ impl Default for RtmpConfig {
             viewer_merge_write: Duration::from_millis(30),
             publish_idle_timeout: Duration::from_secs(15),
         }
+    }
+}
+
+/// `[tls]`: the certificate of RTMPS (`rtmp.tls_listen`) and HTTPS (`http.tls_listen`). One
+/// certificate for both: they serve the same host names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain, leaf first (e.g. Let's Encrypt's `fullchain.pem`).
+    /// Empty (the default): no TLS listener starts.
+    pub cert: String,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// How often the two files are checked for changes (modification time and size). A
+    /// changed pair is loaded for new handshakes without a restart; a pair that fails to load
+    /// is logged at WARN and the previous certificate stays.
+    #[serde(with = "duration_str")]
+    pub reload_interval: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self { cert: String::new(), key: String::new(), reload_interval: Duration::from_secs(10) }
+    }
+}
+
+impl TlsConfig {
+    /// Whether a certificate is configured, so that the TLS listeners start.
+    pub fn enabled(&self) -> bool {
+        !self.cert.is_empty()
     }
 }
 
@@ -726,7 +768,8 @@ impl Config {
         }
 
         // [http]
-        check_listen(&mut check, "http.listen", &self.http.listen);
+        let tls = self.tls.enabled();
+        check_listeners(&mut check, "http", &self.http.listen, &self.http.tls_listen, tls);
         check_exempt(&mut check, "http.per_address_exempt", &self.http.per_address_exempt);
         check(
             (Size::kib(1)..=Size::kib(32)).contains(&self.http.max_header_line),
@@ -755,7 +798,7 @@ impl Config {
 
         // [rtmp]
         let r = &self.rtmp;
-        check_listen(&mut check, "rtmp.listen", &r.listen);
+        check_listeners(&mut check, "rtmp", &r.listen, &r.tls_listen, tls);
         check(r.max_connections > 0, "rtmp.max_connections: must be greater than 0".to_owned());
         check_exempt(&mut check, "rtmp.per_address_exempt", &r.per_address_exempt);
         check(!r.handshake_timeout.is_zero(), "rtmp.handshake_timeout: must be greater than 0".to_owned());
@@ -806,6 +849,14 @@ impl Config {
             !r.publish_idle_timeout.is_zero(),
             "rtmp.publish_idle_timeout: must be greater than 0".to_owned(),
         );
+
+        // [tls]
+        let t = &self.tls;
+        check(
+            t.cert.is_empty() == t.key.is_empty(),
+            "tls.cert and tls.key: set both (a certificate chain and its key) or neither".to_owned(),
+        );
+        check(!t.reload_interval.is_zero(), "tls.reload_interval: must be greater than 0".to_owned());
 
         // [database]
         let d = &self.database;
@@ -912,6 +963,27 @@ fn check_exempt(check: &mut impl FnMut(bool, String), key: &str, entries: &[Stri
             check(false, format!("{key}[{i}]: {e}"));
         }
     }
+}
+
+/// A protocol's plain and TLS listen addresses: each empty (off) or an `ip:port`, and at least
+/// one of them active (the TLS one is active only with a certificate).
+fn check_listeners(check: &mut impl FnMut(bool, String), section: &str, plain: &str, tls: &str, cert: bool) {
+    if !plain.is_empty() {
+        check_listen(check, &format!("{section}.listen"), plain);
+    }
+    if !tls.is_empty() {
+        check_listen(check, &format!("{section}.tls_listen"), tls);
+    }
+    check(
+        !plain.is_empty() || (cert && !tls.is_empty()),
+        if cert {
+            format!("{section}.listen and {section}.tls_listen: both empty; at least one must listen")
+        } else {
+            format!(
+                "{section}.listen: empty, and {section}.tls_listen needs tls.cert; at least one must listen"
+            )
+        },
+    );
 }
 
 fn check_listen(check: &mut impl FnMut(bool, String), key: &str, value: &str) {

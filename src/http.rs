@@ -92,8 +92,13 @@ const RETRY_AFTER_SECS: u32 = 5;
 /// `on_connect`: take the connection's slot of its address's limit (held in the connection's
 /// data, so given back when actix drops the connection), or mark it refused.
 fn count_connection(limit: &Arc<PerAddressLimit>, conn: &dyn Any, data: &mut Extensions) {
-    let Some(peer) = conn.downcast_ref::<actix_web::rt::net::TcpStream>().and_then(|s| s.peer_addr().ok())
-    else {
+    type Tcp = actix_web::rt::net::TcpStream;
+    // Plain HTTP hands us the socket; HTTPS the TLS stream around it (the same limit applies).
+    let tcp = conn.downcast_ref::<Tcp>().map(|s| (s, "http")).or_else(|| {
+        let tls = conn.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<Tcp>>()?;
+        Some((tls.get_ref().0, "https"))
+    });
+    let Some((peer, protocol)) = tcp.and_then(|(s, p)| Some((s.peer_addr().ok()?, p))) else {
         return;
     };
     match limit.try_acquire(peer.ip()) {
@@ -101,7 +106,7 @@ fn count_connection(limit: &Arc<PerAddressLimit>, conn: &dyn Any, data: &mut Ext
             data.insert::<AddressSlot>(slot);
         }
         Err(_) => {
-            metrics().connections_rejected.with_label_values(&["http", REJECT_PER_ADDRESS]).inc();
+            metrics().connections_rejected.with_label_values(&[protocol, REJECT_PER_ADDRESS]).inc();
             if let Some(suppressed) = REFUSALS.admit() {
                 info!(peer = %peer.ip(), suppressed, "HTTP connection limit per address reached; refusing");
             }
@@ -247,6 +252,33 @@ pub fn start_with_limits(
     limits: HttpLimits,
     state: AppState,
 ) -> std::io::Result<(Server, SocketAddr)> {
+    let (server, bound) = start_with_tls(opts, limits, state, None)?;
+    Ok((server, bound.http.expect("a plain listen address was given")))
+}
+
+/// The HTTPS listener: its address and the rustls config (with the reloading certificate).
+pub struct HttpsOptions {
+    pub listen: String,
+    pub tls: Arc<rustls::ServerConfig>,
+}
+
+/// What [`start_with_tls`] bound.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpBound {
+    /// Plain HTTP, unless `HttpOptions::listen` was empty.
+    pub http: Option<SocketAddr>,
+    /// HTTPS, when asked for.
+    pub https: Option<SocketAddr>,
+}
+
+/// Bind and start HTTP on `opts.listen` (unless empty) and HTTPS on `https` (when given): one
+/// server, the same app and limits on both. Logs each bound address.
+pub fn start_with_tls(
+    opts: HttpOptions,
+    limits: HttpLimits,
+    state: AppState,
+    https: Option<HttpsOptions>,
+) -> std::io::Result<(Server, HttpBound)> {
     let api_data = state.api.clone();
     let api_max_body = state.api.api.max_body.as_usize();
     let data = web::Data::new(state);
@@ -290,10 +322,22 @@ pub fn start_with_limits(
     if opts.workers > 0 {
         server = server.workers(opts.workers);
     }
-    let server = server.bind(&opts.listen)?;
-    let addr = *server.addrs().first().expect("bind succeeded, so there is an address");
-    info!(protocol = "http", %addr, "listening");
-    Ok((server.run(), addr))
+    let mut bound = HttpBound { http: None, https: None };
+    if !opts.listen.is_empty() {
+        server = server.bind(&opts.listen)?;
+        let addr = *server.addrs().last().expect("bind succeeded, so there is an address");
+        info!(protocol = "http", %addr, "listening");
+        bound.http = Some(addr);
+    }
+    if let Some(https) = https {
+        // actix adds the `http/1.1` ALPN protocol itself; rustls' config carries the
+        // reloading certificate resolver (`tls::ReloadingCert`).
+        server = server.bind_rustls_0_23(&https.listen, (*https.tls).clone())?;
+        let addr = *server.addrs().last().expect("bind succeeded, so there is an address");
+        info!(protocol = "https", %addr, "listening");
+        bound.https = Some(addr);
+    }
+    Ok((server.run(), bound))
 }
 
 #[cfg(test)]

@@ -66,5 +66,6 @@ pub mod metrics;
 pub mod protocols;
 pub mod shared_state;
 pub mod store;
+pub mod tls;
 
 pub use error::{Error, ErrorKind, Result};

@@ -26,6 +26,9 @@ pub struct Metrics {
     pub channels_live: IntGauge,
     /// Viewers currently attached, by protocol.
     pub viewers: IntGaugeVec,
+    /// TLS certificate reloads after the files changed, by result (`ok`, `error`): alert on
+    /// `error`, since the previous certificate keeps being served until it expires.
+    pub tls_reloads: IntCounterVec,
     /// Bytes sent to viewers, by protocol.
     pub egress_bytes: IntCounterVec,
     /// Frames a consumer never saw because it fell behind, by consumer.
@@ -216,6 +219,12 @@ impl Metrics {
                 "Connections closed for malformed input",
                 &["protocol"],
             ),
+            tls_reloads: counter_vec(
+                &r,
+                "tidecast_tls_certificate_reloads_total",
+                "TLS certificate reloads after the files changed, by result",
+                &["result"],
+            ),
             channel_restarts,
             outputs_running: gauge_vec(
                 &r,
@@ -274,7 +283,7 @@ impl Metrics {
     fn touch_known_series(&self) {
         self.viewers.with_label_values(&["hls"]);
         self.egress_bytes.with_label_values(&["hls"]);
-        for p in ["rtmp"] {
+        for p in ["rtmp", "rtmps"] {
             self.ingest_sessions.with_label_values(&[p]);
             self.ingest_bytes.with_label_values(&[p]);
             self.viewers.with_label_values(&[p]);
@@ -293,7 +302,13 @@ impl Metrics {
             self.output_restarts.with_label_values(&[output]);
         }
         self.connections_rejected.with_label_values(&["http", REJECT_PER_ADDRESS]);
-        self.frames_unwritable.with_label_values(&["rtmp"]);
+        self.connections_rejected.with_label_values(&["https", REJECT_PER_ADDRESS]);
+        for p in ["rtmp", "rtmps"] {
+            self.frames_unwritable.with_label_values(&[p]);
+        }
+        for result in ["ok", "error"] {
+            self.tls_reloads.with_label_values(&[result]);
+        }
         for consumer in ["rtmp_play", "hls"] {
             self.frames_dropped.with_label_values(&[consumer]);
         }

@@ -20,6 +20,10 @@ command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
 # browser download cannot work on these machines. node 20 is usually there already.
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+# tests/tls.rs: a self-signed certificate and the served-certificate oracle (openssl), HTTPS
+# with verification (curl).
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 # tests/outage.rs stops a PostgreSQL cluster and a redis-server of its own (never the shared ones).
 { command -v initdb >/dev/null 2>&1 || [ -x /usr/lib/postgresql/15/bin/initdb ]; } || missing+=(postgresql-15)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)

@@ -362,3 +362,50 @@ fn example_files_load_and_validate() {
         assert_ne!(config, Config::default(), "{} changes nothing", file.display());
     }
 }
+
+/// Plain and TLS listeners: either may be off (empty), never both; TLS counts only with a
+/// certificate; cert and key come together; addresses must parse.
+#[test]
+fn tls_and_listener_rules() {
+    let problems = |cfg: &Config| match cfg.validate() {
+        Ok(()) => Vec::new(),
+        Err(ConfigError::Invalid(p)) => p,
+        Err(e) => panic!("unexpected error: {e}"),
+    };
+    // Defaults: no certificate, plain listeners on; the TLS addresses are inert but valid.
+    let mut cfg = Config::default();
+    assert!(!cfg.tls.enabled());
+    assert_eq!(cfg.rtmp.tls_listen, "0.0.0.0:1936");
+    assert_eq!(cfg.http.tls_listen, "0.0.0.0:8443");
+    assert!(problems(&cfg).is_empty());
+
+    // Plain off without a certificate: nothing would listen.
+    cfg.rtmp.listen = String::new();
+    cfg.http.listen = String::new();
+    let p = problems(&cfg);
+    assert!(p.iter().any(|p| p.starts_with("rtmp.listen") && p.contains("tls.cert")), "{p:#?}");
+    assert!(p.iter().any(|p| p.starts_with("http.listen") && p.contains("tls.cert")), "{p:#?}");
+
+    // With a certificate, TLS-only is fine.
+    cfg.tls.cert = "/etc/tidecast/fullchain.pem".into();
+    cfg.tls.key = "/etc/tidecast/privkey.pem".into();
+    assert!(problems(&cfg).is_empty(), "{:#?}", problems(&cfg));
+
+    // ... but not with both listeners off.
+    cfg.rtmp.tls_listen = String::new();
+    let p = problems(&cfg);
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(p[0].contains("rtmp.listen and rtmp.tls_listen: both empty"), "{p:#?}");
+
+    // Bad addresses, a key without a certificate and a zero interval, all reported at once.
+    let mut cfg = Config::default();
+    cfg.rtmp.tls_listen = "1936".into();
+    cfg.http.tls_listen = "localhost:8443".into();
+    cfg.tls.key = "/etc/tidecast/privkey.pem".into();
+    cfg.tls.reload_interval = std::time::Duration::ZERO;
+    let p = problems(&cfg);
+    for key in ["rtmp.tls_listen", "http.tls_listen", "tls.cert and tls.key", "tls.reload_interval"] {
+        assert!(p.iter().any(|p| p.starts_with(key)), "no problem reported for {key}: {p:#?}");
+    }
+    assert_eq!(p.len(), 4, "{p:#?}");
+}

@@ -42,8 +42,14 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 /// Whether `tool` is on PATH. Missing: a failure in CI (`CI` set), else a loud SKIP and `false`.
 pub fn require_tool(tool: &str) -> bool {
+    require_tool_with(tool, "-version")
+}
+
+/// As [`require_tool`], for tools whose version flag is another (`openssl version`,
+/// `curl --version`).
+pub fn require_tool_with(tool: &str, version_arg: &str) -> bool {
     let found = Command::new(tool)
-        .arg("-version")
+        .arg(version_arg)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -88,8 +94,12 @@ pub struct TestServer {
     dir: tempfile::TempDir,
     /// Per-test overrides, `TIDECAST__...` variables.
     overrides: Vec<(String, String)>,
+    /// Plain RTMP and HTTP; `0.0.0.0:0` when a test turned that listener off.
     pub rtmp: SocketAddr,
     pub http: SocketAddr,
+    /// RTMPS and HTTPS, when a test configured a certificate.
+    pub rtmps: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
     /// Every stderr line of every run of this server (restarts append).
     log: SharedText,
     /// Standard output of the current run (the first-run banner goes here).
@@ -109,6 +119,8 @@ impl TestServer {
             overrides: overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             rtmp: "0.0.0.0:0".parse().unwrap(),
             http: "0.0.0.0:0".parse().unwrap(),
+            rtmps: None,
+            https: None,
             log: Arc::default(),
             stdout: Arc::default(),
             key: String::new(),
@@ -165,8 +177,16 @@ impl TestServer {
         loop {
             let log = self.log.lock().unwrap()[run_start..].to_string();
             if log.contains("tidecast is running") {
-                self.rtmp = bound_addr(&log, "rtmp").expect("rtmp listening line");
-                self.http = bound_addr(&log, "http").expect("http listening line");
+                let off = |key: &str| self.overrides.iter().any(|(k, v)| k == key && v.is_empty());
+                let unbound = "0.0.0.0:0".parse().unwrap();
+                self.rtmp = bound_addr(&log, "rtmp")
+                    .or(off("TIDECAST__RTMP__LISTEN").then_some(unbound))
+                    .expect("rtmp listening line");
+                self.http = bound_addr(&log, "http")
+                    .or(off("TIDECAST__HTTP__LISTEN").then_some(unbound))
+                    .expect("http listening line");
+                self.rtmps = bound_addr(&log, "rtmps");
+                self.https = bound_addr(&log, "https");
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -729,6 +749,7 @@ pub fn socket_closed_within(s: &mut TcpStream, timeout: Duration) -> bool {
 // Tool runs and HTTP bodies shared by the LL-HLS tests
 
 /// A finished tool run.
+#[derive(Debug)]
 pub struct Ran {
     pub status: ExitStatus,
     pub stdout: String,

@@ -6,12 +6,12 @@
 //! grace, `PublisherLeft`) is the session's. The loop never awaits a consumer (backpressure
 //! rule 1); its only awaits are the socket and the channel's cancellation.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::AsyncReadExt;
 use tracing::info;
 
 use crate::actors::ingest::{IngestEnd, IngestSession};
-use crate::actors::listen::rtmp::{refuse, RtmpContext, SessionEnd, PROTOCOL};
+use crate::actors::listen::rtmp::{refuse, RtmpContext, SessionEnd};
+use crate::actors::listen::transport::{send, Transport};
 use crate::protocols::rtmp::media::{FlvDemuxer, Ingested};
 use crate::protocols::rtmp::{ConnEvent, RtmpError, RtmpServerConn, Secret};
 
@@ -19,20 +19,19 @@ use crate::protocols::rtmp::{ConnEvent, RtmpError, RtmpServerConn, Secret};
 const PUBLISH_READ_BUF: usize = 64 * 1024;
 
 /// Authorize the publisher, then move its media into the channel until it stops.
-pub(crate) async fn run(
-    rd: &mut OwnedReadHalf,
-    wr: &mut OwnedWriteHalf,
+pub(crate) async fn run<T: Transport>(
+    io: &mut T,
     conn: &mut RtmpServerConn,
     ctx: &RtmpContext,
     request_id: u32,
     stream_key: Secret,
     rest: Vec<ConnEvent>,
 ) -> Result<(), SessionEnd> {
-    let session = match IngestSession::start(&ctx.registry, PROTOCOL, stream_key, &ctx.shutdown).await {
+    let session = match IngestSession::start(&ctx.registry, ctx.protocol, stream_key, &ctx.shutdown).await {
         Ok(s) => s,
         Err(e) => {
             info!(reason = %e.msg, "publish refused");
-            return refuse(wr, conn, request_id, &e).await;
+            return refuse(io, conn, request_id, &e).await;
         }
     };
     let span = tracing::Span::current();
@@ -42,16 +41,15 @@ pub(crate) async fn run(
     let mut session = session;
     let mut out = Vec::new();
     conn.accept(request_id, &mut out).map_err(SessionEnd::Protocol)?;
-    wr.write_all(&out).await.map_err(SessionEnd::Io)?;
+    send(io, &out).await.map_err(SessionEnd::Io)?;
     info!(resumed = session.resumed(), "publishing");
-    let end = ingest_loop(rd, wr, conn, ctx, &mut session, rest).await?;
+    let end = ingest_loop(io, conn, ctx, &mut session, rest).await?;
     session.finish(&end);
     Ok(())
 }
 
-async fn ingest_loop(
-    rd: &mut OwnedReadHalf,
-    wr: &mut OwnedWriteHalf,
+async fn ingest_loop<T: Transport>(
+    io: &mut T,
     conn: &mut RtmpServerConn,
     ctx: &RtmpContext,
     session: &mut IngestSession,
@@ -87,7 +85,7 @@ async fn ingest_loop(
         }
         let read = tokio::select! {
             _ = session.cancelled() => return Ok(IngestEnd::CutOff),
-            r = tokio::time::timeout(ctx.publish_idle_timeout, rd.read(&mut buf)) => r,
+            r = tokio::time::timeout(ctx.publish_idle_timeout, io.read(&mut buf)) => r,
         };
         let n = match read {
             Err(_) => return Ok(IngestEnd::Idle),
@@ -101,7 +99,7 @@ async fn ingest_loop(
         if !out.is_empty() {
             // Acknowledgements and command results; media never flows towards a publisher, so
             // nothing can interleave with this write.
-            wr.write_all(&out).await.map_err(SessionEnd::Io)?;
+            send(io, &out).await.map_err(SessionEnd::Io)?;
         }
     }
 }

@@ -12,6 +12,12 @@
 //! `rtmp.max_message_size` each could otherwise hold megabytes apiece (measured: 40 of them took
 //! the server from 31 to 324 MiB, and glibc kept most of it after they left).
 //!
+//! RTMPS (`rtmp.tls_listen`) is this same listener with a `TlsAcceptor`: admission happens at
+//! accept as for RTMP (the per-address limit is shared by both listeners), the TLS handshake
+//! then runs inside the connection's task under `rtmp.handshake_timeout`, and everything after
+//! it is the code below, generic over the connection's [`Transport`]. Metrics and logs say
+//! `protocol="rtmps"` for those connections.
+//!
 //! Client mistakes (malformed input, timeouts, refusals) are logged at INFO through a
 //! [`LogBudget`] per kind, so a flood of them costs a few lines a minute; `/metrics` counts each.
 
@@ -21,14 +27,15 @@ use std::time::Duration;
 
 use actix::Addr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::actors::listen::transport::{send, Transport};
 use crate::actors::next_session_id;
 use crate::actors::registry::ChannelRegistry;
 use crate::actors::viewer::ViewerPolicy;
@@ -39,7 +46,10 @@ use crate::media::clock::Clock;
 use crate::metrics::{metrics, REJECT_MAX_CONNECTIONS, REJECT_PER_ADDRESS};
 use crate::protocols::rtmp::{ConnEvent, RtmpError, RtmpLimits, RtmpServerConn, Secret};
 
-pub(crate) const PROTOCOL: &str = "rtmp";
+/// The `protocol` label of plain RTMP connections.
+pub const PROTOCOL: &str = "rtmp";
+/// The `protocol` label of RTMP-in-TLS connections.
+pub const PROTOCOL_TLS: &str = "rtmps";
 /// The RTMP application name broadcasters use (`rtmp://HOST/live`).
 pub const APP: &str = "live";
 /// Socket read size during negotiation.
@@ -61,7 +71,10 @@ static TIMEOUTS: LogBudget = LogBudget::new(LINES_PER_MINUTE, Duration::from_sec
 static IO_ERRORS: LogBudget = LogBudget::new(LINES_PER_MINUTE, Duration::from_secs(60));
 
 /// Everything a connection task needs.
+#[derive(Clone)]
 pub struct RtmpContext {
+    /// `PROTOCOL` or `PROTOCOL_TLS`: the label of this listener's metrics and logs.
+    pub protocol: &'static str,
     pub registry: Addr<ChannelRegistry>,
     pub limits: RtmpLimits,
     pub handshake_timeout: Duration,
@@ -78,16 +91,17 @@ pub struct RtmpContext {
     pub tracker: TaskTracker,
 }
 
-/// Bind the RTMP listener (port 0 picks a free port) and log what was bound.
-pub async fn bind(listen: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
+/// Bind an RTMP listener (port 0 picks a free port) and log what was bound under `protocol`.
+pub async fn bind(listen: &str, protocol: &'static str) -> std::io::Result<(TcpListener, SocketAddr)> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    info!(protocol = PROTOCOL, %addr, "listening");
+    info!(protocol, %addr, "listening");
     Ok((listener, addr))
 }
 
-/// Accept connections until shutdown.
-pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>) {
+/// Accept connections until shutdown; with `tls`, each connection is a TLS handshake first
+/// (RTMPS).
+pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>, tls: Option<TlsAcceptor>) {
     let slots = Arc::new(Semaphore::new(ctx.max_connections));
     let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
     loop {
@@ -109,19 +123,27 @@ pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>) {
             Ok(slot) => slot,
             Err(_) => {
                 let why = (REJECT_PER_ADDRESS, "too many connections from your address");
-                refuse_connection(&ctx, &rejecting, stream, peer, id, why);
+                refuse_connection(&ctx, &tls, &rejecting, stream, peer, id, why);
                 continue;
             }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             let why = (REJECT_MAX_CONNECTIONS, "server is at its connection limit");
-            refuse_connection(&ctx, &rejecting, stream, peer, id, why);
+            refuse_connection(&ctx, &tls, &rejecting, stream, peer, id, why);
             continue;
         };
         let ctx2 = ctx.clone();
+        let tls = tls.clone();
         ctx.tracker.spawn(
             async move {
-                connection(stream, ctx2).await;
+                match tls {
+                    None => connection(stream, ctx2).await,
+                    Some(acceptor) => {
+                        if let Some(stream) = tls_handshake(&acceptor, stream, &ctx2).await {
+                            connection(stream, ctx2).await;
+                        }
+                    }
+                }
                 drop((permit, address_slot));
             }
             // One span per connection; the adapters record the channel into it rather than
@@ -130,30 +152,71 @@ pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>) {
                 "rtmp",
                 conn_id = id,
                 %peer,
+                protocol = ctx.protocol,
                 role = tracing::field::Empty,
                 channel = tracing::field::Empty,
                 session = tracing::field::Empty
             )),
         );
     }
-    info!("rtmp listener stopped");
+    info!(protocol = ctx.protocol, "listener stopped");
+}
+
+/// The TLS handshake of an RTMPS connection, within the handshake timeout; `None` (logged)
+/// if it fails.
+async fn tls_handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    ctx: &RtmpContext,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let accepted = tokio::select! {
+        _ = ctx.shutdown.cancelled() => return None,
+        r = tokio::time::timeout(ctx.handshake_timeout, acceptor.accept(stream)) => r,
+    };
+    match accepted {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            // A client that does not trust the certificate, or speaks plain RTMP to the TLS port.
+            metrics().protocol_errors.with_label_values(&[ctx.protocol]).inc();
+            if let Some(suppressed) = MALFORMED.admit() {
+                info!(error = %e, suppressed, "closing connection: TLS handshake failed");
+            }
+            None
+        }
+        Err(_) => {
+            SessionEnd::Timeout("TLS handshake").log(ctx.protocol);
+            None
+        }
+    }
 }
 
 /// Count and log a connection refused for `reason` (a `connections_rejected` label), and tell
 /// the client `description` politely if fewer than `MAX_REJECTING` refusals are under way.
 fn refuse_connection(
     ctx: &RtmpContext,
+    tls: &Option<TlsAcceptor>,
     rejecting: &Arc<Semaphore>,
     stream: TcpStream,
     peer: SocketAddr,
     id: u64,
     (reason, description): (&'static str, &'static str),
 ) {
-    metrics().connections_rejected.with_label_values(&[PROTOCOL, reason]).inc();
+    metrics().connections_rejected.with_label_values(&[ctx.protocol, reason]).inc();
     if let Ok(permit) = rejecting.clone().try_acquire_owned() {
+        let tls = tls.clone();
         ctx.tracker.spawn(
             async move {
-                let _ = tokio::time::timeout(REJECT_TIMEOUT, reject_full(stream, description)).await;
+                let polite = async move {
+                    match tls {
+                        None => reject_full(stream, description).await,
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                reject_full(stream, description).await;
+                            }
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(REJECT_TIMEOUT, polite).await;
                 drop(permit);
             }
             .instrument(info_span!("rtmp", conn_id = id, %peer)),
@@ -167,21 +230,20 @@ fn refuse_connection(
 /// Read, feed, answer: the common step of negotiation. Not used once media flows: the viewer
 /// adapter never drops a write half-done, and this function's write would be (see
 /// `viewer::rtmp`).
-async fn pump(
-    rd: &mut OwnedReadHalf,
-    wr: &mut OwnedWriteHalf,
+async fn pump<T: Transport>(
+    io: &mut T,
     conn: &mut RtmpServerConn,
     buf: &mut [u8],
     events: &mut Vec<ConnEvent>,
 ) -> Result<bool, SessionEnd> {
-    let n = rd.read(buf).await.map_err(SessionEnd::Io)?;
+    let n = io.read(buf).await.map_err(SessionEnd::Io)?;
     if n == 0 {
         return Ok(false);
     }
     let mut out = Vec::new();
     conn.handle_input(&buf[..n], &mut out, events).map_err(SessionEnd::Protocol)?;
     if !out.is_empty() {
-        wr.write_all(&out).await.map_err(SessionEnd::Io)?;
+        send(io, &out).await.map_err(SessionEnd::Io)?;
     }
     Ok(true)
 }
@@ -195,7 +257,8 @@ pub(crate) enum SessionEnd {
 }
 
 impl SessionEnd {
-    pub(crate) fn log(&self) {
+    /// Log the end; `protocol` labels the protocol-error counter.
+    pub(crate) fn log(&self, protocol: &str) {
         match self {
             SessionEnd::Io(e) if is_hangup(e) => debug!(error = %e, "peer hung up"),
             SessionEnd::Io(e) => {
@@ -204,7 +267,7 @@ impl SessionEnd {
                 }
             }
             SessionEnd::Protocol(e) => {
-                metrics().protocol_errors.with_label_values(&[PROTOCOL]).inc();
+                metrics().protocol_errors.with_label_values(&[protocol]).inc();
                 if !e.is_peer_fault() {
                     warn!(reason = %e, "closing connection");
                 } else if let Some(suppressed) = MALFORMED.admit() {
@@ -231,18 +294,18 @@ enum Role {
     Play { request_id: u32, name: String, stream_id: u32 },
 }
 
-async fn connection(stream: TcpStream, ctx: Arc<RtmpContext>) {
-    let (mut rd, mut wr) = stream.into_split();
+async fn connection<T: Transport>(mut io: T, ctx: Arc<RtmpContext>) {
+    let protocol = ctx.protocol;
     let mut conn = RtmpServerConn::new(ctx.limits);
     conn.set_max_declared_length(NEGOTIATION_MAX_MESSAGE.min(ctx.limits.max_message_size));
     let started = Instant::now();
     let role = tokio::select! {
         _ = ctx.shutdown.cancelled() => return,
-        r = tokio::time::timeout(ctx.handshake_timeout, negotiate(&mut rd, &mut wr, &mut conn)) => match r {
+        r = tokio::time::timeout(ctx.handshake_timeout, negotiate(&mut io, &mut conn)) => match r {
             Ok(Ok(Some(role))) => role,
             Ok(Ok(None)) => return debug!("peer closed before publish or play"),
-            Ok(Err(end)) => return end.log(),
-            Err(_) => return SessionEnd::Timeout("handshake").log(),
+            Ok(Err(end)) => return end.log(protocol),
+            Err(_) => return SessionEnd::Timeout("handshake").log(protocol),
         },
     };
     let end = match role {
@@ -250,32 +313,25 @@ async fn connection(stream: TcpStream, ctx: Arc<RtmpContext>) {
             // Nothing is read between here and the publish being accepted or refused, so the
             // full limit applies exactly to an accepted publisher's media.
             conn.set_max_declared_length(ctx.limits.max_message_size);
-            crate::actors::ingest::rtmp::run(&mut rd, &mut wr, &mut conn, &ctx, request_id, stream_key, rest)
-                .await
+            crate::actors::ingest::rtmp::run(&mut io, &mut conn, &ctx, request_id, stream_key, rest).await
         }
         Role::Play { request_id, name, stream_id } => {
-            crate::actors::viewer::rtmp::run(
-                &mut rd, &mut wr, &mut conn, &ctx, request_id, name, stream_id, started,
-            )
-            .await
+            crate::actors::viewer::rtmp::run(&mut io, &mut conn, &ctx, request_id, name, stream_id, started)
+                .await
         }
     };
     if let Err(end) = end {
-        end.log();
+        end.log(protocol);
     }
-    let _ = wr.shutdown().await;
+    let _ = io.shutdown().await;
 }
 
 /// Handshake, connect, and wait for `publish` or `play`.
-async fn negotiate(
-    rd: &mut OwnedReadHalf,
-    wr: &mut OwnedWriteHalf,
-    conn: &mut RtmpServerConn,
-) -> Result<Option<Role>, SessionEnd> {
+async fn negotiate<T: Transport>(io: &mut T, conn: &mut RtmpServerConn) -> Result<Option<Role>, SessionEnd> {
     let mut buf = vec![0u8; READ_BUF];
     let mut events = Vec::new();
     loop {
-        if !pump(rd, wr, conn, &mut buf, &mut events).await? {
+        if !pump(io, conn, &mut buf, &mut events).await? {
             return Ok(None);
         }
         let mut out = Vec::new();
@@ -300,11 +356,11 @@ async fn negotiate(
                 }
                 ConnEvent::PublishRequested { request_id, stream_key, .. } => {
                     let rest = drained.collect();
-                    wr.write_all(&out).await.map_err(SessionEnd::Io)?;
+                    send(io, &out).await.map_err(SessionEnd::Io)?;
                     return Ok(Some(Role::Publish { request_id, stream_key, rest }));
                 }
                 ConnEvent::PlayRequested { request_id, name, stream_id, .. } => {
-                    wr.write_all(&out).await.map_err(SessionEnd::Io)?;
+                    send(io, &out).await.map_err(SessionEnd::Io)?;
                     return Ok(Some(Role::Play { request_id, name, stream_id }));
                 }
                 _ => {}
@@ -312,30 +368,29 @@ async fn negotiate(
         }
         drop(drained);
         if !out.is_empty() {
-            wr.write_all(&out).await.map_err(SessionEnd::Io)?;
+            send(io, &out).await.map_err(SessionEnd::Io)?;
         }
     }
 }
 
 /// Refuse a request with the RTMP status for `err`, then end the session.
-pub(crate) async fn refuse(
-    wr: &mut OwnedWriteHalf,
+pub(crate) async fn refuse<T: Transport>(
+    io: &mut T,
     conn: &mut RtmpServerConn,
     request_id: u32,
     err: &Error,
 ) -> Result<(), SessionEnd> {
     let mut out = Vec::new();
     conn.reject(request_id, err.kind.rtmp_status(), &err.msg, &mut out).map_err(SessionEnd::Protocol)?;
-    wr.write_all(&out).await.map_err(SessionEnd::Io)?;
+    send(io, &out).await.map_err(SessionEnd::Io)?;
     // Give the client a moment to read the status before the FIN (ffmpeg prints it).
-    let _ = tokio::time::timeout(Duration::from_millis(200), wr.flush()).await;
+    let _ = tokio::time::timeout(Duration::from_millis(200), io.flush()).await;
     Ok(())
 }
 
 /// The server's or the client address's connection limit is reached: say so (`description`) in
 /// RTMP terms and close.
-async fn reject_full(stream: TcpStream, description: &str) {
-    let (mut rd, mut wr) = stream.into_split();
+async fn reject_full<T: Transport>(mut io: T, description: &str) {
     let mut conn = RtmpServerConn::new(RtmpLimits {
         max_chunk_size: 4096,
         max_message_size: NEGOTIATION_MAX_MESSAGE,
@@ -344,12 +399,12 @@ async fn reject_full(stream: TcpStream, description: &str) {
     });
     let mut buf = vec![0u8; READ_BUF];
     let mut events = Vec::new();
-    while let Ok(true) = pump(&mut rd, &mut wr, &mut conn, &mut buf, &mut events).await {
+    while let Ok(true) = pump(&mut io, &mut conn, &mut buf, &mut events).await {
         for ev in events.drain(..) {
             if let ConnEvent::ConnectRequested { request_id, .. } = ev {
                 let mut out = Vec::new();
                 if conn.reject(request_id, "NetConnection.Connect.Rejected", description, &mut out).is_ok() {
-                    let _ = wr.write_all(&out).await;
+                    let _ = send(&mut io, &out).await;
                 }
                 return;
             }

@@ -18,13 +18,13 @@ use std::io::IoSlice;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::actors::channel::AddReader;
-use crate::actors::listen::rtmp::{refuse, RtmpContext, SessionEnd, PROTOCOL};
+use crate::actors::listen::rtmp::{refuse, RtmpContext, SessionEnd};
+use crate::actors::listen::transport::{send, Transport};
 use crate::actors::registry::ResolvePlay;
 use crate::actors::viewer::{Delivery, Step, ViewerSession};
 use crate::error::Error;
@@ -44,9 +44,8 @@ const INPUT_READ: usize = 2048;
 
 /// Resolve the channel, attach a reader and play until the viewer or the session ends.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn run(
-    rd: &mut OwnedReadHalf,
-    wr: &mut OwnedWriteHalf,
+pub(crate) async fn run<T: Transport>(
+    io: &mut T,
     conn: &mut RtmpServerConn,
     ctx: &RtmpContext,
     request_id: u32,
@@ -64,24 +63,24 @@ pub(crate) async fn run(
         Ok(r) => r,
         Err(e) => {
             info!(channel = %name, reason = %e.msg, "play refused");
-            return refuse(wr, conn, request_id, &e).await;
+            return refuse(io, conn, request_id, &e).await;
         }
     };
     if ctx.viewer_send_buffer > 0 {
         // Bound what one viewer can have in flight (backpressure rule 2).
-        let sock = socket2::SockRef::from(wr.as_ref());
+        let sock = socket2::SockRef::from(io.tcp());
         if let Err(e) = sock.set_send_buffer_size(ctx.viewer_send_buffer) {
             debug!(error = %e, "cannot set the viewer send buffer");
         }
     }
     let mut out = Vec::new();
     conn.accept(request_id, &mut out).map_err(SessionEnd::Protocol)?;
-    wr.write_all(&out).await.map_err(SessionEnd::Io)?;
-    let session = ViewerSession::new(PROTOCOL, "rtmp_play", reader, ctx.viewer, ctx.clock, started);
+    send(io, &out).await.map_err(SessionEnd::Io)?;
+    let session = ViewerSession::new(ctx.protocol, "rtmp_play", reader, ctx.viewer, ctx.clock, started);
     let span = tracing::Span::current();
     span.record("role", "play");
     span.record("channel", name.as_str());
-    play(rd, wr, conn, ctx, session, stream_id).await
+    play(io, conn, ctx, session, stream_id).await
 }
 
 /// What woke the loop.
@@ -91,9 +90,8 @@ enum Wake {
     Ring(bool),
 }
 
-async fn play(
-    rd: &mut OwnedReadHalf,
-    wr: &mut OwnedWriteHalf,
+async fn play<T: Transport>(
+    io: &mut T,
     conn: &mut RtmpServerConn,
     ctx: &RtmpContext,
     mut session: ViewerSession,
@@ -101,7 +99,7 @@ async fn play(
 ) -> Result<(), SessionEnd> {
     info!("viewer attached");
     let chunk_size = ctx.limits.out_chunk_size;
-    let unwritable = metrics().frames_unwritable.with_label_values(&[PROTOCOL]);
+    let unwritable = metrics().frames_unwritable.with_label_values(&[ctx.protocol]);
     // Grown on demand: a woken viewer usually takes one video frame and the audio beside it.
     let mut batch: Vec<Arc<Frame>> = Vec::new();
     let mut wire: Vec<Bytes> = Vec::new();
@@ -116,7 +114,7 @@ async fn play(
     loop {
         if !control.is_empty() {
             let buf = std::mem::take(&mut control);
-            match session.deliver(write_counted(wr, &buf)).await {
+            match session.deliver(write_counted(io, &buf)).await {
                 Delivery::Written => {}
                 Delivery::Stalled => return Ok(()),
                 Delivery::Failed(e) => return Err(SessionEnd::Io(e)),
@@ -127,7 +125,7 @@ async fn play(
         // shutdown the channels close their rings too, so a busy viewer still ends promptly.
         let wake = tokio::select! {
             biased;
-            r = rd.readable() => {
+            r = io.readable() => {
                 r.map_err(SessionEnd::Io)?;
                 Wake::Input
             }
@@ -137,11 +135,11 @@ async fn play(
         let ring_open = match wake {
             Wake::Shutdown => {
                 session.cut(crate::actors::viewer::CutReason::Shutdown);
-                finish(wr, conn, stream_id, std::time::Duration::from_millis(500)).await;
+                finish(io, conn, stream_id, std::time::Duration::from_millis(500)).await;
                 return Ok(());
             }
             Wake::Input => {
-                match read_input(rd, conn, &mut control, &mut events)? {
+                match read_input(io, conn, &mut control, &mut events)? {
                     Input::Closed => {
                         debug!("viewer disconnected");
                         return Ok(());
@@ -163,7 +161,7 @@ async fn play(
                 Step::Idle if ring_open => break,
                 Step::Idle | Step::Ended => {
                     info!("stream ended");
-                    finish(wr, conn, stream_id, session.policy().write_timeout).await;
+                    finish(io, conn, stream_id, session.policy().write_timeout).await;
                     return Ok(());
                 }
                 Step::Cut(_) => return Ok(()),
@@ -193,7 +191,7 @@ async fn play(
                     wire.push(b);
                 }
             }
-            match session.deliver(write_all_vectored(wr, &mut wire)).await {
+            match session.deliver(write_all_vectored(io, &mut wire)).await {
                 Delivery::Written => {}
                 Delivery::Stalled => return Ok(()),
                 Delivery::Failed(e) => return Err(SessionEnd::Io(e)),
@@ -210,44 +208,52 @@ enum Input {
 
 /// Read what the viewer sent (the socket is readable) and feed it to the session; its answers
 /// are appended to `control`. Synchronous: the buffer lives on the stack only for this call.
-fn read_input(
-    rd: &mut OwnedReadHalf,
+///
+/// Reads until a read comes back short: over TLS a record can decrypt to more than one buffer,
+/// and what rustls holds is not visible to the socket's readiness (`Transport::readable`
+/// checks it, but draining here keeps the loop from waking twice).
+fn read_input<T: Transport>(
+    io: &mut T,
     conn: &mut RtmpServerConn,
     control: &mut Vec<u8>,
     events: &mut Vec<ConnEvent>,
 ) -> Result<Input, SessionEnd> {
     let mut buf = [0u8; INPUT_READ];
-    match rd.try_read(&mut buf) {
-        Ok(0) => Ok(Input::Closed),
-        Ok(n) => {
-            conn.handle_input(&buf[..n], control, events).map_err(SessionEnd::Protocol)?;
-            Ok(Input::Read)
+    loop {
+        match io.try_read(&mut buf) {
+            Ok(0) => return Ok(Input::Closed),
+            Ok(n) => {
+                conn.handle_input(&buf[..n], control, events).map_err(SessionEnd::Protocol)?;
+                if n < buf.len() {
+                    return Ok(Input::Read);
+                }
+            }
+            // Readiness can be spurious; wait again.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(Input::Read),
+            Err(e) => return Err(SessionEnd::Io(e)),
         }
-        // Readiness can be spurious; wait again.
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(Input::Read),
-        Err(e) => Err(SessionEnd::Io(e)),
     }
 }
 
 /// Tell the viewer the stream is over (`NetStream.Play.Stop`), within `timeout`.
-async fn finish(
-    wr: &mut OwnedWriteHalf,
+async fn finish<T: Transport>(
+    io: &mut T,
     conn: &mut RtmpServerConn,
     stream_id: u32,
     timeout: std::time::Duration,
 ) {
     let mut out = Vec::new();
     let _ = conn.finish_playing(stream_id, &mut out);
-    let _ = tokio::time::timeout(timeout, wr.write_all(&out)).await;
+    let _ = tokio::time::timeout(timeout, send(io, &out)).await;
 }
 
-async fn write_counted(wr: &mut OwnedWriteHalf, buf: &[u8]) -> std::io::Result<u64> {
-    wr.write_all(buf).await?;
+async fn write_counted<T: Transport>(io: &mut T, buf: &[u8]) -> std::io::Result<u64> {
+    send(io, buf).await?;
     Ok(buf.len() as u64)
 }
 
 /// Write every buffer, in order, with vectored writes; `bufs` is consumed.
-async fn write_all_vectored(wr: &mut OwnedWriteHalf, bufs: &mut [Bytes]) -> std::io::Result<u64> {
+async fn write_all_vectored<T: Transport>(io: &mut T, bufs: &mut [Bytes]) -> std::io::Result<u64> {
     let mut idx = 0;
     let mut total = 0u64;
     while idx < bufs.len() {
@@ -261,7 +267,7 @@ async fn write_all_vectored(wr: &mut OwnedWriteHalf, bufs: &mut [Bytes]) -> std:
                 *slot = IoSlice::new(b);
                 count += 1;
             }
-            std::pin::Pin::new(&mut *wr).poll_write_vectored(cx, &slices[..count])
+            std::pin::Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count])
         })
         .await?;
         if n == 0 {
@@ -282,5 +288,7 @@ async fn write_all_vectored(wr: &mut OwnedWriteHalf, bufs: &mut [Bytes]) -> std:
             idx += 1;
         }
     }
+    // TLS: encrypted bytes rustls could not hand to a full socket (a no-op over TCP).
+    io.flush().await?;
     Ok(total)
 }
