@@ -4,3 +4,4 @@ pub mod flv;
 pub mod fmp4;
 pub mod hls;
 pub mod rtmp;
+pub mod ts;
