@@ -14,8 +14,8 @@
 //! rml_amf0 and rml_rtmp's message decoding), FLV video/audio tags (legacy and enhanced) with
 //! the ingest demuxer, codec configuration records (avcC, hvcC, av1C, AudioSpecificConfig,
 //! OpusHead), the `_HLS_*` playlist query, HTTP paths (route table and media file names), JWT
-//! access tokens, playback tokens, Stripe webhook signatures, and the MPEG-TS demuxer (split
-//! invariance, monotonic DTS, well-formed length-prefixed video). rml_rtmp decodes AMF3 message
+//! access tokens, playback tokens, Stripe webhook signatures, the MPEG-TS demuxer (split
+//! invariance, monotonic DTS, well-formed length-prefixed video) and SRT stream ids. rml_rtmp decodes AMF3 message
 //! types as AMF0 (there is no AMF3 decoder to reach), so the AMF0 target covers them.
 
 use std::io::Cursor;
@@ -63,6 +63,7 @@ pub const TARGETS: &[Target] = &[
     ("playback_token", playback_token),
     ("stripe_signature", stripe_signature),
     ("ts_demux", ts_demux),
+    ("srt_stream_id", srt_stream_id),
 ];
 
 /// The server's defaults (`config::RtmpConfig`), with a smaller message cap so runs stay fast.
@@ -532,6 +533,29 @@ pub fn ts_demux(data: &[u8]) {
             }
         } else {
             assert!(f.tracks.audio.is_some(), "audio frame without configuration");
+        }
+    }
+}
+
+/// SRT stream ids (`protocols::srt::streamid::parse`) on the text: never a panic; what parses
+/// never carries a control character, and a stream key never shows in `Debug` or the error.
+pub fn srt_stream_id(data: &[u8]) {
+    use crate::protocols::srt::streamid::{parse, StreamId};
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    match parse(text) {
+        Ok(StreamId::Publish { key }) => {
+            assert!(!key.is_empty() && !key.bytes().any(|b| b.is_ascii_control()));
+            if key.len() >= 4 {
+                let shown = format!("{:?}", StreamId::Publish { key: key.clone() });
+                assert!(!shown.contains(&key), "key in Debug");
+            }
+        }
+        Ok(StreamId::Request { channel, token }) => {
+            assert!(!channel.is_empty() && channel.len() <= 64);
+            assert!(token.is_none_or(|t| !t.is_empty()));
+        }
+        Err(e) => {
+            let _ = e.to_string();
         }
     }
 }

@@ -289,6 +289,11 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         // [split seed], then transport stream bytes (the head of ffmpeg's files: PAT, PMT, a GOP start).
         ("ts_demux", "h264-aac", with_prefix(&[4], &ts_h264[..188 * 60])),
         ("ts_demux", "hevc", with_prefix(&[1], &ts_hevc)),
+        // The stream id text as sent in the SRT handshake.
+        ("srt_stream_id", "publish-ac", b"#!::r=live/k3y,m=publish,u=obs".to_vec()),
+        ("srt_stream_id", "publish-prefix", b"publish:live/k3y".to_vec()),
+        ("srt_stream_id", "request-token", b"#!::r=main,m=request,token=a.b".to_vec()),
+        ("srt_stream_id", "read", b"read:main?token=t".to_vec()),
     ]
 }
 
