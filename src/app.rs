@@ -123,6 +123,27 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         })?;
     let rtmp_task = media.spawn(rtmp::serve(listener, rtmp_ctx));
 
+    // SRT: bound the same way; refusals happen in the handshake, before any media.
+    let srt_ctx = Arc::new(crate::actors::listen::srt::SrtContext {
+        registry: registry.clone(),
+        publish_idle_timeout: config.srt.publish_idle_timeout,
+        shutdown: shutdown.clone(),
+        tracker: tracker.clone(),
+    });
+    let (srt_listen, srt_latency) = (config.srt.listen.clone(), config.srt.latency);
+    let (srt_listener, srt_incoming, _srt_addr) = media
+        .spawn(async move { crate::actors::listen::srt::bind(&srt_listen, srt_latency).await })
+        .await
+        .map_err(|e| Error::internal(format!("media runtime: {e}")))?
+        .map_err(|e| {
+            Error::with_source(
+                crate::ErrorKind::Unavailable,
+                format!("cannot bind SRT on {}", config.srt.listen),
+                e,
+            )
+        })?;
+    media.spawn(crate::actors::listen::srt::serve(srt_listener, srt_incoming, srt_ctx));
+
     let api = actix_web::web::Data::new(crate::http::api::ApiContext::build(&config, store.clone()).await?);
     let http_opts = crate::http::HttpOptions {
         listen: config.http.listen.clone(),

@@ -8,3 +8,4 @@
 //! `viewer/`, not an edit across the house.
 
 pub mod rtmp;
+pub mod srt;

@@ -1,6 +1,6 @@
 //! Sans-IO MPEG-TS demuxer: transport stream bytes in, media-model [`Frame`]s out.
 //!
-//! Where it sits: SRT ingest (`actors/ingest/srt.rs`, to come) feeds every datagram payload it
+//! Where it sits: SRT ingest (`actors/ingest/srt.rs`) feeds every datagram payload it
 //! receives to [`TsDemuxer::feed`] and pushes the frames into the channel's ring. Follows ISO/IEC
 //! 13818-1 (§2.4.3 transport packets, §2.4.4 PAT/PMT, §2.4.3.6 PES), ISO/IEC 14496-10 Annex B and
 //! ISO/IEC 23008-2 Annex B (byte-stream NAL units), ISO/IEC 13818-7 §6.2 / 14496-3 §1.A.2 (ADTS).

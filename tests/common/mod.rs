@@ -90,6 +90,8 @@ pub struct TestServer {
     overrides: Vec<(String, String)>,
     pub rtmp: SocketAddr,
     pub http: SocketAddr,
+    /// The SRT listener (UDP).
+    pub srt: SocketAddr,
     /// Every stderr line of every run of this server (restarts append).
     log: SharedText,
     /// Standard output of the current run (the first-run banner goes here).
@@ -109,6 +111,7 @@ impl TestServer {
             overrides: overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             rtmp: "0.0.0.0:0".parse().unwrap(),
             http: "0.0.0.0:0".parse().unwrap(),
+            srt: "0.0.0.0:0".parse().unwrap(),
             log: Arc::default(),
             stdout: Arc::default(),
             key: String::new(),
@@ -139,6 +142,7 @@ impl TestServer {
             .env("TIDECAST__DATABASE__URL", format!("sqlite://{}/tidecast.db", dir.display()))
             .env("TIDECAST__HTTP__LISTEN", "127.0.0.1:0")
             .env("TIDECAST__RTMP__LISTEN", "127.0.0.1:0")
+            .env("TIDECAST__SRT__LISTEN", "127.0.0.1:0")
             .env("TIDECAST__HTTP__WORKERS", "1")
             .env_remove("RUST_LOG")
             .env_remove("TIDECAST_CONFIG");
@@ -167,6 +171,7 @@ impl TestServer {
             if log.contains("tidecast is running") {
                 self.rtmp = bound_addr(&log, "rtmp").expect("rtmp listening line");
                 self.http = bound_addr(&log, "http").expect("http listening line");
+                self.srt = bound_addr(&log, "srt").expect("srt listening line");
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
