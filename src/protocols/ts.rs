@@ -23,8 +23,8 @@
 //!
 //! The issue suggested the `mpeg2ts` crate's reader. Its reader is `io::Read`-driven and
 //! returns an error on a continuity gap rather than letting us drop one access unit and go on,
-//! so the packet layer here is our own (a few dozen lines); the muxer for SRT play may still use
-//! its writer.
+//! so the packet layer here is our own (a few dozen lines), and so is the muxer for SRT play
+//! (`ts/mux.rs`), which round-trips through this demuxer in its tests.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,6 +32,9 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::media::{AudioConfig, Frame, MediaTime, TrackKind, Tracks, VideoConfig};
+
+mod mux;
+pub use mux::{crc32_mpeg2, TsMuxer};
 
 /// One transport packet (ISO/IEC 13818-1 §2.4.3.1).
 pub const PACKET_SIZE: usize = 188;
