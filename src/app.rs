@@ -82,6 +82,13 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         )
     });
 
+    // SRT viewers share the RTMP viewer policy (lag, skips, write timeout).
+    let rtmp_ctx_viewer = ViewerPolicy {
+        max_lag: config.rtmp.viewer_max_lag,
+        max_skips: config.rtmp.viewer_max_skips,
+        write_timeout: config.rtmp.write_timeout,
+        merge_write: config.rtmp.viewer_merge_write,
+    };
     // RTMP: bind here so a bad address fails the start, then accept on the media runtime.
     let rtmp_ctx = Arc::new(RtmpContext {
         registry: registry.clone(),
@@ -129,6 +136,8 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         publish_idle_timeout: config.srt.publish_idle_timeout,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
+        viewer: rtmp_ctx_viewer,
+        clock,
     });
     let (srt_listen, srt_latency) = (config.srt.listen.clone(), config.srt.latency);
     let (srt_listener, srt_incoming, _srt_addr) = media

@@ -158,3 +158,74 @@ fn srt_random_bytes_do_not_hurt() {
     let status = p.wait_timeout(Duration::from_secs(20));
     assert!(status.is_some_and(|s| s.success()), "publisher after garbage: {}", p.stderr());
 }
+
+/// SRT play: ffmpeg reads the channel as MPEG-TS over SRT in both request forms, and what it
+/// gets has H.264 and AAC with frames that decode; an unknown channel is refused.
+///
+/// One server per form: a second SRT viewer on the same server after the first one left got
+/// no media within 20 s in our runs (srt-tokio 0.4.4 listener; not understood yet, see the
+/// issue note), so this test does not hide that behind one shared server.
+#[test]
+fn srt_play_serves_the_channel_as_ts() {
+    if !require_ffmpeg() {
+        return;
+    }
+    for (i, id) in ["#!::r=main,m=request", "read:main"].iter().enumerate() {
+        let server = TestServer::start(&[]);
+        let mut publisher = ffmpeg_publish(&server.publish_url(&server.key), 15);
+        server.wait_live(LIVE_TIMEOUT);
+        let url = format!("srt://{}?streamid={id}&latency=200000", server.srt);
+        let out = server.data_dir().join(format!("srt-play-{i}.ts"));
+        let args: Vec<String> = [
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "warning",
+            "-y",
+            "-i",
+            &url,
+            "-t",
+            "3",
+            "-c",
+            "copy",
+            "-f",
+            "mpegts",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut r = Proc::spawn("ffmpeg", &args);
+        let status = r.wait_timeout(Duration::from_secs(20));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "srt play {id}: {status:?} {}\nserver:\n{}",
+            r.stderr(),
+            server.logs()
+        );
+        let probe = ffprobe(&out);
+        assert!(probe.video().count() >= 30, "{} video packets over SRT play", probe.video().count());
+        assert!(probe.streams.iter().any(|s| s.codec_name == "h264"));
+        assert!(probe.streams.iter().any(|s| s.codec_name == "aac"));
+        let dec = std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-v", "error", "-i"])
+            .arg(&out)
+            .args(["-f", "null", "-"])
+            .output()
+            .unwrap();
+        assert!(dec.status.success(), "decode: {}", String::from_utf8_lossy(&dec.stderr));
+        if i == 0 {
+            let url = format!("srt://{}?streamid=read:nosuch", server.srt);
+            let mut r = Proc::spawn(
+                "ffmpeg",
+                &["-hide_banner", "-nostdin", "-v", "error", "-i", &url, "-t", "1", "-f", "null", "-"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>(),
+            );
+            let status = r.wait_timeout(Duration::from_secs(15));
+            assert!(status.is_some_and(|s| !s.success()), "unknown channel not refused: {status:?}");
+        }
+        publisher.kill();
+    }
+}

@@ -6,7 +6,8 @@
 //! `AccessControl.md`, "Rejection codes"): a malformed stream id is `BadRequest` (2400), a
 //! wrong key `Unauthorized` (2401, counted in `tidecast_auth_failures_total{protocol="srt"}` by
 //! `IngestSession::start`), a channel already being published `Conflict` (2409), anything else
-//! `Down` (2503). Play (`m=request`, `read:`) is not served yet and gets `BadMode` (2405).
+//! `Down` (2503). Play (`m=request`, `read:`) of a missing channel is `Notfound` (2404), of a
+//! non-public one `Forbidden` (2403): playback tokens are not checked yet.
 //!
 //! Random bytes to the port never reach us: srt-tokio drops what is not an SRT handshake.
 
@@ -22,9 +23,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, Instrument};
 
+use crate::actors::channel::AddReader;
 use crate::actors::ingest::IngestSession;
-use crate::actors::registry::ChannelRegistry;
+use crate::actors::registry::{ChannelRegistry, ResolvePlay};
+use crate::actors::viewer::{ViewerPolicy, ViewerSession};
+use crate::error::Error;
 use crate::error::ErrorKind;
+use crate::media::clock::Clock;
 use crate::protocols::rtmp::Secret;
 use crate::protocols::srt::streamid::{self, StreamId};
 
@@ -37,6 +42,9 @@ pub struct SrtContext {
     pub publish_idle_timeout: Duration,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
+    /// Lag policy and write timeout of SRT viewers (the RTMP viewer settings).
+    pub viewer: ViewerPolicy,
+    pub clock: Clock,
 }
 
 /// Binds the UDP socket (port 0 picks a free one) and starts srt-tokio's listener on it.
@@ -81,7 +89,7 @@ async fn connection(request: ConnectionRequest, ctx: &SrtContext) {
     let id = request.stream_id().map(|s| s.to_string()).unwrap_or_default();
     let key = match streamid::parse(&id) {
         Ok(StreamId::Publish { key }) => key,
-        Ok(StreamId::Request { .. }) => return reject(request, ServerRejectReason::BadMode).await,
+        Ok(StreamId::Request { channel, token: _ }) => return play(request, ctx, channel).await,
         Err(e) => {
             info!(reason = %e, "srt stream id refused");
             return reject(request, ServerRejectReason::BadRequest).await;
@@ -111,4 +119,37 @@ async fn connection(request: ConnectionRequest, ctx: &SrtContext) {
         }
     };
     crate::actors::ingest::srt::run(socket, session, ctx.publish_idle_timeout).await;
+}
+
+/// SRT play: resolve the channel (public only for now), attach a ring reader, accept.
+async fn play(request: ConnectionRequest, ctx: &SrtContext, channel: String) {
+    let started = crate::actors::viewer::srt::started();
+    tracing::Span::current().record("channel", channel.as_str());
+    let resolved =
+        ctx.registry.send(ResolvePlay { name: channel.clone() }).await.map_err(Error::from).and_then(|r| r);
+    let reader = match resolved {
+        Ok(ch) => ch.send(AddReader::source()).await.map_err(Error::from).and_then(|r| r),
+        Err(e) => Err(e),
+    };
+    let reader = match reader {
+        Ok(r) => r,
+        Err(e) => {
+            info!(reason = %e.msg, "play refused");
+            let code = match e.kind {
+                ErrorKind::NotFound => ServerRejectReason::Notfound,
+                ErrorKind::PermissionDenied | ErrorKind::Unauthenticated => ServerRejectReason::Forbidden,
+                _ => ServerRejectReason::Down,
+            };
+            return reject(request, code).await;
+        }
+    };
+    let socket = match request.accept(None).await {
+        Ok(s) => s,
+        Err(e) => {
+            debug!(error = %e, "srt accept failed");
+            return;
+        }
+    };
+    let session = ViewerSession::new(PROTOCOL, "srt_play", reader, ctx.viewer, ctx.clock, started);
+    crate::actors::viewer::srt::play(socket, session, ctx.shutdown.clone()).await;
 }
