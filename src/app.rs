@@ -84,6 +84,13 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         )
     });
 
+    // SRT viewers share the RTMP viewer policy (lag, skips, write timeout).
+    let rtmp_ctx_viewer = ViewerPolicy {
+        max_lag: config.rtmp.viewer_max_lag,
+        max_skips: config.rtmp.viewer_max_skips,
+        write_timeout: config.rtmp.write_timeout,
+        merge_write: config.rtmp.viewer_merge_write,
+    };
     // TLS: one reloading certificate for RTMPS and HTTPS.
     let cert = if config.tls.enabled() {
         let cert = ReloadingCert::load(config.tls.cert.as_ref(), config.tls.key.as_ref()).map_err(|e| {
@@ -108,12 +115,7 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
             out_chunk_size: config.rtmp.out_chunk_size.bytes() as u32,
         },
         handshake_timeout: config.rtmp.handshake_timeout,
-        viewer: ViewerPolicy {
-            max_lag: config.rtmp.viewer_max_lag,
-            max_skips: config.rtmp.viewer_max_skips,
-            write_timeout: config.rtmp.write_timeout,
-            merge_write: config.rtmp.viewer_merge_write,
-        },
+        viewer: rtmp_ctx_viewer,
         viewer_send_buffer: config.rtmp.viewer_send_buffer.as_usize(),
         publish_idle_timeout: config.rtmp.publish_idle_timeout,
         max_connections: config.rtmp.max_connections,
@@ -139,6 +141,29 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         rtmp_tasks.push(task);
         bound.rtmps = Some(addr);
     }
+
+    // SRT: bound the same way; refusals happen in the handshake, before any media.
+    let srt_ctx = Arc::new(crate::actors::listen::srt::SrtContext {
+        registry: registry.clone(),
+        publish_idle_timeout: config.srt.publish_idle_timeout,
+        shutdown: shutdown.clone(),
+        tracker: tracker.clone(),
+        viewer: rtmp_ctx_viewer,
+        clock,
+    });
+    let (srt_listen, srt_latency) = (config.srt.listen.clone(), config.srt.latency);
+    let (srt_listener, srt_incoming, _srt_addr) = media
+        .spawn(async move { crate::actors::listen::srt::bind(&srt_listen, srt_latency).await })
+        .await
+        .map_err(|e| Error::internal(format!("media runtime: {e}")))?
+        .map_err(|e| {
+            Error::with_source(
+                crate::ErrorKind::Unavailable,
+                format!("cannot bind SRT on {}", config.srt.listen),
+                e,
+            )
+        })?;
+    media.spawn(crate::actors::listen::srt::serve(srt_listener, srt_incoming, srt_ctx));
 
     let api = actix_web::web::Data::new(crate::http::api::ApiContext::build(&config, store.clone()).await?);
     let http_opts = crate::http::HttpOptions {

@@ -97,6 +97,8 @@ pub struct Config {
     pub rtmp: RtmpConfig,
     /// The certificate of the TLS listeners (RTMPS, HTTPS); none configured, no TLS.
     pub tls: TlsConfig,
+    /// The SRT listener (MPEG-TS over SRT ingest).
+    pub srt: SrtConfig,
     /// Where users, channels and videos are stored.
     pub database: DatabaseConfig,
     /// Life cycle and buffering of live channels.
@@ -371,6 +373,33 @@ impl TlsConfig {
     /// Whether a certificate is configured, so that the TLS listeners start.
     pub fn enabled(&self) -> bool {
         !self.cert.is_empty()
+    }
+}
+
+/// `[srt]`: the SRT listener (MPEG-TS over SRT in live mode).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SrtConfig {
+    /// UDP socket address (`ip:port`) the SRT listener binds; port 0 picks a free port (tests).
+    pub listen: String,
+    /// SRT latency (TSBPD delay) offered in the handshake; the larger of ours and the caller's
+    /// wins. Loss is repaired by retransmission only within it: higher survives lossier links,
+    /// lower keeps glass-to-glass latency down.
+    #[serde(with = "duration_str")]
+    pub latency: Duration,
+    /// A publisher that sends nothing for this long is dropped, so a dead encoder frees the
+    /// channel for a reconnect.
+    #[serde(with = "duration_str")]
+    pub publish_idle_timeout: Duration,
+}
+
+impl Default for SrtConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8890".to_owned(),
+            latency: Duration::from_millis(200),
+            publish_idle_timeout: Duration::from_secs(15),
+        }
     }
 }
 
@@ -796,6 +825,16 @@ impl Config {
         );
         check(!h.block_timeout.is_zero(), "hls.block_timeout: must be greater than 0".to_owned());
 
+        // [srt]
+        check_listen(&mut check, "srt.listen", &self.srt.listen);
+        check(
+            self.srt.latency <= Duration::from_secs(10),
+            format!("srt.latency: {:?} must be at most 10s", self.srt.latency),
+        );
+        check(
+            !self.srt.publish_idle_timeout.is_zero(),
+            "srt.publish_idle_timeout: must be greater than 0".to_owned(),
+        );
         // [rtmp]
         let r = &self.rtmp;
         check_listeners(&mut check, "rtmp", &r.listen, &r.tls_listen, tls);

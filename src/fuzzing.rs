@@ -14,7 +14,8 @@
 //! rml_amf0 and rml_rtmp's message decoding), FLV video/audio tags (legacy and enhanced) with
 //! the ingest demuxer, codec configuration records (avcC, hvcC, av1C, AudioSpecificConfig,
 //! OpusHead), the `_HLS_*` playlist query, HTTP paths (route table and media file names), JWT
-//! access tokens, playback tokens and Stripe webhook signatures. rml_rtmp decodes AMF3 message
+//! access tokens, playback tokens, Stripe webhook signatures, the MPEG-TS demuxer (split
+//! invariance, monotonic DTS, well-formed length-prefixed video) and SRT stream ids. rml_rtmp decodes AMF3 message
 //! types as AMF0 (there is no AMF3 decoder to reach), so the AMF0 target covers them.
 
 use std::io::Cursor;
@@ -44,6 +45,7 @@ use crate::protocols::rtmp::amf0::{self, MAX_DEPTH};
 use crate::protocols::rtmp::chunk::{checked_chunk_size, ChunkError, ChunkWatch};
 use crate::protocols::rtmp::media::{frame_message, FlvDemuxer, Ingested};
 use crate::protocols::rtmp::{ConnEvent, RtmpLimits, RtmpServerConn};
+use crate::protocols::ts::{TsDemuxer, TsEvent};
 
 /// A fuzz target: its name and its body.
 pub type Target = (&'static str, fn(&[u8]));
@@ -60,6 +62,8 @@ pub const TARGETS: &[Target] = &[
     ("jwt", jwt),
     ("playback_token", playback_token),
     ("stripe_signature", stripe_signature),
+    ("ts_demux", ts_demux),
+    ("srt_stream_id", srt_stream_id),
 ];
 
 /// The server's defaults (`config::RtmpConfig`), with a smaller message cap so runs stay fast.
@@ -482,6 +486,77 @@ pub fn stripe_signature(data: &[u8]) {
     let verified = stripe::verify_signature(SECRET, &header, body, t, Duration::from_secs(300));
     if verified.is_ok() {
         let _ = serde_json::from_slice::<stripe::StripeEvent>(body);
+    }
+}
+
+/// The MPEG-TS demuxer (`protocols::ts`) on `[split seed, bytes]`: any split gives the same
+/// frames as the whole input; DTS never goes backwards per track; `pts >= dts`; video payloads
+/// are whole 4-byte length-prefixed NAL units; every frame has its track's configuration.
+pub fn ts_demux(data: &[u8]) {
+    let [seed, input @ ..] = data else { return };
+    let run = |split: bool| {
+        let mut d = TsDemuxer::new();
+        let mut out = Vec::new();
+        if split {
+            for piece in pieces(input, *seed) {
+                d.feed(piece, &mut out);
+            }
+        } else {
+            d.feed(input, &mut out);
+        }
+        d.finish(&mut out);
+        (out, d.stats())
+    };
+    let summary = |events: &[TsEvent]| -> Vec<(bool, i64, i64, Bytes)> {
+        let frames = events.iter().filter_map(|e| if let TsEvent::Frame(f) = e { Some(f) } else { None });
+        frames
+            .map(|f| (f.track == crate::media::TrackKind::Video, f.dts.ticks, f.pts.ticks, f.data.clone()))
+            .collect()
+    };
+    let (whole, stats) = run(false);
+    let (split, split_stats) = run(true);
+    assert_eq!(summary(&whole), summary(&split), "split changed the frames");
+    assert_eq!(stats, split_stats, "split changed the counters");
+    let mut last = [i64::MIN; 2];
+    for e in &whole {
+        let TsEvent::Frame(f) = e else { continue };
+        let video = f.track == crate::media::TrackKind::Video;
+        assert!(f.dts.ticks >= last[usize::from(video)], "DTS went backwards");
+        last[usize::from(video)] = f.dts.ticks;
+        assert!(f.pts >= f.dts, "pts before dts");
+        if video {
+            assert!(f.tracks.video.is_some(), "video frame without configuration");
+            let mut rest = &f.data[..];
+            while !rest.is_empty() {
+                let len = u32::from_be_bytes(rest[..4].try_into().expect("4-byte length")) as usize;
+                rest = &rest[4 + len..];
+            }
+        } else {
+            assert!(f.tracks.audio.is_some(), "audio frame without configuration");
+        }
+    }
+}
+
+/// SRT stream ids (`protocols::srt::streamid::parse`) on the text: never a panic; what parses
+/// never carries a control character, and a stream key never shows in `Debug` or the error.
+pub fn srt_stream_id(data: &[u8]) {
+    use crate::protocols::srt::streamid::{parse, StreamId};
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    match parse(text) {
+        Ok(StreamId::Publish { key }) => {
+            assert!(!key.is_empty() && !key.bytes().any(|b| b.is_ascii_control()));
+            if key.len() >= 4 {
+                let shown = format!("{:?}", StreamId::Publish { key: key.clone() });
+                assert!(!shown.contains(&key), "key in Debug");
+            }
+        }
+        Ok(StreamId::Request { channel, token }) => {
+            assert!(!channel.is_empty() && channel.len() <= 64);
+            assert!(token.is_none_or(|t| !t.is_empty()));
+        }
+        Err(e) => {
+            let _ = e.to_string();
+        }
     }
 }
 

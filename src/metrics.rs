@@ -44,6 +44,11 @@ pub struct Metrics {
     pub protocol_errors: IntCounterVec,
     /// Channel actors restarted after dying.
     pub channel_restarts: IntCounter,
+    /// MPEG-TS continuity-counter gaps on SRT ingest: loss SRT could not repair within its
+    /// latency. No per-session label (cardinality); the session's log has the detail.
+    pub srt_ts_gaps: IntCounter,
+    /// Access units SRT ingest dropped as damaged or undecodable instead of passing them on.
+    pub srt_dropped_units: IntCounter,
     /// Supervised channel outputs running now, by output (`hls_packager`, `hls_viewer_sweep`).
     pub outputs_running: IntGaugeVec,
     /// Supervised channel outputs restarted after a panic, by output.
@@ -201,6 +206,16 @@ impl Metrics {
                 "Viewers disconnected by the server",
                 &["protocol", "reason"],
             ),
+            srt_ts_gaps: counter(
+                &r,
+                "tidecast_srt_ts_gaps_total",
+                "MPEG-TS continuity gaps on SRT ingest (loss SRT did not repair)",
+            ),
+            srt_dropped_units: counter(
+                &r,
+                "tidecast_srt_dropped_units_total",
+                "Damaged or undecodable access units dropped by SRT ingest",
+            ),
             auth_failures: counter_vec(
                 &r,
                 "tidecast_auth_failures_total",
@@ -283,7 +298,7 @@ impl Metrics {
     fn touch_known_series(&self) {
         self.viewers.with_label_values(&["hls"]);
         self.egress_bytes.with_label_values(&["hls"]);
-        for p in ["rtmp", "rtmps"] {
+        for p in ["rtmp", "rtmps", "srt"] {
             self.ingest_sessions.with_label_values(&[p]);
             self.ingest_bytes.with_label_values(&[p]);
             self.viewers.with_label_values(&[p]);

@@ -4,3 +4,5 @@ pub mod flv;
 pub mod fmp4;
 pub mod hls;
 pub mod rtmp;
+pub mod srt;
+pub mod ts;

@@ -173,6 +173,8 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let hvcc = fixture("ffmpeg-5.1_mp4_libx265_hvcC.bin");
     let av1c = fixture("ffmpeg-5.1_mp4_libsvtav1_av1C.bin");
     let opus = fixture("ffmpeg-5.1_ogg_libopus_OpusHead.bin");
+    let ts_h264 = fixture("ffmpeg-5.1_ts_h264_aac.ts");
+    let ts_hevc = fixture("ffmpeg-5.1_ts_hevc.ts");
     let hevc = VideoConfig::from_hevc_record(hvcc.clone()).unwrap();
     let av1 = VideoConfig::from_av1_record(av1c.clone()).unwrap();
     let opus_cfg = AudioConfig::from_opus_head(opus.clone()).unwrap();
@@ -284,6 +286,14 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             [&[0u8][..], format!("t=1800000000,v1={signed}\n").as_bytes(), event].concat(),
         ),
         ("stripe_signature", "self-signed", [&[1u8][..], b"t=1800000000,v0=00\n", event].concat()),
+        // [split seed], then transport stream bytes (the head of ffmpeg's files: PAT, PMT, a GOP start).
+        ("ts_demux", "h264-aac", with_prefix(&[4], &ts_h264[..188 * 60])),
+        ("ts_demux", "hevc", with_prefix(&[1], &ts_hevc)),
+        // The stream id text as sent in the SRT handshake.
+        ("srt_stream_id", "publish-ac", b"#!::r=live/k3y,m=publish,u=obs".to_vec()),
+        ("srt_stream_id", "publish-prefix", b"publish:live/k3y".to_vec()),
+        ("srt_stream_id", "request-token", b"#!::r=main,m=request,token=a.b".to_vec()),
+        ("srt_stream_id", "read", b"read:main?token=t".to_vec()),
     ]
 }
 

@@ -19,6 +19,7 @@
 //! Backpressure rule 1: `push` is synchronous and never waits for a consumer.
 
 pub mod rtmp;
+pub mod srt;
 
 use std::sync::Arc;
 

@@ -8,4 +8,5 @@
 //! `viewer/`, not an edit across the house.
 
 pub mod rtmp;
+pub mod srt;
 pub mod transport;

@@ -25,6 +25,7 @@
 //! and then the connection is closed.
 
 pub mod rtmp;
+pub mod srt;
 
 use std::collections::VecDeque;
 use std::future::Future;

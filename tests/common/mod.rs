@@ -100,6 +100,8 @@ pub struct TestServer {
     /// RTMPS and HTTPS, when a test configured a certificate.
     pub rtmps: Option<SocketAddr>,
     pub https: Option<SocketAddr>,
+    /// The SRT listener (UDP).
+    pub srt: SocketAddr,
     /// Every stderr line of every run of this server (restarts append).
     log: SharedText,
     /// Standard output of the current run (the first-run banner goes here).
@@ -121,6 +123,7 @@ impl TestServer {
             http: "0.0.0.0:0".parse().unwrap(),
             rtmps: None,
             https: None,
+            srt: "0.0.0.0:0".parse().unwrap(),
             log: Arc::default(),
             stdout: Arc::default(),
             key: String::new(),
@@ -151,6 +154,7 @@ impl TestServer {
             .env("TIDECAST__DATABASE__URL", format!("sqlite://{}/tidecast.db", dir.display()))
             .env("TIDECAST__HTTP__LISTEN", "127.0.0.1:0")
             .env("TIDECAST__RTMP__LISTEN", "127.0.0.1:0")
+            .env("TIDECAST__SRT__LISTEN", "127.0.0.1:0")
             .env("TIDECAST__HTTP__WORKERS", "1")
             .env_remove("RUST_LOG")
             .env_remove("TIDECAST_CONFIG");
@@ -187,6 +191,7 @@ impl TestServer {
                     .expect("http listening line");
                 self.rtmps = bound_addr(&log, "rtmps");
                 self.https = bound_addr(&log, "https");
+                self.srt = bound_addr(&log, "srt").expect("srt listening line");
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {

@@ -1,0 +1,155 @@
+//! SRT listener: binds `[srt] listen` (UDP), asks about each caller's stream id before the
+//! handshake completes (srt-tokio's `ConnectionRequest`), and hands an accepted publisher to
+//! the SRT ingest adapter (`ingest/srt.rs`).
+//!
+//! Refusals happen at the handshake with an SRT server reject code (Haivision SRT
+//! `AccessControl.md`, "Rejection codes"): a malformed stream id is `BadRequest` (2400), a
+//! wrong key `Unauthorized` (2401, counted in `tidecast_auth_failures_total{protocol="srt"}` by
+//! `IngestSession::start`), a channel already being published `Conflict` (2409), anything else
+//! `Down` (2503). Play (`m=request`, `read:`) of a missing channel is `Notfound` (2404), of a
+//! non-public one `Forbidden` (2403): playback tokens are not checked yet.
+//!
+//! Random bytes to the port never reach us: srt-tokio drops what is not an SRT handshake.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use futures_util::StreamExt;
+use srt_tokio::access::{RejectReason, ServerRejectReason};
+use srt_tokio::{ConnectionRequest, SrtIncoming, SrtListener};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, info_span, Instrument};
+
+use crate::actors::channel::AddReader;
+use crate::actors::ingest::IngestSession;
+use crate::actors::registry::{ChannelRegistry, ResolvePlay};
+use crate::actors::viewer::{ViewerPolicy, ViewerSession};
+use crate::error::Error;
+use crate::error::ErrorKind;
+use crate::media::clock::Clock;
+use crate::protocols::rtmp::Secret;
+use crate::protocols::srt::streamid::{self, StreamId};
+
+pub(crate) const PROTOCOL: &str = "srt";
+
+/// What every SRT connection task needs.
+pub struct SrtContext {
+    pub registry: Addr<ChannelRegistry>,
+    /// A publisher that sends nothing for this long is dropped.
+    pub publish_idle_timeout: Duration,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+    /// Lag policy and write timeout of SRT viewers (the RTMP viewer settings).
+    pub viewer: ViewerPolicy,
+    pub clock: Clock,
+}
+
+/// Binds the UDP socket (port 0 picks a free one) and starts srt-tokio's listener on it.
+pub async fn bind(
+    listen: &str,
+    latency: Duration,
+) -> std::io::Result<(SrtListener, SrtIncoming, SocketAddr)> {
+    let udp = tokio::net::UdpSocket::bind(listen).await?;
+    let addr = udp.local_addr()?;
+    let (listener, incoming) =
+        SrtListener::builder().latency(latency).socket(udp).bind(addr.to_string().as_str()).await?;
+    info!(protocol = PROTOCOL, %addr, "listening");
+    Ok((listener, incoming, addr))
+}
+
+/// Answers connection requests until shutdown. The listener is kept alive here: dropping it
+/// stops srt-tokio's receive task.
+pub async fn serve(listener: SrtListener, mut incoming: SrtIncoming, ctx: Arc<SrtContext>) {
+    let _listener = listener;
+    loop {
+        let request = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            r = incoming.incoming().next() => match r {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        let ctx = ctx.clone();
+        let span = info_span!("srt", peer = %request.remote(), channel = tracing::field::Empty, session = tracing::field::Empty);
+        ctx.tracker.clone().spawn(async move { connection(request, &ctx).await }.instrument(span));
+    }
+}
+
+async fn reject(request: ConnectionRequest, reason: ServerRejectReason) {
+    debug!(?reason, "srt connection refused");
+    if let Err(e) = request.reject(RejectReason::Server(reason)).await {
+        debug!(error = %e, "srt reject not sent");
+    }
+}
+
+async fn connection(request: ConnectionRequest, ctx: &SrtContext) {
+    let id = request.stream_id().map(|s| s.to_string()).unwrap_or_default();
+    let key = match streamid::parse(&id) {
+        Ok(StreamId::Publish { key }) => key,
+        Ok(StreamId::Request { channel, token: _ }) => return play(request, ctx, channel).await,
+        Err(e) => {
+            info!(reason = %e, "srt stream id refused");
+            return reject(request, ServerRejectReason::BadRequest).await;
+        }
+    };
+    let session = match IngestSession::start(&ctx.registry, PROTOCOL, Secret(key), &ctx.shutdown).await {
+        Ok(s) => s,
+        Err(e) => {
+            info!(reason = %e.msg, "publish refused");
+            let code = match e.kind {
+                ErrorKind::Unauthenticated | ErrorKind::PermissionDenied => ServerRejectReason::Unauthorized,
+                ErrorKind::AlreadyExists => ServerRejectReason::Conflict,
+                ErrorKind::ResourceExhausted => ServerRejectReason::Overload,
+                _ => ServerRejectReason::Down,
+            };
+            return reject(request, code).await;
+        }
+    };
+    let span = tracing::Span::current();
+    span.record("channel", session.channel_name());
+    span.record("session", session.session_id());
+    let socket = match request.accept(None).await {
+        Ok(s) => s,
+        Err(e) => {
+            debug!(error = %e, "srt accept failed");
+            return;
+        }
+    };
+    crate::actors::ingest::srt::run(socket, session, ctx.publish_idle_timeout).await;
+}
+
+/// SRT play: resolve the channel (public only for now), attach a ring reader, accept.
+async fn play(request: ConnectionRequest, ctx: &SrtContext, channel: String) {
+    let started = crate::actors::viewer::srt::started();
+    tracing::Span::current().record("channel", channel.as_str());
+    let resolved =
+        ctx.registry.send(ResolvePlay { name: channel.clone() }).await.map_err(Error::from).and_then(|r| r);
+    let reader = match resolved {
+        Ok(ch) => ch.send(AddReader::source()).await.map_err(Error::from).and_then(|r| r),
+        Err(e) => Err(e),
+    };
+    let reader = match reader {
+        Ok(r) => r,
+        Err(e) => {
+            info!(reason = %e.msg, "play refused");
+            let code = match e.kind {
+                ErrorKind::NotFound => ServerRejectReason::Notfound,
+                ErrorKind::PermissionDenied | ErrorKind::Unauthenticated => ServerRejectReason::Forbidden,
+                _ => ServerRejectReason::Down,
+            };
+            return reject(request, code).await;
+        }
+    };
+    let socket = match request.accept(None).await {
+        Ok(s) => s,
+        Err(e) => {
+            debug!(error = %e, "srt accept failed");
+            return;
+        }
+    };
+    let session = ViewerSession::new(PROTOCOL, "srt_play", reader, ctx.viewer, ctx.clock, started);
+    crate::actors::viewer::srt::play(socket, session, ctx.shutdown.clone()).await;
+}

@@ -1,0 +1,97 @@
+//! SRT play adapter: a `ViewerSession` served as MPEG-TS over SRT (vMix, OBS, ffmpeg
+//! receivers).
+//!
+//! Data flow: `ViewerSession::next_batch` -> `TsMuxer` (sans-IO, `protocols::ts`; one per
+//! viewer, since continuity counters are per connection) -> SRT messages of at most seven TS
+//! packets (1316 bytes, the live-mode payload every receiver accepts) -> srt-tokio's socket,
+//! through `ViewerSession::deliver` (write timeout, byte counts). SRT paces and retransmits;
+//! a viewer that falls behind the ring skips to the newest key frame like every other viewer.
+//!
+//! Entitlement: public channels only for now (the registry's `ResolvePlay`); playback tokens
+//! in the stream id are parsed but not yet checked, so non-public channels are refused.
+
+use std::sync::Arc;
+use std::time::Instant as StdInstant;
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use srt_tokio::SrtSocket;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::actors::viewer::{Delivery, Step, ViewerSession};
+use crate::media::frame::Frame;
+use crate::metrics::metrics;
+use crate::protocols::ts::{TsMuxer, PACKET_SIZE};
+
+/// Frames taken from the ring per batch.
+const WRITE_BATCH: usize = 64;
+/// One SRT live-mode payload: seven transport packets.
+const SRT_PAYLOAD: usize = 7 * PACKET_SIZE;
+
+/// Play the session's ring to the socket until the ring ends, the viewer leaves or is cut off.
+pub(crate) async fn play(
+    mut socket: SrtSocket,
+    mut session: ViewerSession,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    info!("viewer attached");
+    let unwritable = metrics().frames_unwritable.with_label_values(&["srt"]);
+    let mut mux = TsMuxer::new();
+    let mut batch: Vec<Arc<Frame>> = Vec::new();
+    let mut pending = Vec::<u8>::new();
+    loop {
+        let open = tokio::select! {
+            open = session.wait() => open,
+            _ = shutdown.cancelled() => {
+                session.cut(crate::actors::viewer::CutReason::Shutdown);
+                let _ = socket.close().await;
+                return;
+            }
+        };
+        loop {
+            match session.next_batch(&mut batch, WRITE_BATCH) {
+                Step::Frames => {}
+                Step::Idle if open => break,
+                Step::Idle | Step::Ended => {
+                    info!("stream ended");
+                    let _ = socket.close().await;
+                    return;
+                }
+                Step::Cut(_) => return,
+            }
+            for f in &batch {
+                match mux.frame(f) {
+                    Some(ts) => pending.extend_from_slice(&ts),
+                    None => unwritable.inc(),
+                }
+            }
+            // Whole 1316-byte payloads now; a tail shorter than seven packets waits for the next
+            // batch unless nothing follows soon (it is sent at once: latency over fill).
+            let buf = std::mem::take(&mut pending);
+            let send = async {
+                let mut total = 0u64;
+                for chunk in buf.chunks(SRT_PAYLOAD) {
+                    socket.feed((StdInstant::now(), Bytes::copy_from_slice(chunk))).await?;
+                    total += chunk.len() as u64;
+                }
+                socket.flush().await?;
+                Ok(total)
+            };
+            match session.deliver(send).await {
+                Delivery::Written => {}
+                Delivery::Stalled => return,
+                Delivery::Failed(e) => {
+                    warn!(error = %e, "srt viewer write failed");
+                    return;
+                }
+            }
+            session.media_written();
+        }
+    }
+}
+
+/// When the viewer connected, for the time-to-first-frame histogram.
+pub(crate) fn started() -> Instant {
+    Instant::now()
+}

@@ -1,0 +1,231 @@
+//! SRT ingest, end to end: the real `tidecast` binary with ffmpeg 5.1 (libsrt) publishing
+//! MPEG-TS over SRT with `pkt_size=1316` in each stream-id form (PRODUCT.md "Publishing"); the
+//! channel then plays over RTMP and LL-HLS, judged by ffprobe. A wrong key is refused at the
+//! handshake and counted; random datagrams to the SRT port do not hurt the server.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use common::*;
+
+const SESSIONS: &str = r#"tidecast_ingest_sessions{protocol="srt"}"#;
+const BYTES: &str = r#"tidecast_ingest_bytes_total{protocol="srt"}"#;
+const AUTH_FAILURES: &str = r#"tidecast_auth_failures_total{protocol="srt"}"#;
+const LIVE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// ffmpeg publishing `seconds` of testsrc2 H.264 + AAC as MPEG-TS to `stream_id` over SRT. The
+/// `#` goes in raw: ffmpeg 5.1 does not decode `%23` (INTEROP-NOTES).
+fn srt_publish(server: &TestServer, stream_id: &str, seconds: u32) -> Proc {
+    let url = format!("srt://{}?streamid={stream_id}&pkt_size=1316&latency=200000", server.srt);
+    let args: Vec<String> = [
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "warning",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=30",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-g",
+        "30",
+        "-c:a",
+        "aac",
+        "-t",
+        &seconds.to_string(),
+        "-f",
+        "mpegts",
+        &url,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Proc::spawn("ffmpeg", &args)
+}
+
+fn wait_srt_live(server: &TestServer) {
+    server.wait_metric(SESSIONS, LIVE_TIMEOUT, |v| v >= 1.0);
+    let base = server.metric(BYTES);
+    server.wait_metric(BYTES, LIVE_TIMEOUT, |v| v > base + 100_000.0);
+}
+
+/// Each stream-id form publishes; the first one is also read back over RTMP play and LL-HLS.
+#[test]
+fn srt_publish_in_each_stream_id_form_plays_over_rtmp_and_hls() {
+    if !require_ffmpeg() {
+        return;
+    }
+    let server = TestServer::start(&[]);
+    let forms = [
+        format!("#!::r=live/{},m=publish,u=obs", server.key),
+        format!("publish:live/{}", server.key),
+        server.key.clone(),
+    ];
+    for (i, form) in forms.iter().enumerate() {
+        let mut publisher = srt_publish(&server, form, if i == 0 { 12 } else { 4 });
+        wait_srt_live(&server);
+        if i == 0 {
+            let out = server.data_dir().join("srt-rtmp-play.flv");
+            let mut r = ffmpeg_read(&server.play_url("main"), 2.0, &out);
+            let status = r.wait_timeout(Duration::from_secs(20));
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "rtmp play: {}\nserver:\n{}",
+                r.stderr(),
+                server.logs()
+            );
+            let probe = ffprobe(&out);
+            assert!(probe.video().count() >= 30, "{} video packets over RTMP play", probe.video().count());
+            assert!(probe.streams.iter().any(|s| s.codec_name == "h264" && s.width == Some(640)));
+            assert!(probe.streams.iter().any(|s| s.codec_name == "aac"));
+
+            // LL-HLS: ffmpeg decodes frames from the media playlist.
+            let url = format!("http://{}/live/main/index.m3u8", server.http);
+            let mut hls = Proc::spawn(
+                "ffmpeg",
+                &["-hide_banner", "-nostdin", "-loglevel", "error", "-i", &url, "-t", "1", "-f", "null", "-"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>(),
+            );
+            let status = hls.wait_timeout(Duration::from_secs(20));
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "hls decode: {}\nserver:\n{}",
+                hls.stderr(),
+                server.logs()
+            );
+        }
+        let status = publisher.wait_timeout(Duration::from_secs(20));
+        assert!(status.is_some_and(|s| s.success()), "publisher {i}: {}", publisher.stderr());
+        server.wait_metric(SESSIONS, LIVE_TIMEOUT, |v| v == 0.0);
+    }
+    assert!(!server.logs().contains(&server.key), "the stream key reached the log");
+}
+
+/// A wrong key is refused at the handshake (ffmpeg fails) and counted; so is a malformed id.
+#[test]
+fn srt_wrong_key_is_refused_and_counted() {
+    if !require_ffmpeg() {
+        return;
+    }
+    let server = TestServer::start(&[]);
+    let wrong = format!("live_{}", "deadbeef".repeat(8));
+    let mut p = srt_publish(&server, &format!("#!::r=live/{wrong},m=publish"), 5);
+    let status = p.wait_timeout(Duration::from_secs(15));
+    assert!(status.is_some_and(|s| !s.success()), "wrong key not refused: {status:?}\n{}", p.stderr());
+    server.wait_metric(AUTH_FAILURES, LIVE_TIMEOUT, |v| v >= 1.0);
+    assert_eq!(server.metric(SESSIONS), 0.0);
+    assert!(!server.logs().contains(&wrong), "the wrong key reached the log");
+}
+
+/// Random datagrams to the SRT port are ignored; a real publisher still gets in afterwards.
+#[test]
+fn srt_random_bytes_do_not_hurt() {
+    if !require_ffmpeg() {
+        return;
+    }
+    let server = TestServer::start(&[]);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut x: u32 = 0x1234_5678;
+    for i in 0..2000usize {
+        let len = 1 + i % 1500;
+        let mut buf = vec![0u8; len];
+        for b in &mut buf {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+        // Some look like SRT control packets (high bit set): handshakes with junk inside.
+        if i % 3 == 0 {
+            buf[0] |= 0x80;
+        }
+        let _ = sock.send_to(&buf, server.srt);
+    }
+    let mut p = srt_publish(&server, &format!("publish:live/{}", server.key), 3);
+    wait_srt_live(&server);
+    let status = p.wait_timeout(Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "publisher after garbage: {}", p.stderr());
+}
+
+/// SRT play: ffmpeg reads the channel as MPEG-TS over SRT in both request forms, and what it
+/// gets has H.264 and AAC with frames that decode; an unknown channel is refused.
+///
+/// One server per form: a second SRT viewer on the same server after the first one left got
+/// no media within 20 s in our runs (srt-tokio 0.4.4 listener; not understood yet, see the
+/// issue note), so this test does not hide that behind one shared server.
+#[test]
+fn srt_play_serves_the_channel_as_ts() {
+    if !require_ffmpeg() {
+        return;
+    }
+    for (i, id) in ["#!::r=main,m=request", "read:main"].iter().enumerate() {
+        let server = TestServer::start(&[]);
+        let mut publisher = ffmpeg_publish(&server.publish_url(&server.key), 15);
+        server.wait_live(LIVE_TIMEOUT);
+        let url = format!("srt://{}?streamid={id}&latency=200000", server.srt);
+        let out = server.data_dir().join(format!("srt-play-{i}.ts"));
+        let args: Vec<String> = [
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "warning",
+            "-y",
+            "-i",
+            &url,
+            "-t",
+            "3",
+            "-c",
+            "copy",
+            "-f",
+            "mpegts",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut r = Proc::spawn("ffmpeg", &args);
+        let status = r.wait_timeout(Duration::from_secs(20));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "srt play {id}: {status:?} {}\nserver:\n{}",
+            r.stderr(),
+            server.logs()
+        );
+        let probe = ffprobe(&out);
+        assert!(probe.video().count() >= 30, "{} video packets over SRT play", probe.video().count());
+        assert!(probe.streams.iter().any(|s| s.codec_name == "h264"));
+        assert!(probe.streams.iter().any(|s| s.codec_name == "aac"));
+        let dec = std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-v", "error", "-i"])
+            .arg(&out)
+            .args(["-f", "null", "-"])
+            .output()
+            .unwrap();
+        assert!(dec.status.success(), "decode: {}", String::from_utf8_lossy(&dec.stderr));
+        if i == 0 {
+            let url = format!("srt://{}?streamid=read:nosuch", server.srt);
+            let mut r = Proc::spawn(
+                "ffmpeg",
+                &["-hide_banner", "-nostdin", "-v", "error", "-i", &url, "-t", "1", "-f", "null", "-"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>(),
+            );
+            let status = r.wait_timeout(Duration::from_secs(15));
+            assert!(status.is_some_and(|s| !s.success()), "unknown channel not refused: {status:?}");
+        }
+        publisher.kill();
+    }
+}
