@@ -96,6 +96,8 @@ async fn ffmpeg_publishes_ts_over_srt_to_srt_tokio() {
     );
     assert_eq!(stats.cc_gaps, 0);
     assert!(video >= 70, "{video} video frames in 3 s at 25 fps");
-    assert!(audio >= 130, "{audio} AAC frames in 3 s at 48 kHz");
+    // 3 s at 48 kHz is about 140 AAC frames, but ffmpeg packs several into one PES and the
+    // last PES is only complete when the next one starts: allow for the tail (and a busy machine).
+    assert!(audio >= 90, "{audio} AAC frames in 3 s at 48 kHz");
     assert_eq!(max, 1316, "libsrt sender payload size");
 }

@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 
-mod bits;
+pub(crate) mod bits;
 mod params;
 
 use bits::{BitReader, ByteReader};

@@ -601,7 +601,7 @@ pub fn avcc_record(sps: &[u8], pps: &[u8]) -> Bytes {
 /// removing emulation prevention bytes); chroma format and bit depth are written as 4:2:0 8-bit
 /// (what SRT encoders send for live; decoders take the real values from the SPS).
 pub fn hvcc_record(vps: &[u8], sps: &[u8], pps: &[u8]) -> Bytes {
-    let rbsp = unescape(sps);
+    let rbsp = crate::media::codec::bits::strip_emulation_prevention(sps);
     // NAL header (2), then vps_id(4) max_sub_layers_minus1(3) temporal_id_nesting(1), then the
     // 12-byte general profile_tier_level.
     let mut ptl = [0u8; 12];
@@ -629,21 +629,6 @@ pub fn hvcc_record(vps: &[u8], sps: &[u8], pps: &[u8]) -> Bytes {
         r.put_slice(&nal[..nal.len().min(0xffff)]);
     }
     r.freeze()
-}
-
-/// Removes emulation prevention bytes (`00 00 03` -> `00 00`).
-fn unescape(nal: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(nal.len());
-    let mut zeros = 0;
-    for &b in nal {
-        if zeros >= 2 && b == 3 {
-            zeros = 0;
-            continue;
-        }
-        zeros = if b == 0 { zeros + 1 } else { 0 };
-        out.push(b);
-    }
-    out
 }
 
 /// The fields of an ADTS header (ISO/IEC 13818-7 §6.2.1) that build an AudioSpecificConfig.

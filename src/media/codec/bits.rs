@@ -149,7 +149,7 @@ impl<'a> BitReader<'a> {
 }
 
 /// NAL unit payload without emulation prevention bytes (`00 00 03` -> `00 00`, H.264 §7.4.1).
-pub(super) fn strip_emulation_prevention(nal: &[u8]) -> Vec<u8> {
+pub(crate) fn strip_emulation_prevention(nal: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(nal.len());
     let mut zeros = 0;
     for &b in nal {
