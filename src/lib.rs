@@ -1,15 +1,16 @@
 //! # tidecast
 //!
-//! An actor-based live and VOD media server: broadcasters publish over RTMP (SRT, WHIP and RTSP
-//! pull are planned), viewers play over LL-HLS or RTMP (WHEP is planned), operators scrape
-//! Prometheus metrics and configure one TOML file. The map of the house is `ARCHITECTURE.md`.
+//! An actor-based live and VOD media server: broadcasters publish over RTMP, RTMPS or SRT (WHIP
+//! and RTSP pull are planned), viewers play over LL-HLS (HTTP or HTTPS), RTMP(S) or SRT (WHEP is
+//! planned), operators scrape Prometheus metrics and configure one TOML file. The map of the
+//! house is `ARCHITECTURE.md`.
 //!
 //! ## Data flow
 //!
 //! ```text
-//!  OBS/ffmpeg --RTMP--> IngestSession --> FrameRing per rendition (Channel) --+--> HlsPackager --> LL-HLS
-//!                       (ingest::rtmp)                                       +--> ViewerSession --> RTMP play
-//!                                                                            +--> (archive, transcode: later)
+//!  OBS/ffmpeg --RTMP(S)/SRT--> IngestSession --> FrameRing per rendition (Channel) --+--> HlsPackager --> LL-HLS
+//!                         (ingest::rtmp, ::srt)                                     +--> ViewerSession --> RTMP(S) / SRT play
+//!                                                                                   +--> (archive, transcode: later)
 //! ```
 //!
 //! Bytes in, events out: protocol code in [`protocols`] is sans-IO (bytes and time in, typed
@@ -27,7 +28,8 @@
 //! │   └── Channel (one per live channel) renditions (a FrameRing each); grants RingWriter / RingReader
 //! │       ├── HlsPackager × rendition    supervised: ring -> segmenter -> CMAF -> LL-HLS window
 //! │       └── LL-HLS viewer sweep        supervised: counts HLS viewers, retires ended windows
-//! ├── RTMP listener + connections × N   IngestSession (publish) or ViewerSession (play), a task each
+//! ├── RTMP/RTMPS listeners + connections × N   IngestSession (publish) or ViewerSession (play), a task each
+//! ├── SRT listener + connections × N    the same sessions; stream ids checked in the SRT handshake
 //! ├── WatchHistory                       buffers watch progress, writes it in batches (api)
 //! └── HTTP                               /api/v1, LL-HLS, /watch, /metrics, /healthz, /readyz
 //! ```
