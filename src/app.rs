@@ -126,6 +126,14 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         clock,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
+        fanouts: config.rtmp.viewer_fanout.then(|| {
+            let fanout = crate::actors::viewer::rtmp::FanoutConfig {
+                chunk_size: config.rtmp.out_chunk_size.bytes() as u32,
+                max_lag: config.rtmp.viewer_max_lag,
+                merge_write: config.rtmp.viewer_merge_write,
+            };
+            Arc::new(crate::actors::viewer::rtmp::Fanouts::new(fanout, PROTOCOL, clock, tracker.clone()))
+        }),
     };
     let mut rtmp_tasks = Vec::new();
     let mut bound = Bound::default();
@@ -136,7 +144,8 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
     }
     if let Some(cert) = cert.as_ref().filter(|_| !config.rtmp.tls_listen.is_empty()) {
         let acceptor = tokio_rustls::TlsAcceptor::from(cert.server_config(&[]));
-        let ctx = RtmpContext { protocol: PROTOCOL_TLS, ..rtmp_ctx.clone() };
+        // RTMPS viewers write through rustls: no channel writer.
+        let ctx = RtmpContext { protocol: PROTOCOL_TLS, fanouts: None, ..rtmp_ctx.clone() };
         let (task, addr) = start_rtmp(&media, &config.rtmp.tls_listen, ctx, Some(acceptor)).await?;
         rtmp_tasks.push(task);
         bound.rtmps = Some(addr);

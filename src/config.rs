@@ -319,6 +319,9 @@ pub struct RtmpConfig {
     /// frame as soon as it arrives.
     #[serde(with = "duration_str")]
     pub viewer_merge_write: Duration,
+    /// One writer per channel sends each frame to every viewer that keeps up (plain RTMP), in
+    /// place of a wake-up per viewer and frame; false gives every viewer its own writer.
+    pub viewer_fanout: bool,
     /// A publisher that sends nothing for this long is dropped, so a dead encoder frees the
     /// channel for a reconnect.
     #[serde(with = "duration_str")]
@@ -343,6 +346,7 @@ impl Default for RtmpConfig {
             viewer_max_skips: 3,
             viewer_send_buffer: Size::kib(512),
             viewer_merge_write: Duration::from_millis(30),
+            viewer_fanout: true,
             publish_idle_timeout: Duration::from_secs(15),
         }
     }

@@ -29,6 +29,7 @@
 //! │       ├── HlsPackager × rendition    supervised: ring -> segmenter -> CMAF -> LL-HLS window
 //! │       └── LL-HLS viewer sweep        supervised: counts HLS viewers, retires ended windows
 //! ├── RTMP/RTMPS listeners + connections × N   IngestSession (publish) or ViewerSession (play), a task each
+//! │   └── RTMP channel writer × ring     writes each frame to every plain-RTMP viewer that keeps up
 //! ├── SRT listener + connections × N    the same sessions; stream ids checked in the SRT handshake
 //! ├── WatchHistory                       buffers watch progress, writes it in batches (api)
 //! └── HTTP                               /api/v1, LL-HLS, /watch, /metrics, /healthz, /readyz

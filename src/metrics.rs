@@ -35,6 +35,10 @@ pub struct Metrics {
     pub frames_dropped: IntCounterVec,
     /// Viewers disconnected by the server, by protocol and reason (`slow`, `stalled`, `shutdown`).
     pub viewers_cut: IntCounterVec,
+    /// RTMP viewers the channel writer handed back to their own task because their socket could
+    /// not take a whole write (full or failed), by protocol. A steady rate means viewers whose
+    /// links are slower than the stream.
+    pub viewer_handbacks: IntCounterVec,
     /// Refused credentials (stream keys, passwords, tokens), by protocol.
     pub auth_failures: IntCounterVec,
     /// Connections refused by admission control, by protocol and reason (`max_connections`: the
@@ -206,6 +210,12 @@ impl Metrics {
                 "Viewers disconnected by the server",
                 &["protocol", "reason"],
             ),
+            viewer_handbacks: counter_vec(
+                &r,
+                "tidecast_viewer_handbacks_total",
+                "Viewers the RTMP channel writer handed back to their own task (socket full or failed)",
+                &["protocol"],
+            ),
             srt_ts_gaps: counter(
                 &r,
                 "tidecast_srt_ts_gaps_total",
@@ -298,6 +308,7 @@ impl Metrics {
     fn touch_known_series(&self) {
         self.viewers.with_label_values(&["hls"]);
         self.egress_bytes.with_label_values(&["hls"]);
+        self.viewer_handbacks.with_label_values(&["rtmp"]);
         for p in ["rtmp", "rtmps", "srt"] {
             self.ingest_sessions.with_label_values(&[p]);
             self.ingest_bytes.with_label_values(&[p]);

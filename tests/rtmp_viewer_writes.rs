@@ -79,6 +79,9 @@ struct Viewer {
     statuses: Vec<String>,
     video: usize,
     audio: usize,
+    /// Timestamp of the last video message, and the largest step between two of them.
+    last_video_ms: Option<u32>,
+    max_video_step_ms: u32,
     /// Bytes fed so far, to locate a fault.
     received: u64,
     /// Bytes fed since the last complete message.
@@ -102,6 +105,8 @@ impl Viewer {
             statuses: Vec::new(),
             video: 0,
             audio: 0,
+            last_video_ms: None,
+            max_video_step_ms: 0,
             received: 0,
             incomplete: 0,
         };
@@ -246,6 +251,14 @@ impl Viewer {
                     return Err(format!("media on the wrong stream: {what}"));
                 }
                 if type_id == 9 {
+                    let ts = p.timestamp.value;
+                    if let Some(last) = self.last_video_ms {
+                        if ts < last {
+                            return Err(format!("video timestamp went back from {last} to {ts} ms: {what}"));
+                        }
+                        self.max_video_step_ms = self.max_video_step_ms.max(ts - last);
+                    }
+                    self.last_video_ms = Some(ts);
                     self.video += 1;
                 } else {
                     self.audio += 1;
@@ -305,6 +318,17 @@ impl Viewer {
     /// Probes sent but not answered, in order.
     fn unanswered(&self) -> Vec<u32> {
         self.sent.difference(&self.answered).copied().collect()
+    }
+}
+
+/// Read whatever is there now (the socket has a short read timeout), up to `DRAIN_READS` reads.
+fn drain(v: &mut Viewer, buf: &mut [u8]) {
+    for _ in 0..DRAIN_READS {
+        match v.read_some(buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => panic!("corrupted chunk stream: {e}"),
+        }
     }
 }
 
@@ -412,4 +436,84 @@ fn command_answers_survive_media_writes_to_a_slow_viewer() {
     );
     // The test only means something if media was flowing while the probes were answered.
     assert!(probe_video >= 10, "only {probe_video} video messages during the probe phase");
+}
+
+/// The channel writer (`rtmp.viewer_fanout`): viewers that keep up get every frame, in order,
+/// from the one writer; a viewer whose socket keeps filling up is handed back to its own task
+/// with the unsent rest of a write, finishes it, and comes back, and neither it nor the others
+/// ever see a torn chunk, a message twice or time going backwards. With the writer off, the
+/// same holds and nothing is handed back.
+#[test]
+fn a_slow_viewer_among_fast_ones_is_handed_back_whole() {
+    if !require_ffmpeg() {
+        return;
+    }
+    for fanout in ["true", "false"] {
+        let server = TestServer::start(&[
+            ("TIDECAST__RTMP__VIEWER_FANOUT", fanout),
+            ("TIDECAST__RTMP__VIEWER_SEND_BUFFER", "1KiB"),
+            ("TIDECAST__RTMP__WRITE_TIMEOUT", "30s"),
+            ("TIDECAST__RTMP__VIEWER_MAX_SKIPS", "1000"),
+        ]);
+        let _publisher = ffmpeg_publish(&server.publish_url(&server.key), 30);
+        server.wait_live(LIVE_TIMEOUT);
+        let mut fast: Vec<Viewer> = (0..3).map(|_| Viewer::connect(server.rtmp)).collect();
+        for v in &mut fast {
+            v.play(server.rtmp, "main");
+            v.stream.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+        }
+        let mut slow = Viewer::connect(server.rtmp);
+        slow.play(server.rtmp, "main");
+        slow.stream.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+        let start_video: Vec<usize> = fast.iter().map(|v| v.video).collect();
+
+        // Three seconds: the fast viewers read all the time, the slow one reads once every
+        // 150 ms (its 4 KiB receive buffer and the server's minimal send buffer are full long
+        // before that, with a frame or more left over).
+        let mut buf = vec![0u8; READ_BUF];
+        let started = Instant::now();
+        let mut last_slow = Instant::now();
+        while started.elapsed() < Duration::from_secs(3) {
+            for v in &mut fast {
+                drain(v, &mut buf);
+            }
+            if last_slow.elapsed() >= Duration::from_millis(150) {
+                drain(&mut slow, &mut buf);
+                last_slow = Instant::now();
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        // Then the slow viewer catches up too.
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until {
+            drain(&mut slow, &mut buf);
+            for v in &mut fast {
+                drain(v, &mut buf);
+            }
+        }
+
+        let handbacks = server.metric(r#"tidecast_viewer_handbacks_total{protocol="rtmp"}"#);
+        for (i, v) in fast.iter().enumerate() {
+            let got = v.video - start_video[i];
+            eprintln!(
+                "fanout={fanout} fast viewer {i}: {got} video frames, largest step {} ms",
+                v.max_video_step_ms
+            );
+            // 30 fps for ~5 s: a viewer that kept up got nearly all of them, without a skip.
+            assert!(got >= 100, "fanout={fanout}: fast viewer {i} got only {got} video frames");
+            assert!(
+                v.max_video_step_ms <= 200,
+                "fanout={fanout}: fast viewer {i} skipped {} ms of video",
+                v.max_video_step_ms
+            );
+        }
+        eprintln!("fanout={fanout}: slow viewer got {} video frames; {handbacks} hand-backs", slow.video);
+        assert!(slow.video >= 30, "fanout={fanout}: the slow viewer got only {} video frames", slow.video);
+        if fanout == "true" {
+            assert!(handbacks >= 1.0, "the slow viewer was never handed back by the channel writer");
+        } else {
+            assert_eq!(handbacks, 0.0, "no channel writer, no hand-backs");
+        }
+        assert_eq!(server.metric(r#"tidecast_viewers{protocol="rtmp"}"#), 4.0, "fanout={fanout}");
+    }
 }

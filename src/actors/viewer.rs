@@ -148,6 +148,21 @@ impl ViewerSession {
         &self.policy
     }
 
+    /// The viewer's ring cursor (for an adapter that hands the writing to a shared writer).
+    pub fn reader(&self) -> &RingReader {
+        &self.reader
+    }
+
+    /// Whether the first media reached the viewer (its time to first frame is counted).
+    pub fn first_frame_sent(&self) -> bool {
+        self.started.is_none()
+    }
+
+    /// Take the viewer's place back at ring position `seq`, where a shared writer left it.
+    pub fn resume_at(&mut self, seq: u64) {
+        self.reader.seek(seq);
+    }
+
     /// Wait for frames (or the end of the session), after the merge window of the last media
     /// write. Cancel-safe: the window's end is kept in the session, and the ring is a `watch`.
     pub async fn wait(&mut self) -> bool {

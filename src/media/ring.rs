@@ -510,6 +510,29 @@ impl RingReader {
     pub fn position(&self) -> u64 {
         self.cur.next
     }
+
+    /// Identity of the ring this reader reads (equal for readers of the same ring, as long as
+    /// one of them lives); a key for per-ring state such as the RTMP channel writer.
+    pub fn ring_id(&self) -> usize {
+        Arc::as_ptr(&self.shared) as usize
+    }
+
+    /// A second reader of the same ring at the same position.
+    pub fn fork(&self) -> RingReader {
+        RingReader {
+            shared: self.shared.clone(),
+            rx: self.shared.signal.subscribe(),
+            cur: Cursor { next: self.cur.next, need_sync: self.cur.need_sync, dropped: 0 },
+        }
+    }
+
+    /// Move the cursor to `seq`, a position another reader of this ring reached (a viewer
+    /// taking back its place from the channel writer). A position the ring has since evicted
+    /// reads as a lap on the next read, like any reader that fell behind.
+    pub fn seek(&mut self, seq: u64) {
+        self.cur.next = seq;
+        self.cur.need_sync = false;
+    }
 }
 
 #[cfg(test)]
@@ -546,6 +569,38 @@ mod tests {
         for i in from..from + n {
             w.push(video(i as i64 * 40, i % gop == 0, 1000));
         }
+    }
+
+    /// A fork reads on from the same place and a reader can be put back where another left
+    /// off (the RTMP channel writer and the viewers it hands back); a position since evicted
+    /// reads as a lap to the newest key frame.
+    #[test]
+    fn fork_and_seek_share_positions_on_one_ring() {
+        let ring = FrameRing::new(limits(30, 1 << 20));
+        let mut w = ring.writer(false);
+        fill(&mut w, 0, 10, 5);
+        let mut a = ring.reader();
+        let mut out = Vec::new();
+        a.read_batch(&mut out, 2);
+        let mut b = a.fork();
+        assert_eq!((b.position(), b.ring_id()), (a.position(), a.ring_id()));
+        assert_ne!(ring.reader().ring_id(), FrameRing::new(limits(1, 1)).reader().ring_id());
+        out.clear();
+        b.read_batch(&mut out, 64);
+        a.seek(b.position());
+        out.clear();
+        assert_eq!(a.read_batch(&mut out, 64), Batch::default());
+        assert!(out.is_empty(), "put where the fork left off, nothing is read twice");
+        // Evicted: a small ring laps the old position.
+        let small = FrameRing::new(limits(30, 12_000));
+        let mut w = small.writer(false);
+        let mut r = small.reader();
+        let old = r.position();
+        fill(&mut w, 0, 40, 5);
+        r.seek(old);
+        out.clear();
+        let batch = r.read_batch(&mut out, 64);
+        assert!(batch.skipped > 0 && out[0].keyframe, "lapped to a key frame: {batch:?}");
     }
 
     #[test]

@@ -89,6 +89,8 @@ pub struct RtmpContext {
     pub clock: Clock,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
+    /// The channel writers of plain-RTMP viewers (`rtmp.viewer_fanout`); `None` when off.
+    pub fanouts: Option<Arc<crate::actors::viewer::rtmp::Fanouts>>,
 }
 
 /// Bind an RTMP listener (port 0 picks a free port) and log what was bound under `protocol`.

@@ -29,6 +29,11 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
     /// The TCP socket underneath.
     fn tcp(&self) -> &TcpStream;
+    /// The socket, when bytes written to it go to the peer as they are (no TLS): then another
+    /// writer may write whole messages to it (the RTMP channel writer).
+    fn plain(&self) -> Option<&TcpStream> {
+        None
+    }
 }
 
 impl Transport for TcpStream {
@@ -42,6 +47,10 @@ impl Transport for TcpStream {
 
     fn tcp(&self) -> &TcpStream {
         self
+    }
+
+    fn plain(&self) -> Option<&TcpStream> {
+        Some(self)
     }
 }
 

@@ -34,6 +34,10 @@ use crate::metrics::metrics;
 use crate::protocols::rtmp::media::{frame_message, sequence_headers, RTMP_WIRE};
 use crate::protocols::rtmp::{ConnEvent, RtmpServerConn, SHARED_STREAM_ID};
 
+mod fanout;
+
+pub use fanout::{FanoutConfig, Fanouts};
+
 /// Frames taken from the ring per batch.
 const WRITE_BATCH: usize = 64;
 /// Buffers per `writev` (a woken viewer usually has 2-4: a video frame and the audio beside it).
@@ -111,6 +115,9 @@ async fn play<T: Transport>(
     // shared shutdown token of every connection on every frame.
     let shutdown = ctx.shutdown.cancelled();
     tokio::pin!(shutdown);
+    // Set while the channel writer sends this viewer its media (see `fanout`): the loop then
+    // only waits for input, shutdown or the writer handing the viewer back.
+    let mut attached: Option<fanout::Attachment> = None;
     loop {
         if !control.is_empty() {
             let buf = std::mem::take(&mut control);
@@ -123,15 +130,41 @@ async fn play<T: Transport>(
         // Biased, shutdown last: on a frame wake-up the ring branch answers before the shutdown
         // future is polled (polling it locks the token every server connection shares). At
         // shutdown the channels close their rings too, so a busy viewer still ends promptly.
-        let wake = tokio::select! {
-            biased;
-            r = io.readable() => {
-                r.map_err(SessionEnd::Io)?;
-                Wake::Input
-            }
-            open = session.wait() => Wake::Ring(open),
-            _ = &mut shutdown => Wake::Shutdown,
+        let wake = match attached.as_ref() {
+            None => tokio::select! {
+                biased;
+                r = io.readable() => {
+                    r.map_err(SessionEnd::Io)?;
+                    Wake::Input
+                }
+                open = session.wait() => Wake::Ring(open),
+                _ = &mut shutdown => Wake::Shutdown,
+            },
+            Some(writer) => tokio::select! {
+                biased;
+                r = io.readable() => {
+                    r.map_err(SessionEnd::Io)?;
+                    Wake::Input
+                }
+                _ = writer.handed_back() => Wake::Ring(true),
+                _ = &mut shutdown => Wake::Shutdown,
+            },
         };
+        // Whatever woke us, take the viewer's place back from the channel writer first: the
+        // rest of a write its socket did not take goes out before anything else.
+        if let Some(writer) = attached.take() {
+            let back = writer.detach();
+            session.resume_at(back.next);
+            last_tracks = back.last_tracks;
+            let mut pending = back.pending;
+            if !pending.is_empty() {
+                match session.deliver(write_all_vectored(io, &mut pending)).await {
+                    Delivery::Written => {}
+                    Delivery::Stalled => return Ok(()),
+                    Delivery::Failed(e) => return Err(SessionEnd::Io(e)),
+                }
+            }
+        }
         let ring_open = match wake {
             Wake::Shutdown => {
                 session.cut(crate::actors::viewer::CutReason::Shutdown);
@@ -158,7 +191,15 @@ async fn play<T: Transport>(
         loop {
             match session.next_batch(&mut batch, WRITE_BATCH) {
                 Step::Frames => {}
-                Step::Idle if ring_open => break,
+                Step::Idle if ring_open => {
+                    // Caught up: let the channel writer carry on (plain TCP, shared stream).
+                    if let (Some(fanouts), Some(tcp)) = (ctx.fanouts.as_ref(), io.plain()) {
+                        if stream_id == SHARED_STREAM_ID && control.is_empty() && session.first_frame_sent() {
+                            attached = fanouts.attach(session.reader(), tcp, last_tracks.clone());
+                        }
+                    }
+                    break;
+                }
                 Step::Idle | Step::Ended => {
                     info!("stream ended");
                     finish(io, conn, stream_id, session.policy().write_timeout).await;
