@@ -345,7 +345,7 @@ impl Default for RtmpConfig {
             viewer_max_lag: Duration::from_secs(2),
             viewer_max_skips: 3,
             viewer_send_buffer: Size::kib(512),
-            viewer_merge_write: Duration::from_millis(30),
+            viewer_merge_write: Duration::ZERO,
             viewer_fanout: true,
             publish_idle_timeout: Duration::from_secs(15),
         }

@@ -138,11 +138,14 @@ pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>, tls: Option<Tls
         let tls = tls.clone();
         ctx.tracker.spawn(
             async move {
+                // Each step is boxed: a connection's task then holds only the step it is in,
+                // sized for its own transport, instead of the largest of all of them (the TLS
+                // handshake, negotiation, a publisher's loop) for every plain viewer it serves.
                 match tls {
-                    None => connection(stream, ctx2).await,
+                    None => Box::pin(connection(stream, ctx2)).await,
                     Some(acceptor) => {
-                        if let Some(stream) = tls_handshake(&acceptor, stream, &ctx2).await {
-                            connection(stream, ctx2).await;
+                        if let Some(stream) = Box::pin(tls_handshake(&acceptor, stream, &ctx2)).await {
+                            Box::pin(connection(stream, ctx2)).await;
                         }
                     }
                 }
@@ -303,7 +306,7 @@ async fn connection<T: Transport>(mut io: T, ctx: Arc<RtmpContext>) {
     let started = Instant::now();
     let role = tokio::select! {
         _ = ctx.shutdown.cancelled() => return,
-        r = tokio::time::timeout(ctx.handshake_timeout, negotiate(&mut io, &mut conn)) => match r {
+        r = tokio::time::timeout(ctx.handshake_timeout, Box::pin(negotiate(&mut io, &mut conn))) => match r {
             Ok(Ok(Some(role))) => role,
             Ok(Ok(None)) => return debug!("peer closed before publish or play"),
             Ok(Err(end)) => return end.log(protocol),
@@ -315,11 +318,14 @@ async fn connection<T: Transport>(mut io: T, ctx: Arc<RtmpContext>) {
             // Nothing is read between here and the publish being accepted or refused, so the
             // full limit applies exactly to an accepted publisher's media.
             conn.set_max_declared_length(ctx.limits.max_message_size);
-            crate::actors::ingest::rtmp::run(&mut io, &mut conn, &ctx, request_id, stream_key, rest).await
+            Box::pin(crate::actors::ingest::rtmp::run(&mut io, &mut conn, &ctx, request_id, stream_key, rest))
+                .await
         }
         Role::Play { request_id, name, stream_id } => {
-            crate::actors::viewer::rtmp::run(&mut io, &mut conn, &ctx, request_id, name, stream_id, started)
-                .await
+            Box::pin(crate::actors::viewer::rtmp::run(
+                &mut io, &mut conn, &ctx, request_id, name, stream_id, started,
+            ))
+            .await
         }
     };
     if let Err(end) = end {

@@ -196,6 +196,13 @@ async fn play<T: Transport>(
                     if let (Some(fanouts), Some(tcp)) = (ctx.fanouts.as_ref(), io.plain()) {
                         if stream_id == SHARED_STREAM_ID && control.is_empty() && session.first_frame_sent() {
                             attached = fanouts.attach(session.reader(), tcp, last_tracks.clone());
+                            if attached.is_some() {
+                                // The first batch (a whole GOP) grew these; while the writer
+                                // serves the viewer they would only hold memory.
+                                batch = Vec::new();
+                                wire = Vec::new();
+                                control = Vec::new();
+                            }
                         }
                     }
                     break;
