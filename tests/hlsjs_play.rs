@@ -99,12 +99,18 @@ fn count_b_frames(url: &str) -> usize {
 /// Run play.mjs against `url`; returns its JSON report (whatever its exit status: the report
 /// says what went wrong) and its stderr.
 fn run_player(url: &str, seconds: u32) -> (serde_json::Value, String) {
+    run_player_with(url, seconds, &[])
+}
+
+/// `run_player` with extra play.mjs arguments.
+fn run_player_with(url: &str, seconds: u32, extra: &[&str]) -> (serde_json::Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let (out_path, err_path) = (dir.path().join("stdout.txt"), dir.path().join("stderr.txt"));
     let mut child = Command::new("node")
         .arg(browser_dir().join("play.mjs"))
         .arg(url)
         .arg(seconds.to_string())
+        .args(extra)
         .env("CHROMIUM", chromium_path())
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).unwrap())
@@ -246,4 +252,58 @@ fn hlsjs_plays_ll_hls_in_chromium_without_stalls() {
         p50 < MAX_PDT_LATENCY_P50_S,
         "program-date-time latency p50 {p50} s (want < {MAX_PDT_LATENCY_P50_S} s)\n{context}"
     );
+}
+
+/// The browser's secure origin: Chromium plays LL-HLS from the HTTPS listener (`[http]
+/// tls_listen`, a self-signed certificate that Chromium trusts by its key alone, so every other
+/// certificate check stays on), watch page, hls.js, playlists, blocking reloads and parts all
+/// over TLS.
+#[test]
+fn hlsjs_plays_ll_hls_over_https() {
+    const SECONDS: u32 = 20;
+    if !require_ffmpeg() || !require_browser_player() {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    certs::make_cert(certs.path(), "tidecast-browser");
+    let spki = certs::spki_sha256_base64(certs.path());
+    let static_dir = browser_dir().join("node_modules/hls.js/dist");
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let server = TestServer::start(&[
+        ("TIDECAST__HTTP__STATIC_DIR", static_dir.to_str().expect("UTF-8 repository path")),
+        ("TIDECAST__HTTP__HLSJS_URL", "/static/hls.min.js"),
+        ("TIDECAST__TLS__CERT", cert.to_str().unwrap()),
+        ("TIDECAST__TLS__KEY", key.to_str().unwrap()),
+        ("TIDECAST__HTTP__TLS_LISTEN", "127.0.0.1:0"),
+    ]);
+    let https = server.https.expect("an HTTPS listener");
+    let publisher = publish_720p30(&server.publish_url(&server.key), SECONDS + PUBLISH_MARGIN_SECONDS);
+    server.wait_live(Duration::from_secs(20));
+    assert!(
+        wait_until(Duration::from_secs(20), || server.get("/live/main/index.m3u8").status == 200),
+        "no playlist 20 s after going live; log:\n{}",
+        server.logs()
+    );
+    let url = format!("https://localhost:{}/watch/main", https.port());
+    let (report, player_log) = run_player_with(&url, SECONDS, &["--trust-spki", &spki]);
+    let context = format!(
+        "report: {report:#}\nplay.mjs stderr:\n{player_log}\nffmpeg:\n{}\nserver log (tail):\n{}",
+        publisher.stderr(),
+        log_tail(&server, 40)
+    );
+    eprintln!(
+        "hls.js over HTTPS: PDT latency p50 {:.3} s; parts {}; stalls {}; fatal errors {}",
+        f64_at(&report, "/pdt_latency_s/p50"),
+        report["parts_loaded"],
+        report["stalls_after_start"],
+        report["errors_fatal"],
+    );
+    assert!(report.get("error").is_none(), "the player did not run to the end\n{context}");
+    assert_eq!(report["errors_fatal"].as_u64(), Some(0), "fatal hls.js errors\n{context}");
+    assert!(report["parts_loaded"].as_u64().unwrap_or(0) > 0, "no parts loaded over HTTPS\n{context}");
+    let advanced = f64_at(&report, "/current_time_advanced_s");
+    assert!(advanced >= SECONDS as f64 * 0.8, "currentTime advanced only {advanced} s\n{context}");
+    let p50 = f64_at(&report, "/pdt_latency_s/p50");
+    assert!(p50 < MAX_PDT_LATENCY_P50_S, "program-date-time latency p50 {p50} s over HTTPS\n{context}");
+    drop(publisher);
 }

@@ -9,42 +9,8 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::certs::make_cert;
 use common::*;
-
-/// Write a self-signed P-256 certificate for 127.0.0.1/localhost with common name `cn` to
-/// `dir/cert.pem` and `dir/key.pem`, replacing them atomically (rename), as an ACME client does.
-fn make_cert(dir: &Path, cn: &str) {
-    let (tmp_cert, tmp_key) = (dir.join("new-cert.pem"), dir.join("new-key.pem"));
-    let subj = format!("/CN={cn}");
-    let ran = run_tool(
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &subj,
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-keyout",
-            tmp_key.to_str().unwrap(),
-            "-out",
-            tmp_cert.to_str().unwrap(),
-        ],
-        Duration::from_secs(20),
-    );
-    assert!(ran.status.success(), "openssl req failed: {}", ran.stderr);
-    // Key first, then certificate: the server may see the new key with the old certificate for
-    // a moment, which must be skipped (mismatch), not served.
-    std::fs::rename(&tmp_key, dir.join("key.pem")).unwrap();
-    std::fs::rename(&tmp_cert, dir.join("cert.pem")).unwrap();
-}
 
 /// The subject common name of the certificate a fresh TLS handshake with `addr` gets.
 fn served_cn(addr: std::net::SocketAddr) -> String {

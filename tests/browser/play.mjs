@@ -31,7 +31,7 @@ import { chromium } from 'playwright-core';
 const SAMPLE_MS = 500;
 
 function usage(msg) {
-  process.stderr.write(`play.mjs: ${msg}\nusage: node play.mjs URL SECONDS [--hls-config JSON] [--seek-to-live-sync] [--screenshot FILE]\n`);
+  process.stderr.write(`play.mjs: ${msg}\nusage: node play.mjs URL SECONDS [--hls-config JSON] [--seek-to-live-sync] [--trust-spki BASE64] [--screenshot FILE]\n`);
   process.exit(2);
 }
 
@@ -40,6 +40,9 @@ const positional = [];
 let extraConfig = null;
 let screenshot = null;
 let seekToLiveSync = false;
+// Base64 SHA-256 of a server key's SubjectPublicKeyInfo that Chromium trusts for HTTPS (a
+// self-signed test certificate), and only that key: certificate checks stay on for the rest.
+let trustSpki = null;
 for (let i = 0; i < argv.length; i++) {
   if (argv[i] === '--hls-config') {
     try {
@@ -49,6 +52,8 @@ for (let i = 0; i < argv.length; i++) {
     }
   } else if (argv[i] === '--seek-to-live-sync') {
     seekToLiveSync = true;
+  } else if (argv[i] === '--trust-spki') {
+    trustSpki = argv[++i];
   } else if (argv[i] === '--screenshot') {
     screenshot = argv[++i];
   } else {
@@ -260,6 +265,7 @@ try {
       '--disable-component-update',
       '--disable-sync',
       '--autoplay-policy=no-user-gesture-required',
+      ...(trustSpki ? [`--ignore-certificate-errors-spki-list=${trustSpki}`] : []),
     ],
     viewport: { width: 1280, height: 800 },
   });
