@@ -155,14 +155,15 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
     let srt_ctx = Arc::new(crate::actors::listen::srt::SrtContext {
         registry: registry.clone(),
         publish_idle_timeout: config.srt.publish_idle_timeout,
+        max_connections: config.srt.max_connections,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
         viewer: rtmp_ctx_viewer,
         clock,
     });
-    let (srt_listen, srt_latency) = (config.srt.listen.clone(), config.srt.latency);
+    let srt_config = config.srt.clone();
     let (srt_listener, srt_incoming, _srt_addr) = media
-        .spawn(async move { crate::actors::listen::srt::bind(&srt_listen, srt_latency).await })
+        .spawn(async move { crate::actors::listen::srt::bind(&srt_config).await })
         .await
         .map_err(|e| Error::internal(format!("media runtime: {e}")))?
         .map_err(|e| {

@@ -776,14 +776,7 @@ impl Config {
 
         // [srt]
         check_listen(&mut check, "srt.listen", &self.srt.listen);
-        check(
-            self.srt.latency <= Duration::from_secs(10),
-            format!("srt.latency: {:?} must be at most 10s", self.srt.latency),
-        );
-        check(
-            !self.srt.publish_idle_timeout.is_zero(),
-            "srt.publish_idle_timeout: must be greater than 0".to_owned(),
-        );
+        self.srt.validate(&mut check);
         // [rtmp]
         let r = &self.rtmp;
         check_listeners(&mut check, "rtmp", &r.listen, &r.tls_listen, tls);

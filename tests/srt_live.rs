@@ -18,7 +18,12 @@ const LIVE_TIMEOUT: Duration = Duration::from_secs(15);
 /// ffmpeg publishing `seconds` of testsrc2 H.264 + AAC as MPEG-TS to `stream_id` over SRT. The
 /// `#` goes in raw: ffmpeg 5.1 does not decode `%23` (INTEROP-NOTES).
 fn srt_publish(server: &TestServer, stream_id: &str, seconds: u32) -> Proc {
-    let url = format!("srt://{}?streamid={stream_id}&pkt_size=1316&latency=200000", server.srt);
+    srt_publish_with(server, stream_id, seconds, "")
+}
+
+/// `srt_publish` with more SRT URL options (`&passphrase=...`).
+fn srt_publish_with(server: &TestServer, stream_id: &str, seconds: u32, options: &str) -> Proc {
+    let url = format!("srt://{}?streamid={stream_id}&pkt_size=1316&latency=200000{options}", server.srt);
     let args: Vec<String> = [
         "-hide_banner",
         "-nostdin",
@@ -127,6 +132,68 @@ fn srt_wrong_key_is_refused_and_counted() {
     server.wait_metric(AUTH_FAILURES, LIVE_TIMEOUT, |v| v >= 1.0);
     assert_eq!(server.metric(SESSIONS), 0.0);
     assert!(!server.logs().contains(&wrong), "the wrong key reached the log");
+}
+
+/// With `[srt] passphrase` set, a publisher without it or with another one is refused in the
+/// SRT handshake (libsrt's "Password required" / "Incorrect passphrase"); one with it (AES-256
+/// here) publishes, and the channel plays over LL-HLS. The passphrase never reaches the log.
+#[test]
+fn srt_passphrase_is_required_and_checked() {
+    if !require_ffmpeg() {
+        return;
+    }
+    const PASS: &str = "correct-horse-battery";
+    let server = TestServer::start(&[("TIDECAST__SRT__PASSPHRASE", PASS), ("TIDECAST__SRT__PBKEYLEN", "32")]);
+    let id = format!("publish:live/{}", server.key);
+    for (what, options, says) in [
+        ("no passphrase", "", "Password required"),
+        ("a wrong passphrase", "&passphrase=wrong-horse-battery&pbkeylen=32", "Incorrect passphrase"),
+    ] {
+        let mut p = srt_publish_with(&server, &id, 3, options);
+        let status = p.wait_timeout(Duration::from_secs(20));
+        assert!(status.is_some_and(|s| !s.success()), "{what}: not refused: {status:?}\n{}", p.stderr());
+        assert!(p.stderr().contains(says), "{what}: ffmpeg did not say {says:?}:\n{}", p.stderr());
+        assert_eq!(server.metric(SESSIONS), 0.0, "{what}: a session was opened");
+    }
+    let mut p = srt_publish_with(&server, &id, 10, &format!("&passphrase={PASS}&pbkeylen=32"));
+    wait_srt_live(&server);
+    let playlist = wait_until(LIVE_TIMEOUT, || server.get("/live/main/index.m3u8").status == 200);
+    assert!(playlist, "no LL-HLS playlist from the encrypted publisher\n{}", server.logs());
+    let status = p.wait_timeout(Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "encrypted publisher: {}", p.stderr());
+    assert!(!server.logs().contains(PASS), "the passphrase reached the log");
+}
+
+/// `[srt] max_connections`: with one SRT connection open (a publisher), the next caller (a
+/// player) is refused in the handshake and counted; RTMP play of the same channel is unaffected.
+#[test]
+fn srt_connection_limit_refuses_the_next_caller() {
+    if !require_ffmpeg() {
+        return;
+    }
+    let server = TestServer::start(&[("TIDECAST__SRT__MAX_CONNECTIONS", "1")]);
+    let mut publisher = srt_publish(&server, &format!("publish:live/{}", server.key), 20);
+    wait_srt_live(&server);
+    let url = format!("srt://{}?streamid=read:main&latency=200000", server.srt);
+    let args: Vec<String> =
+        ["-hide_banner", "-nostdin", "-v", "error", "-i", &url, "-t", "1", "-f", "null", "-"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    let mut player = Proc::spawn("ffmpeg", &args);
+    let status = player.wait_timeout(Duration::from_secs(15));
+    assert!(status.is_some_and(|s| !s.success()), "the caller past the limit got in: {status:?}");
+    let rejected = r#"tidecast_connections_rejected_total{protocol="srt",reason="max_connections"}"#;
+    assert!(server.metric(rejected) >= 1.0, "not counted\n{}", server.metrics_text());
+    assert_eq!(server.metric(SESSIONS), 1.0, "the publisher was disturbed");
+    let out = server.data_dir().join("limit-rtmp-play.flv");
+    let mut r = ffmpeg_read(&server.play_url("main"), 1.0, &out);
+    assert!(
+        r.wait_timeout(Duration::from_secs(20)).is_some_and(|s| s.success()),
+        "RTMP play: {}",
+        r.stderr()
+    );
+    publisher.kill();
 }
 
 /// Random datagrams to the SRT port are ignored; a real publisher still gets in afterwards.

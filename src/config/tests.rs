@@ -192,6 +192,9 @@ fn validate_reports_every_problem() {
     cfg.database.max_connections = 0;
     cfg.log.level = "tidecast=loud".into();
     cfg.server.public_host = "http://example.com".into();
+    cfg.srt.passphrase = "s3cr3tpw".into();
+    cfg.srt.pbkeylen = 20;
+    cfg.srt.max_connections = 0;
     let ConfigError::Invalid(problems) = cfg.validate().expect_err("invalid") else {
         panic!("expected Invalid");
     };
@@ -209,11 +212,15 @@ fn validate_reports_every_problem() {
         "database.max_connections",
         "log.level",
         "server.public_host",
+        "srt.passphrase",
+        "srt.pbkeylen",
+        "srt.max_connections",
     ];
     for key in keys {
         assert!(problems.iter().any(|p| p.starts_with(key)), "no problem reported for {key}: {problems:#?}");
     }
     assert_eq!(problems.len(), keys.len(), "{problems:#?}");
+    assert!(!problems.iter().any(|p| p.contains("s3cr3tpw")), "a secret in a problem: {problems:#?}");
     let shown = ConfigError::Invalid(problems).to_string();
     assert_eq!(shown.lines().count(), keys.len() + 1, "{shown}");
 }

@@ -37,7 +37,7 @@ impl TlsConfig {
 }
 
 /// `[srt]`: the SRT listener (MPEG-TS over SRT in live mode).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SrtConfig {
     /// UDP socket address (`ip:port`) the SRT listener binds; port 0 picks a free port (tests).
@@ -51,6 +51,17 @@ pub struct SrtConfig {
     /// channel for a reconnect.
     #[serde(with = "duration_str")]
     pub publish_idle_timeout: Duration,
+    /// SRT encryption passphrase (10 to 79 characters). Set: every publisher and player must
+    /// use it (AES, key length `pbkeylen`) and a caller without it, or with another, is refused
+    /// in the handshake. Empty (the default): no encryption. A secret: set it through the
+    /// environment (`TIDECAST__SRT__PASSPHRASE`), never in a committed file.
+    pub passphrase: String,
+    /// AES key length in bytes when `passphrase` is set: 16 (AES-128), 24 (AES-192) or 32
+    /// (AES-256). Callers must use the same (ffmpeg `pbkeylen`).
+    pub pbkeylen: u16,
+    /// SRT connections (publishers and players) at once; past it, callers are refused in the
+    /// handshake (`tidecast_connections_rejected_total{protocol="srt"}`).
+    pub max_connections: usize,
 }
 
 impl Default for SrtConfig {
@@ -59,6 +70,47 @@ impl Default for SrtConfig {
             listen: "0.0.0.0:8890".to_owned(),
             latency: Duration::from_millis(200),
             publish_idle_timeout: Duration::from_secs(15),
+            passphrase: String::new(),
+            pbkeylen: 16,
+            max_connections: 1000,
         }
+    }
+}
+
+impl SrtConfig {
+    /// Report every problem of `[srt]` (except `listen`, checked with the other listeners).
+    pub(super) fn validate(&self, check: &mut impl FnMut(bool, String)) {
+        check(
+            self.latency <= Duration::from_secs(10),
+            format!("srt.latency: {:?} must be at most 10s", self.latency),
+        );
+        check(
+            !self.publish_idle_timeout.is_zero(),
+            "srt.publish_idle_timeout: must be greater than 0".to_owned(),
+        );
+        // The SRT specification's bounds (libsrt refuses others the same way).
+        let len = self.passphrase.chars().count();
+        check(
+            self.passphrase.is_empty() || (10..=79).contains(&len),
+            format!("srt.passphrase: {len} characters; it must be 10 to 79 (or empty: no encryption)"),
+        );
+        check(
+            matches!(self.pbkeylen, 16 | 24 | 32),
+            format!("srt.pbkeylen: {} must be 16, 24 or 32 (AES-128, -192, -256)", self.pbkeylen),
+        );
+        check(self.max_connections > 0, "srt.max_connections: must be greater than 0".to_owned());
+    }
+}
+
+impl std::fmt::Debug for SrtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SrtConfig")
+            .field("listen", &self.listen)
+            .field("latency", &self.latency)
+            .field("publish_idle_timeout", &self.publish_idle_timeout)
+            .field("passphrase", &if self.passphrase.is_empty() { "" } else { "<redacted>" })
+            .field("pbkeylen", &self.pbkeylen)
+            .field("max_connections", &self.max_connections)
+            .finish()
     }
 }

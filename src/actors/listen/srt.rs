@@ -19,6 +19,7 @@ use actix::Addr;
 use futures_util::StreamExt;
 use srt_tokio::access::{RejectReason, ServerRejectReason};
 use srt_tokio::{ConnectionRequest, SrtIncoming, SrtListener};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, Instrument};
@@ -30,6 +31,7 @@ use crate::actors::viewer::{ViewerPolicy, ViewerSession};
 use crate::error::Error;
 use crate::error::ErrorKind;
 use crate::media::clock::Clock;
+use crate::metrics::{metrics, REJECT_MAX_CONNECTIONS};
 use crate::protocols::rtmp::Secret;
 use crate::protocols::srt::streamid::{self, StreamId};
 
@@ -40,6 +42,8 @@ pub struct SrtContext {
     pub registry: Addr<ChannelRegistry>,
     /// A publisher that sends nothing for this long is dropped.
     pub publish_idle_timeout: Duration,
+    /// SRT connections at once (`srt.max_connections`); past it, callers are refused.
+    pub max_connections: usize,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     /// Lag policy and write timeout of SRT viewers (the RTMP viewer settings).
@@ -49,14 +53,18 @@ pub struct SrtContext {
 
 /// Binds the UDP socket (port 0 picks a free one) and starts srt-tokio's listener on it.
 pub async fn bind(
-    listen: &str,
-    latency: Duration,
+    config: &crate::config::SrtConfig,
 ) -> std::io::Result<(SrtListener, SrtIncoming, SocketAddr)> {
-    let udp = tokio::net::UdpSocket::bind(listen).await?;
+    let udp = tokio::net::UdpSocket::bind(config.listen.as_str()).await?;
     let addr = udp.local_addr()?;
-    let (listener, incoming) =
-        SrtListener::builder().latency(latency).socket(udp).bind(addr.to_string().as_str()).await?;
-    info!(protocol = PROTOCOL, %addr, "listening");
+    let mut builder = SrtListener::builder().latency(config.latency);
+    if !config.passphrase.is_empty() {
+        // Validated: 10-79 characters, key length 16/24/32 (srt-tokio panics on others). The
+        // handshake then refuses a caller without the passphrase or with another one.
+        builder = builder.encryption(config.pbkeylen, config.passphrase.clone());
+    }
+    let (listener, incoming) = builder.socket(udp).bind(addr.to_string().as_str()).await?;
+    info!(protocol = PROTOCOL, %addr, encrypted = !config.passphrase.is_empty(), "listening");
     Ok((listener, incoming, addr))
 }
 
@@ -64,6 +72,8 @@ pub async fn bind(
 /// stops srt-tokio's receive task.
 pub async fn serve(listener: SrtListener, mut incoming: SrtIncoming, ctx: Arc<SrtContext>) {
     let _listener = listener;
+    let slots = Arc::new(Semaphore::new(ctx.max_connections));
+    let rejected = metrics().connections_rejected.with_label_values(&[PROTOCOL, REJECT_MAX_CONNECTIONS]);
     loop {
         let request = tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
@@ -72,9 +82,22 @@ pub async fn serve(listener: SrtListener, mut incoming: SrtIncoming, ctx: Arc<Sr
                 None => return,
             },
         };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            // Refused before anything else is looked at: a flood of callers costs one answer each.
+            rejected.inc();
+            debug!(peer = %request.remote(), "srt connection limit reached");
+            ctx.tracker.spawn(reject(request, ServerRejectReason::Overload));
+            continue;
+        };
         let ctx = ctx.clone();
         let span = info_span!("srt", peer = %request.remote(), channel = tracing::field::Empty, session = tracing::field::Empty);
-        ctx.tracker.clone().spawn(async move { connection(request, &ctx).await }.instrument(span));
+        ctx.tracker.clone().spawn(
+            async move {
+                connection(request, &ctx).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
     }
 }
 
