@@ -53,6 +53,15 @@ pub struct Metrics {
     pub srt_ts_gaps: IntCounter,
     /// Access units SRT ingest dropped as damaged or undecodable instead of passing them on.
     pub srt_dropped_units: IntCounter,
+    /// SRT data packets retransmitted, by direction (`in`: publishers resent to us; `out`: we
+    /// resent to players): the loss SRT repaired.
+    pub srt_retransmitted: IntCounterVec,
+    /// SRT data packets detected missing, by direction (`in`: at our receivers; `out`: reported
+    /// by players).
+    pub srt_lost: IntCounterVec,
+    /// SRT data packets dropped as too late for their latency, by direction: the loss SRT could
+    /// not repair.
+    pub srt_dropped: IntCounterVec,
     /// Supervised channel outputs running now, by output (`hls_packager`, `hls_viewer_sweep`).
     pub outputs_running: IntGaugeVec,
     /// Supervised channel outputs restarted after a panic, by output.
@@ -226,6 +235,24 @@ impl Metrics {
                 "tidecast_srt_dropped_units_total",
                 "Damaged or undecodable access units dropped by SRT ingest",
             ),
+            srt_retransmitted: counter_vec(
+                &r,
+                "tidecast_srt_packets_retransmitted_total",
+                "SRT data packets retransmitted (in: by publishers; out: to players)",
+                &["direction"],
+            ),
+            srt_lost: counter_vec(
+                &r,
+                "tidecast_srt_packets_lost_total",
+                "SRT data packets detected missing (in: at our receivers; out: reported by players)",
+                &["direction"],
+            ),
+            srt_dropped: counter_vec(
+                &r,
+                "tidecast_srt_packets_dropped_total",
+                "SRT data packets dropped as too late for the latency (loss SRT did not repair)",
+                &["direction"],
+            ),
             auth_failures: counter_vec(
                 &r,
                 "tidecast_auth_failures_total",
@@ -309,6 +336,11 @@ impl Metrics {
         self.viewers.with_label_values(&["hls"]);
         self.egress_bytes.with_label_values(&["hls"]);
         self.viewer_handbacks.with_label_values(&["rtmp"]);
+        for d in ["in", "out"] {
+            self.srt_retransmitted.with_label_values(&[d]);
+            self.srt_lost.with_label_values(&[d]);
+            self.srt_dropped.with_label_values(&[d]);
+        }
         for p in ["rtmp", "rtmps", "srt"] {
             self.ingest_sessions.with_label_values(&[p]);
             self.ingest_bytes.with_label_values(&[p]);

@@ -12,9 +12,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use srt_tokio::SrtSocket;
+use tokio::time::Instant;
 use tracing::info;
 
 use crate::actors::ingest::{IngestEnd, IngestSession};
+use crate::actors::listen::srt::SrtStats;
 use crate::metrics::metrics;
 use crate::protocols::ts::{TsDemuxer, TsEvent, TsStats};
 
@@ -24,14 +26,24 @@ pub(crate) async fn run(mut socket: SrtSocket, mut session: IngestSession, idle_
     let mut demux = TsDemuxer::new();
     let mut events = Vec::new();
     let mut counted = TsStats::default();
+    let mut stats = socket.statistics().clone();
+    let mut srt_stats = SrtStats::new(true);
+    // A deadline, not a timeout per wake-up: statistics arrive every second and must not keep
+    // a silent publisher alive.
+    let mut idle_at = Instant::now() + idle_timeout;
     let end = loop {
         if !session.channel_alive() {
             break IngestEnd::ChannelGone;
         }
         let next = tokio::select! {
             _ = session.cancelled() => break IngestEnd::CutOff,
-            r = tokio::time::timeout(idle_timeout, socket.next()) => r,
+            Some(s) = stats.next() => {
+                srt_stats.update(&s);
+                continue;
+            }
+            r = tokio::time::timeout_at(idle_at, socket.next()) => r,
         };
+        idle_at = Instant::now() + idle_timeout;
         let payload = match next {
             Err(_) => break IngestEnd::Idle,
             Ok(None) => break IngestEnd::Disconnected,

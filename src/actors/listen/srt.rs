@@ -18,7 +18,7 @@ use std::time::Duration;
 use actix::Addr;
 use futures_util::StreamExt;
 use srt_tokio::access::{RejectReason, ServerRejectReason};
-use srt_tokio::{ConnectionRequest, SrtIncoming, SrtListener};
+use srt_tokio::{ConnectionRequest, SocketStatistics, SrtIncoming, SrtListener};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -98,6 +98,34 @@ pub async fn serve(listener: SrtListener, mut incoming: SrtIncoming, ctx: Arc<Sr
             }
             .instrument(span),
         );
+    }
+}
+
+/// Folds one connection's SRT statistics (srt-tokio publishes a cumulative snapshot every
+/// second) into the process-wide packet counters, by direction and without per-session labels.
+pub(crate) struct SrtStats {
+    inbound: bool,
+    last: SocketStatistics,
+}
+
+impl SrtStats {
+    /// `inbound`: we receive the media (a publisher); otherwise we send it (a player).
+    pub(crate) fn new(inbound: bool) -> Self {
+        SrtStats { inbound, last: SocketStatistics::default() }
+    }
+
+    pub(crate) fn update(&mut self, now: &SocketStatistics) {
+        let m = metrics();
+        let (label, pick): (&str, fn(&SocketStatistics) -> [u64; 3]) = if self.inbound {
+            ("in", |s| [s.rx_retransmit_data, s.rx_loss_data, s.rx_dropped_data])
+        } else {
+            ("out", |s| [s.tx_retransmit_data, s.tx_loss_data, s.tx_dropped_data])
+        };
+        let (new, old) = (pick(now), pick(&self.last));
+        m.srt_retransmitted.with_label_values(&[label]).inc_by(new[0].saturating_sub(old[0]));
+        m.srt_lost.with_label_values(&[label]).inc_by(new[1].saturating_sub(old[1]));
+        m.srt_dropped.with_label_values(&[label]).inc_by(new[2].saturating_sub(old[2]));
+        self.last = now.clone();
     }
 }
 

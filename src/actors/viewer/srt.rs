@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
 use bytes::Bytes;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use srt_tokio::SrtSocket;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -40,9 +40,15 @@ pub(crate) async fn play(
     let mut mux = TsMuxer::new();
     let mut batch: Vec<Arc<Frame>> = Vec::new();
     let mut pending = Vec::<u8>::new();
+    let mut stats = socket.statistics().clone();
+    let mut srt_stats = crate::actors::listen::srt::SrtStats::new(false);
     loop {
         let open = tokio::select! {
             open = session.wait() => open,
+            Some(s) = stats.next() => {
+                srt_stats.update(&s);
+                continue;
+            }
             _ = shutdown.cancelled() => {
                 session.cut(crate::actors::viewer::CutReason::Shutdown);
                 let _ = socket.close().await;
