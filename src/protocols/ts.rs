@@ -36,6 +36,11 @@ use crate::media::{AudioConfig, Frame, MediaTime, TrackKind, Tracks, VideoConfig
 mod mux;
 pub use mux::{crc32_mpeg2, TsMuxer};
 
+/// Media held at most at the start while a declared stream has no configuration yet.
+const START_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Frames held at most at the start (a bound besides the duration, for streams without time).
+const MAX_HELD_FRAMES: usize = 1024;
+
 /// One transport packet (ISO/IEC 13818-1 §2.4.3.1).
 pub const PACKET_SIZE: usize = 188;
 const SYNC_BYTE: u8 = 0x47;
@@ -109,6 +114,10 @@ pub struct TsDemuxer {
     video_clock: Timeline,
     audio_clock: Timeline,
     stats: TsStats,
+    /// The start gate is open: the track set has been announced (see `gate`).
+    started: bool,
+    /// Frames held at the start until every stream the PMT declares has its configuration.
+    held: Vec<Frame>,
 }
 
 /// Unwraps 33-bit timestamps and folds jumps into an offset, per track.
@@ -191,7 +200,13 @@ impl TsDemuxer {
     }
 
     /// Feeds transport stream bytes in any split; complete events are appended to `out`.
-    pub fn feed(&mut self, mut data: &[u8], out: &mut Vec<TsEvent>) {
+    pub fn feed(&mut self, data: &[u8], out: &mut Vec<TsEvent>) {
+        let start = out.len();
+        self.feed_packets(data, out);
+        self.gate(out, start, false);
+    }
+
+    fn feed_packets(&mut self, mut data: &[u8], out: &mut Vec<TsEvent>) {
         if !self.partial.is_empty() {
             let need = PACKET_SIZE - self.partial.len();
             let take = need.min(data.len());
@@ -236,9 +251,53 @@ impl TsDemuxer {
 
     /// Flushes what is buffered (end of stream): a PES whose length was unbounded completes.
     pub fn finish(&mut self, out: &mut Vec<TsEvent>) {
+        let start = out.len();
         let pids: Vec<u16> = self.streams.keys().copied().collect();
         for pid in pids {
             self.flush_pes(pid, out);
+        }
+        self.gate(out, start, true);
+    }
+
+    /// The start gate. Encoders send the video's parameter sets and the first ADTS header at
+    /// different moments, so announcing each configuration as it appears would start the
+    /// channel with one track and add the other a moment later: a second init segment in
+    /// LL-HLS, which players (ffmpeg's HLS reader among them) do not all follow, and a track
+    /// set change for every RTMP viewer. So until every stream the PMT declares has its
+    /// configuration, the frames of `out[start..]` are held, and the first track set is
+    /// announced once, with the held frames re-labelled with it. A declared stream that never
+    /// configures does not hold the others up for more than `START_WAIT` of media.
+    fn gate(&mut self, out: &mut Vec<TsEvent>, start: usize, end: bool) {
+        if self.started {
+            return;
+        }
+        for e in out.drain(start..) {
+            if let TsEvent::Frame(f) = e {
+                self.held.push(f);
+            }
+        }
+        let want_video = self.streams.values().any(|p| p.kind != StreamKind::AacAdts);
+        let want_audio = self.streams.values().any(|p| p.kind == StreamKind::AacAdts);
+        let (video, audio) = (self.tracks.video.is_some(), self.tracks.audio.is_some());
+        let missing = (want_video && !video) || (want_audio && !audio);
+        let complete = (video || audio) && !missing;
+        let waited = match (self.held.iter().map(|f| f.dts).min(), self.held.iter().map(|f| f.dts).max()) {
+            (Some(a), Some(b)) => b.minus(a).as_duration() >= START_WAIT,
+            _ => false,
+        };
+        if !(complete || ((waited || end) && (video || audio))) {
+            // Bounded anyway: with no configuration at all nothing is held for long.
+            if self.held.len() > MAX_HELD_FRAMES {
+                self.stats.dropped_units += self.held.len() as u64;
+                self.held.clear();
+            }
+            return;
+        }
+        self.started = true;
+        out.push(TsEvent::Tracks(self.tracks.clone()));
+        for mut f in self.held.drain(..) {
+            f.tracks = self.tracks.clone();
+            out.push(TsEvent::Frame(f));
         }
     }
 

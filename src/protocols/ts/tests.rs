@@ -335,11 +335,22 @@ fn ffmpeg_h264_aac_fixture() {
         let video = t.video.as_ref().expect("video config");
         assert_eq!((video.width, video.height), (160, 120));
         assert!(video.codec_string.starts_with("avc1."));
-        let audio = t.audio.as_ref().map(|a| a.sample_rate);
         let a = frames(&events).into_iter().filter(|f| f.track == TrackKind::Audio).count();
         assert!((44..=50).contains(&a), "{a} audio frames");
-        assert!(audio.is_none() || audio == Some(48_000));
         assert!(v.windows(2).all(|w| w[0].dts <= w[1].dts));
+        // The start gate: one track set, announced first, with both tracks, on every frame
+        // (ffmpeg writes the first ADTS header after the first SPS/PPS).
+        let announced: Vec<&Arc<Tracks>> = events
+            .iter()
+            .filter_map(|e| match e {
+                TsEvent::Tracks(t) => Some(t),
+                TsEvent::Frame(_) => None,
+            })
+            .collect();
+        assert_eq!(announced.len(), 1, "piece {piece}: one track set, not one per configuration");
+        assert!(matches!(events[0], TsEvent::Tracks(_)), "the track set comes before any frame");
+        assert_eq!(t.audio.as_ref().map(|a| a.sample_rate), Some(48_000), "audio known from the first frame");
+        assert!(frames(&events).iter().all(|f| Arc::ptr_eq(&f.tracks, announced[0])));
     }
 }
 
