@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: installs what the tests drive (ffmpeg, ffprobe;
+# The whole test suite, from a fresh machine: installs what the tests drive (ffmpeg, ffprobe,
+# srt-live-transmit;
 # Debian's Chromium, node and the npm packages of tests/browser for the hls.js player test;
 # schemathesis in a Python virtualenv for the API contract test),
 # then checks formatting and lints and runs every unit and integration test.
@@ -16,6 +17,8 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 missing=()
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
+# tests/srt_live.rs: libsrt's own sender.
+command -v srt-live-transmit >/dev/null 2>&1 || missing+=(srt-tools)
 # tests/hlsjs_play.rs: hls.js in headless Chromium. Debian's Chromium only: playwright's own
 # browser download cannot work on these machines. node 20 is usually there already.
 [ -x /usr/bin/chromium ] || missing+=(chromium)

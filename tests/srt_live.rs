@@ -296,3 +296,126 @@ fn srt_play_serves_the_channel_as_ts() {
         publisher.kill();
     }
 }
+
+/// ffmpeg decodes `seconds` of the channel's LL-HLS output without a decoder error; returns the
+/// multivariant playlist.
+fn decode_ll_hls(server: &TestServer, seconds: u32) -> String {
+    assert!(
+        wait_until(LIVE_TIMEOUT, || server.get("/live/main/index.m3u8").status == 200),
+        "no LL-HLS playlist\n{}",
+        server.logs()
+    );
+    let url = format!("http://{}/live/main/index.m3u8", server.http);
+    let t = seconds.to_string();
+    let out = run_tool(
+        "ffmpeg",
+        &["-hide_banner", "-nostdin", "-v", "error", "-i", &url, "-t", &t, "-f", "null", "-"],
+        Duration::from_secs(40),
+    );
+    assert!(out.status.success(), "LL-HLS decode failed: {}\nserver:\n{}", out.stderr, server.logs());
+    assert!(out.stderr.trim().is_empty(), "decoder errors on the LL-HLS output:\n{}", out.stderr);
+    server.get("/live/main/index.m3u8").body
+}
+
+/// libsrt's own sender, `srt-live-transmit` (apt `srt-tools`), pushes a TS file (paced by ffmpeg
+/// `-re -c copy` on its stdin, as a playout server would) with the `publish:` stream id; the
+/// channel then plays over LL-HLS.
+#[test]
+fn srt_live_transmit_pushes_a_ts_file() {
+    if !require_ffmpeg() || !require_tool("srt-live-transmit") {
+        return;
+    }
+    let server = TestServer::start(&[]);
+    let file = server.data_dir().join("playout.ts");
+    let made = run_tool(
+        "ffmpeg",
+        &[
+            "-hide_banner",
+            "-nostdin",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-g",
+            "30",
+            "-c:a",
+            "aac",
+            "-t",
+            "15",
+            "-f",
+            "mpegts",
+            file.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(made.status.success(), "making the TS file: {}", made.stderr);
+    let script = format!(
+        "ffmpeg -hide_banner -nostdin -v error -re -i '{}' -c copy -f mpegts - | srt-live-transmit -q file://con 'srt://{}?streamid=publish:live/{}&latency=200'",
+        file.display(),
+        server.srt,
+        server.key
+    );
+    let mut pusher = Proc::spawn("sh", &["-c".to_string(), script]);
+    wait_srt_live(&server);
+    let mv = decode_ll_hls(&server, 3);
+    assert!(mv.contains("avc1.") && mv.contains("mp4a.40.2"), "multivariant playlist:\n{mv}");
+    pusher.kill();
+}
+
+/// HEVC over SRT (ffmpeg libx265 in MPEG-TS): the channel's LL-HLS is HEVC (`hvc1` in CODECS)
+/// and decodes.
+#[test]
+fn srt_hevc_plays_over_ll_hls() {
+    if !require_ffmpeg() {
+        return;
+    }
+    let server = TestServer::start(&[]);
+    let url =
+        format!("srt://{}?streamid=publish:live/{}&pkt_size=1316&latency=200000", server.srt, server.key);
+    let args: Vec<String> = [
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "warning",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=30",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-c:v",
+        "libx265",
+        "-preset",
+        "ultrafast",
+        "-x265-params",
+        "keyint=30:log-level=error",
+        "-c:a",
+        "aac",
+        "-t",
+        "20",
+        "-f",
+        "mpegts",
+        &url,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut publisher = Proc::spawn("ffmpeg", &args);
+    wait_srt_live(&server);
+    let mv = decode_ll_hls(&server, 3);
+    assert!(mv.contains("hvc1."), "not HEVC in the multivariant playlist:\n{mv}");
+    publisher.kill();
+}
