@@ -151,9 +151,13 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         bound.rtmps = Some(addr);
     }
 
+    // The API's context: also the playback-token check of SRT play.
+    let api = actix_web::web::Data::new(crate::http::api::ApiContext::build(&config, store.clone()).await?);
+
     // SRT: bound the same way; refusals happen in the handshake, before any media.
     let srt_ctx = Arc::new(crate::actors::listen::srt::SrtContext {
         registry: registry.clone(),
+        access: api.clone().into_inner(),
         publish_idle_timeout: config.srt.publish_idle_timeout,
         max_connections: config.srt.max_connections,
         shutdown: shutdown.clone(),
@@ -175,7 +179,6 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         })?;
     media.spawn(crate::actors::listen::srt::serve(srt_listener, srt_incoming, srt_ctx));
 
-    let api = actix_web::web::Data::new(crate::http::api::ApiContext::build(&config, store.clone()).await?);
     let http_opts = crate::http::HttpOptions {
         listen: config.http.listen.clone(),
         workers: config.http.workers,

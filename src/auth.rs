@@ -28,6 +28,20 @@ use rand::rngs::OsRng;
 
 use crate::error::{Error, ErrorKind};
 
+/// Who may play a live channel, for listeners that take playback tokens outside HTTP (SRT play):
+/// public channels for everyone; other visibilities with a playback token for the channel whose
+/// holder is still entitled (the same rule as LL-HLS). A private channel is refused exactly as an
+/// unknown one (`NotFound`), so a refusal does not tell that it exists. Implemented by the API's
+/// context, which holds the keys and the caches; the trait keeps the actors from depending on the
+/// HTTP layer.
+pub trait PlayAccess: Send + Sync + 'static {
+    fn authorize<'a>(
+        &'a self,
+        channel: &'a str,
+        token: Option<&'a str>,
+    ) -> futures_util::future::BoxFuture<'a, crate::Result<()>>;
+}
+
 /// OWASP minimum for Argon2id: memory cost in KiB.
 const ARGON2_M_COST_KIB: u32 = 19_456;
 /// OWASP minimum for Argon2id: iterations.

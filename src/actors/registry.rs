@@ -135,12 +135,15 @@ impl Handler<AuthorizePublish> for ChannelRegistry {
     }
 }
 
-/// A viewer asks for a channel by name. Only live, public channels resolve for now; entitled
-/// playback of other visibilities arrives with playback tokens.
+/// A viewer asks for a channel by name. Live public channels resolve; others only when the caller
+/// has checked the viewer's playback token (`entitled`, SRT play through `auth::PlayAccess`).
 #[derive(Message)]
 #[rtype(result = "Result<Addr<Channel>>")]
 pub struct ResolvePlay {
     pub name: String,
+    /// The caller checked the viewer's entitlement already (`auth::PlayAccess`, a playback
+    /// token); otherwise only public channels resolve.
+    pub entitled: bool,
 }
 
 impl Handler<ResolvePlay> for ChannelRegistry {
@@ -148,17 +151,17 @@ impl Handler<ResolvePlay> for ChannelRegistry {
 
     fn handle(&mut self, msg: ResolvePlay, _: &mut Self::Context) -> Self::Result {
         let store = self.store.clone();
-        let name = msg.name;
+        let (name, entitled) = (msg.name, msg.entitled);
         Box::pin(
             async move {
                 let rec = store.channel_by_name(&name).await?;
                 Ok::<_, Error>((name, rec))
             }
             .into_actor(self)
-            .map(|res, act, _| {
+            .map(move |res, act, _| {
                 let (name, rec) = res?;
                 let rec = rec.ok_or_else(|| Error::not_found(format!("no channel '{name}'")))?;
-                if rec.visibility != Visibility::Public {
+                if rec.visibility != Visibility::Public && !entitled {
                     return Err(Error::new(
                         ErrorKind::PermissionDenied,
                         format!("channel '{name}' is not public"),

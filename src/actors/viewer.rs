@@ -32,14 +32,34 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix::Addr;
 use prometheus::IntCounter;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
+use crate::actors::channel::AddReader;
+use crate::actors::registry::{ChannelRegistry, ResolvePlay};
+use crate::error::Error;
 use crate::media::clock::Clock;
 use crate::media::frame::Frame;
 use crate::media::ring::{Batch, RingReader};
 use crate::metrics::{metrics, GaugeGuard};
+
+/// Resolve `name` for a viewer and attach a reader of its source rendition: the first step of
+/// every egress adapter. `entitled`: the caller checked a playback token (`auth::PlayAccess`);
+/// otherwise only a public channel resolves.
+pub async fn attach(
+    registry: &Addr<ChannelRegistry>,
+    name: &str,
+    entitled: bool,
+) -> crate::Result<RingReader> {
+    let channel = registry
+        .send(ResolvePlay { name: name.to_owned(), entitled })
+        .await
+        .map_err(Error::from)
+        .and_then(|r| r)?;
+    channel.send(AddReader::source()).await.map_err(Error::from).and_then(|r| r)
+}
 
 /// Window over which a viewer's key-frame skips are counted.
 pub const SKIP_WINDOW: Duration = Duration::from_secs(60);

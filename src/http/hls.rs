@@ -24,15 +24,13 @@ use super::error::error_response;
 use super::mirror;
 use super::AppState;
 use crate::actors::hls::{HlsChannel, HlsRendition, Progress, Window};
-use crate::auth::playback::PlaybackScope;
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::metrics::metrics;
 use crate::protocols::hls::{
     advance_part_limit, block_decision, parse_query, render_media, render_multivariant, BlockDecision,
     HlsQuery, MediaPlaylist, PartEntry, PreloadHint, RenderOptions, RenditionReport, SegmentEntry,
     SkipRequest, VariantStream,
 };
-use crate::store::Visibility;
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 
@@ -72,56 +70,24 @@ fn live_playlist_cache() -> CacheControl {
     CacheControl(vec![CacheDirective::Public, CacheDirective::MaxAge(1)])
 }
 
-fn offline() -> Error {
+pub(crate) fn offline() -> Error {
     Error::not_found("channel is offline or does not exist")
 }
 
-/// Who may play: public channels for everyone; other visibilities need a playback token for
-/// this channel (`token` query parameter, handed out by `GET /api/v1/channels/{name}` to
-/// entitled callers; see `crate::auth::playback`). Returns the query to append to every URI we
-/// write, so players that never resend headers keep the token on parts and segments.
-///
-/// The visibility is the store's (cached for a few seconds by the API), not the one captured
-/// when the session started, so making a live channel non-public takes effect mid-session.
-/// Neither lookup waits for the database once a channel and user have been seen: the API's
-/// caches answer from their last copy, refreshed in the background, and keep answering through
-/// a database outage for up to `database.cache_max_stale` (`crate::store::cache`).
-///
-/// Refusals: a `subscribers` channel answers 403, since its existence is public (the API lists
-/// it to everyone) and the player should offer a subscription. A `private` channel answers
-/// exactly what an unknown or offline one does (404, same body), or a 403 would tell anyone
-/// that it exists and is on air; its owner and admins are the only ones entitled to know, and
-/// their tokens play it.
+/// Who may play (`ApiContext::authorize_play`: public, or a playback token in the `token` query
+/// parameter). Returns the query to append to every URI we write, so players that never resend
+/// headers keep the token on parts and segments.
 async fn authorize(
     state: &AppState,
     channel: &str,
     entry: &HlsChannel,
     query: &HlsQuery,
 ) -> Result<String, Error> {
-    let visibility = state.api.channel_visibility(channel).await.unwrap_or(entry.visibility);
-    if visibility == Visibility::Public {
-        return Ok(String::new());
+    let token = query.other.iter().find(|(k, _)| k == "token").map(|(_, v)| v.as_str());
+    match state.api.authorize_play(channel, token, Some(entry.visibility)).await? {
+        false => Ok(String::new()),
+        true => Ok(format!("token={}", token.unwrap_or_default())),
     }
-    let hide = |e: Error| {
-        if visibility == Visibility::Private && e.kind == ErrorKind::PermissionDenied {
-            offline()
-        } else {
-            e
-        }
-    };
-    let token = query.other.iter().find(|(k, _)| k == "token").map(|(_, v)| v.as_str()).ok_or_else(|| {
-        hide(Error::new(ErrorKind::PermissionDenied, "a playback token is required for this channel"))
-    })?;
-    let now = crate::http::api::unix_now();
-    let claims =
-        state.api.playback.verify(token, &PlaybackScope::Channel(channel.to_owned()), now).map_err(hide)?;
-    if !state.api.still_entitled(claims.user_id, channel).await? {
-        return Err(hide(Error::new(
-            ErrorKind::PermissionDenied,
-            "the playback token's holder is no longer entitled",
-        )));
-    }
-    Ok(format!("token={token}"))
 }
 
 fn lookup(state: &AppState, channel: &str) -> Result<Arc<HlsChannel>, Error> {

@@ -24,11 +24,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, Instrument};
 
-use crate::actors::channel::AddReader;
 use crate::actors::ingest::IngestSession;
-use crate::actors::registry::{ChannelRegistry, ResolvePlay};
+use crate::actors::registry::ChannelRegistry;
 use crate::actors::viewer::{ViewerPolicy, ViewerSession};
-use crate::error::Error;
 use crate::error::ErrorKind;
 use crate::media::clock::Clock;
 use crate::metrics::{metrics, REJECT_MAX_CONNECTIONS};
@@ -40,6 +38,8 @@ pub(crate) const PROTOCOL: &str = "srt";
 /// What every SRT connection task needs.
 pub struct SrtContext {
     pub registry: Addr<ChannelRegistry>,
+    /// Who may play a channel over SRT (public, or a playback token in the stream id).
+    pub access: Arc<dyn crate::auth::PlayAccess>,
     /// A publisher that sends nothing for this long is dropped.
     pub publish_idle_timeout: Duration,
     /// SRT connections at once (`srt.max_connections`); past it, callers are refused.
@@ -140,7 +140,7 @@ async fn connection(request: ConnectionRequest, ctx: &SrtContext) {
     let id = request.stream_id().map(|s| s.to_string()).unwrap_or_default();
     let key = match streamid::parse(&id) {
         Ok(StreamId::Publish { key }) => key,
-        Ok(StreamId::Request { channel, token: _ }) => return play(request, ctx, channel).await,
+        Ok(StreamId::Request { channel, token }) => return play(request, ctx, channel, token).await,
         Err(e) => {
             info!(reason = %e, "srt stream id refused");
             return reject(request, ServerRejectReason::BadRequest).await;
@@ -172,15 +172,21 @@ async fn connection(request: ConnectionRequest, ctx: &SrtContext) {
     crate::actors::ingest::srt::run(socket, session, ctx.publish_idle_timeout).await;
 }
 
-/// SRT play: resolve the channel (public only for now), attach a ring reader, accept.
-async fn play(request: ConnectionRequest, ctx: &SrtContext, channel: String) {
+/// SRT play: check who may play (public, or a playback token in the stream id, as LL-HLS),
+/// attach a ring reader, accept. Refusals are SRT reject codes in the handshake.
+async fn play(request: ConnectionRequest, ctx: &SrtContext, channel: String, token: Option<String>) {
     let started = crate::actors::viewer::srt::started();
     tracing::Span::current().record("channel", channel.as_str());
-    let resolved =
-        ctx.registry.send(ResolvePlay { name: channel.clone() }).await.map_err(Error::from).and_then(|r| r);
-    let reader = match resolved {
-        Ok(ch) => ch.send(AddReader::source()).await.map_err(Error::from).and_then(|r| r),
-        Err(e) => Err(e),
+    let reader = match ctx.access.authorize(&channel, token.as_deref()).await {
+        Ok(()) => crate::actors::viewer::attach(&ctx.registry, &channel, true).await,
+        Err(e) => {
+            // A refused token, or none for a channel that needs one; an unknown channel is not
+            // an authentication failure.
+            if token.is_some() || e.kind == ErrorKind::PermissionDenied {
+                metrics().auth_failures.with_label_values(&[PROTOCOL]).inc();
+            }
+            Err(e)
+        }
     };
     let reader = match reader {
         Ok(r) => r,

@@ -22,12 +22,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::actors::channel::AddReader;
 use crate::actors::listen::rtmp::{refuse, RtmpContext, SessionEnd};
 use crate::actors::listen::transport::{send, Transport};
-use crate::actors::registry::ResolvePlay;
 use crate::actors::viewer::{Delivery, Step, ViewerSession};
-use crate::error::Error;
 use crate::media::codec::Tracks;
 use crate::media::frame::Frame;
 use crate::metrics::metrics;
@@ -57,13 +54,8 @@ pub(crate) async fn run<T: Transport>(
     stream_id: u32,
     started: Instant,
 ) -> Result<(), SessionEnd> {
-    let resolved =
-        ctx.registry.send(ResolvePlay { name: name.clone() }).await.map_err(Error::from).and_then(|r| r);
-    let reader = match resolved {
-        Ok(channel) => channel.send(AddReader::source()).await.map_err(Error::from).and_then(|r| r),
-        Err(e) => Err(e),
-    };
-    let reader = match reader {
+    // RTMP play carries no playback token: public channels only.
+    let reader = match crate::actors::viewer::attach(&ctx.registry, &name, false).await {
         Ok(r) => r,
         Err(e) => {
             info!(channel = %name, reason = %e.msg, "play refused");

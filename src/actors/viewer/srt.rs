@@ -7,8 +7,10 @@
 //! through `ViewerSession::deliver` (write timeout, byte counts). SRT paces and retransmits;
 //! a viewer that falls behind the ring skips to the newest key frame like every other viewer.
 //!
-//! Entitlement: public channels only for now (the registry's `ResolvePlay`); playback tokens
-//! in the stream id are parsed but not yet checked, so non-public channels are refused.
+//! Entitlement (checked by `listen/srt.rs` before the handshake is accepted): the LL-HLS rule,
+//! through `auth::PlayAccess`: public channels for everyone, others with a playback token for
+//! the channel in the stream id (`#!::r=<channel>,m=request,token=<token>` or
+//! `read:<channel>?token=<token>`).
 
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
@@ -26,6 +28,15 @@ use crate::protocols::ts::{TsMuxer, PACKET_SIZE};
 
 /// Frames taken from the ring per batch.
 const WRITE_BATCH: usize = 64;
+/// Pacing of what is handed to srt-tokio. A viewer's first batch is the ring's whole GOP at
+/// once; fed in one burst, srt-tokio 0.4.4's sender sent one packet, then held the rest past its
+/// drop window (`tidecast_srt_packets_dropped_total{direction="out"}` counted hundreds) and the
+/// player got nothing (seen for most second viewers, and some first ones). Fed at one payload
+/// per millisecond during the connection's first `PACE_START`, every player started; after
+/// that (srt-tokio's sender has measured its input rate by then) up to `PACE_PACKETS_PER_MS`.
+const PACE_START: std::time::Duration = std::time::Duration::from_secs(2);
+/// Payloads per millisecond after `PACE_START` (about 84 Mb/s).
+const PACE_PACKETS_PER_MS: usize = 8;
 /// One SRT live-mode payload: seven transport packets.
 const SRT_PAYLOAD: usize = 7 * PACKET_SIZE;
 
@@ -40,6 +51,7 @@ pub(crate) async fn play(
     let mut mux = TsMuxer::new();
     let mut batch: Vec<Arc<Frame>> = Vec::new();
     let mut pending = Vec::<u8>::new();
+    let connected = StdInstant::now();
     let mut stats = socket.statistics().clone();
     let mut srt_stats = crate::actors::listen::srt::SrtStats::new(false);
     loop {
@@ -77,8 +89,15 @@ pub(crate) async fn play(
             let buf = std::mem::take(&mut pending);
             let send = async {
                 let mut total = 0u64;
+                let mut sent_in_tick = 0;
+                let per_ms = if connected.elapsed() < PACE_START { 1 } else { PACE_PACKETS_PER_MS };
                 for chunk in buf.chunks(SRT_PAYLOAD) {
                     socket.feed((StdInstant::now(), Bytes::copy_from_slice(chunk))).await?;
+                    sent_in_tick += 1;
+                    if sent_in_tick >= per_ms {
+                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                        sent_in_tick = 0;
+                    }
                     total += chunk.len() as u64;
                 }
                 socket.flush().await?;

@@ -15,6 +15,7 @@ use crate::auth::revocations::Revocations;
 use crate::auth::PasswordGate;
 use crate::billing::Billing;
 use crate::config::{ApiConfig, AuthConfig, Config};
+use crate::error::{Error, ErrorKind};
 use crate::shared_state::SharedState;
 use crate::store::cache::StaleCache;
 use crate::store::{now_ms, ChannelRecord, Store, Video, Visibility};
@@ -239,6 +240,57 @@ impl ApiContext {
         (self.playback.sign_for(scope, expires, viewer.map(|v| v.user_id)), expires)
     }
 
+    /// Who may play a live channel: public channels for everyone; other visibilities need a
+    /// playback token for this channel (handed out by `GET /api/v1/channels/{name}` to entitled
+    /// callers; see `crate::auth::playback`) whose holder is still entitled. Returns whether a
+    /// token was needed (and checked). Used by LL-HLS and, through `auth::PlayAccess`, SRT play.
+    ///
+    /// The visibility is the store's (cached for a few seconds), not the one captured when the
+    /// session started, so making a live channel non-public takes effect mid-session;
+    /// `fallback` answers when the store cannot (a database outage past the caches). Neither
+    /// lookup waits for the database once a channel and user have been seen: the caches answer
+    /// from their last copy, refreshed in the background, and keep answering through a database
+    /// outage for up to `database.cache_max_stale` (`crate::store::cache`).
+    ///
+    /// Refusals: a `subscribers` channel is `PermissionDenied` (HTTP 403), since its existence is
+    /// public (the API lists it to everyone) and the player should offer a subscription. A
+    /// `private` channel is refused exactly as an unknown or offline one (`NotFound`, same text),
+    /// or a 403 would tell anyone that it exists and is on air; its owner and admins are the only
+    /// ones entitled to know, and their tokens play it.
+    pub async fn authorize_play(
+        &self,
+        channel: &str,
+        token: Option<&str>,
+        fallback: Option<Visibility>,
+    ) -> crate::Result<bool> {
+        let Some(visibility) = self.channel_visibility(channel).await.or(fallback) else {
+            return Err(crate::http::hls::offline());
+        };
+        if visibility == Visibility::Public {
+            return Ok(false);
+        }
+        let hide = |e: Error| {
+            if visibility == Visibility::Private && e.kind == ErrorKind::PermissionDenied {
+                crate::http::hls::offline()
+            } else {
+                e
+            }
+        };
+        let token = token.ok_or_else(|| {
+            hide(Error::new(ErrorKind::PermissionDenied, "a playback token is required for this channel"))
+        })?;
+        let now = crate::http::api::unix_now();
+        let claims =
+            self.playback.verify(token, &PlaybackScope::Channel(channel.to_owned()), now).map_err(hide)?;
+        if !self.still_entitled(claims.user_id, channel).await? {
+            return Err(hide(Error::new(
+                ErrorKind::PermissionDenied,
+                "the playback token's holder is no longer entitled",
+            )));
+        }
+        Ok(true)
+    }
+
     /// Whether the holder of a valid playback token for channel `name` is still entitled:
     /// tokens naming a user are re-checked against the channel's current owner and visibility,
     /// the user's admin flag and their active plans (all cached for `CACHE_TTL`), so a revoked,
@@ -299,4 +351,14 @@ fn bounded<K: Eq + std::hash::Hash, V>(map: &DashMap<K, V>) -> &DashMap<K, V> {
 /// For tests: a key ring from a fixed secret.
 pub fn test_ring(kid: &str) -> KeyRing {
     KeyRing::parse(&format!("{kid}:{}", "t".repeat(32))).expect("fixed test key ring is valid")
+}
+
+impl crate::auth::PlayAccess for ApiContext {
+    fn authorize<'a>(
+        &'a self,
+        channel: &'a str,
+        token: Option<&'a str>,
+    ) -> futures_util::future::BoxFuture<'a, crate::Result<()>> {
+        Box::pin(async move { self.authorize_play(channel, token, None).await.map(|_| ()) })
+    }
 }
