@@ -24,7 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use tidecast::protocols::hls::parse_media_playlist;
 use tidecast::store::{NewVideo, Store, VideoSource, VideoStatus, Visibility};
 
@@ -166,40 +166,6 @@ fn as_postgres(program: &str) -> Command {
 // ---------------------------------------------------------------------------------------------
 // HTTP with JSON
 
-fn http_json(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("HTTP connect");
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
-fn register_and_login(server: &TestServer, email: &str) -> String {
-    let name = email.split('@').next().unwrap();
-    let body = json!({"email": email, "password": "correct horse battery", "username": name});
-    let (s, v) = http_json(server.http, "POST", "/api/v1/users/register", None, Some(body));
-    assert_eq!(s, 201, "{v}");
-    login(server, email)
-}
-
 fn login(server: &TestServer, email: &str) -> String {
     let body = json!({"email": email, "password": "correct horse battery"});
     let (s, v) = http_json(server.http, "POST", "/api/v1/auth/login", None, Some(body));
@@ -297,7 +263,7 @@ fn llhls_and_readyz_ride_out_a_postgres_outage() {
             status: VideoStatus::Ready,
         }))
         .unwrap();
-    let token = register_and_login(&server, "watcher@example.com");
+    let token = signed_in(&server, "watcher@example.com");
     let (_, me) = http_json(server.http, "GET", "/api/v1/users/me", Some(&token), None);
     let user_id = me["id"].as_i64().unwrap();
     let watch = |pos: u32| {
@@ -432,7 +398,7 @@ fn llhls_and_readyz_ride_out_a_postgres_outage() {
 #[test]
 fn a_logout_survives_a_server_restart() {
     let mut server = TestServer::start(&[]);
-    let token = register_and_login(&server, "leaver@example.com");
+    let token = signed_in(&server, "leaver@example.com");
     assert_eq!(me_status(&server, &token), 200);
     let (s, _) = http_json(server.http, "POST", "/api/v1/auth/logout", Some(&token), None);
     assert_eq!(s, 204);
@@ -519,7 +485,7 @@ fn logouts_hold_through_redis_and_server_restarts() {
     let url = redis.url();
     // The server connects to Redis during start-up when it answers, as it does here.
     let mut server = TestServer::start(&[("TIDECAST__REDIS__URL", url.as_str())]);
-    let token = register_and_login(&server, "redis@example.com");
+    let token = signed_in(&server, "redis@example.com");
     let (s, _) = http_json(server.http, "POST", "/api/v1/auth/logout", Some(&token), None);
     assert_eq!(s, 204);
     assert_eq!(me_status(&server, &token), 401);

@@ -24,38 +24,8 @@ fn srt_publish(server: &TestServer, stream_id: &str, seconds: u32) -> Proc {
 /// `srt_publish` with more SRT URL options (`&passphrase=...`).
 fn srt_publish_with(server: &TestServer, stream_id: &str, seconds: u32, options: &str) -> Proc {
     let url = format!("srt://{}?streamid={stream_id}&pkt_size=1316&latency=200000{options}", server.srt);
-    let args: Vec<String> = [
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "warning",
-        "-re",
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=640x360:rate=30",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=48000",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-g",
-        "30",
-        "-c:a",
-        "aac",
-        "-t",
-        &seconds.to_string(),
-        "-f",
-        "mpegts",
-        &url,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    Proc::spawn("ffmpeg", &args)
+    let video = strings(&["-c:v", "libx264", "-preset", "veryfast", "-g", "30"]);
+    ffmpeg_test_source(&url, seconds, "640x360", &video, "mpegts")
 }
 
 fn wait_srt_live(server: &TestServer) {
@@ -366,17 +336,39 @@ fn srt_live_transmit_pushes_a_ts_file() {
         Duration::from_secs(60),
     );
     assert!(made.status.success(), "making the TS file: {}", made.stderr);
-    let script = format!(
-        "ffmpeg -hide_banner -nostdin -v error -re -i '{}' -c copy -f mpegts - | srt-live-transmit -q file://con 'srt://{}?streamid=publish:live/{}&latency=200'",
-        file.display(),
-        server.srt,
-        server.key
-    );
-    let mut pusher = Proc::spawn("sh", &["-c".to_string(), script]);
+    // ffmpeg paces the file onto a pipe; srt-live-transmit reads it. Both are children of this
+    // test, ended by the guard (a shell in between would leave them running when killed).
+    let mut pacer = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-re", "-i"])
+        .arg(&file)
+        .args(["-c", "copy", "-f", "mpegts", "-"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawning ffmpeg");
+    let pipe = pacer.stdout.take().expect("ffmpeg stdout");
+    let target = format!("srt://{}?streamid=publish:live/{}&latency=200", server.srt, server.key);
+    let transmit = std::process::Command::new("srt-live-transmit")
+        .args(["-q", "file://con", &target])
+        .stdin(std::process::Stdio::from(pipe))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawning srt-live-transmit");
+    struct Ends(Vec<std::process::Child>);
+    impl Drop for Ends {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let pusher = Ends(vec![transmit, pacer]);
     wait_srt_live(&server);
     let mv = decode_ll_hls(&server, 3);
     assert!(mv.contains("avc1.") && mv.contains("mp4a.40.2"), "multivariant playlist:\n{mv}");
-    pusher.kill();
+    drop(pusher);
 }
 
 /// HEVC over SRT (ffmpeg libx265 in MPEG-TS): the channel's LL-HLS is HEVC (`hvc1` in CODECS)
@@ -389,38 +381,9 @@ fn srt_hevc_plays_over_ll_hls() {
     let server = TestServer::start(&[]);
     let url =
         format!("srt://{}?streamid=publish:live/{}&pkt_size=1316&latency=200000", server.srt, server.key);
-    let args: Vec<String> = [
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "warning",
-        "-re",
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=640x360:rate=30",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=48000",
-        "-c:v",
-        "libx265",
-        "-preset",
-        "ultrafast",
-        "-x265-params",
-        "keyint=30:log-level=error",
-        "-c:a",
-        "aac",
-        "-t",
-        "20",
-        "-f",
-        "mpegts",
-        &url,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut publisher = Proc::spawn("ffmpeg", &args);
+    let video =
+        strings(&["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "keyint=30:log-level=error"]);
+    let mut publisher = ffmpeg_test_source(&url, 20, "640x360", &video, "mpegts");
     wait_srt_live(&server);
     let mv = decode_ll_hls(&server, 3);
     assert!(mv.contains("hvc1."), "not HEVC in the multivariant playlist:\n{mv}");

@@ -423,7 +423,7 @@ impl Drop for Proc {
     }
 }
 
-fn strings(args: &[&str]) -> Vec<String> {
+pub fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
 
@@ -440,8 +440,17 @@ pub fn ffmpeg_publish_with(url: &str, seconds: u32, extra: &[&str]) -> Proc {
 /// ffmpeg publishing a `size` (e.g. "1280x720") 30 fps test pattern with a key frame every
 /// `gop` frames and a 440 Hz tone for `seconds`, in real time, plus extra output options.
 pub fn ffmpeg_publish_pattern(url: &str, seconds: u32, size: &str, gop: u32, extra: &[&str]) -> Proc {
-    let source = format!("testsrc2=size={size}:rate=30");
     let gop = gop.to_string();
+    let mut video = strings(&["-c:v", "libx264", "-preset", "veryfast", "-g", &gop]);
+    video.extend(strings(extra));
+    ffmpeg_test_source(url, seconds, size, &video, "flv")
+}
+
+/// ffmpeg sending `seconds` of a `size` 30 fps test pattern (encoded with the `video` options:
+/// codec, GOP, ...) and a 440 Hz AAC tone, in real time, to `url` as `format` (`flv` for
+/// RTMP, `mpegts` for SRT).
+pub fn ffmpeg_test_source(url: &str, seconds: u32, size: &str, video: &[String], format: &str) -> Proc {
+    let source = format!("testsrc2=size={size}:rate=30");
     let mut args = strings(&[
         "-hide_banner",
         "-nostdin",
@@ -456,17 +465,9 @@ pub fn ffmpeg_publish_pattern(url: &str, seconds: u32, size: &str, gop: u32, ext
         "lavfi",
         "-i",
         "sine=frequency=440:sample_rate=48000",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-g",
-        &gop,
-        "-c:a",
-        "aac",
     ]);
-    args.extend(strings(extra));
-    args.extend(strings(&["-t", &seconds.to_string(), "-f", "flv", url]));
+    args.extend_from_slice(video);
+    args.extend(strings(&["-c:a", "aac", "-t", &seconds.to_string(), "-f", format, url]));
     Proc::spawn("ffmpeg", &args)
 }
 
@@ -958,7 +959,8 @@ pub fn http_json(
     body: Option<serde_json::Value>,
 ) -> (u16, serde_json::Value) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("HTTP connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Generous: the outage tests call it while the database is being stopped.
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     write!(
