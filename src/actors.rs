@@ -29,6 +29,7 @@ pub mod hls;
 pub mod ingest;
 pub mod listen;
 pub mod registry;
+pub mod restream;
 pub mod supervise;
 pub mod viewer;
 pub mod watch_history;

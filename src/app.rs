@@ -20,6 +20,7 @@ use crate::actors::channel::{ChannelDeps, ChannelSettings};
 use crate::actors::hls::{HlsDirectory, HlsSettings};
 use crate::actors::listen::rtmp::{self, RtmpContext, PROTOCOL, PROTOCOL_TLS};
 use crate::actors::registry::{ChannelRegistry, StopAll, SupervisionSettings};
+use crate::actors::restream::Restream;
 use crate::actors::supervise::Backoff;
 use crate::actors::viewer::ViewerPolicy;
 use crate::admission::PerAddressLimit;
@@ -66,8 +67,14 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
     };
     let hls_directory: HlsDirectory = Arc::new(DashMap::new());
     let clock = Clock::system();
-    let deps =
-        ChannelDeps { hls: hls_directory.clone(), media: media.clone(), clock, backoff: Backoff::default() };
+    let restream = Restream::new(config.restream.settings()?);
+    let deps = ChannelDeps {
+        hls: hls_directory.clone(),
+        media: media.clone(),
+        clock,
+        backoff: Backoff::default(),
+        restream: restream.clone(),
+    };
     let supervision = SupervisionSettings {
         max_restarts: config.channel.max_restarts,
         restart_window: config.channel.restart_window,
