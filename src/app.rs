@@ -172,7 +172,10 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         })?;
     media.spawn(crate::actors::listen::srt::serve(srt_listener, srt_incoming, srt_ctx));
 
-    let api = actix_web::web::Data::new(crate::http::api::ApiContext::build(&config, store.clone()).await?);
+    let mut api_ctx = crate::http::api::ApiContext::build(&config, store.clone()).await?;
+    api_ctx.restream = restream.clone();
+    crate::http::api::destinations::load_all(&store, &restream).await?;
+    let api = actix_web::web::Data::new(api_ctx);
     let http_opts = crate::http::HttpOptions {
         listen: config.http.listen.clone(),
         workers: config.http.workers,
