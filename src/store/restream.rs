@@ -50,7 +50,11 @@ impl Store {
 
     pub async fn destination(&self, channel_id: i64, id: i64) -> crate::Result<Option<DestinationRecord>> {
         let sql = format!("{SELECT} WHERE channel_id = $1 AND id = $2");
-        Ok(with_pool!(self, |pool| sqlx::query_as(&sql).bind(channel_id).bind(id).fetch_optional(pool).await)?)
+        Ok(with_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(channel_id)
+            .bind(id)
+            .fetch_optional(pool)
+            .await)?)
     }
 
     /// Every destination with its channel's name (server start).
@@ -63,7 +67,18 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(|(name, id, channel_id, url, stream_key, enabled, created_at_ms, updated_at_ms)| {
-                (name, DestinationRecord { id, channel_id, url, stream_key, enabled, created_at_ms, updated_at_ms })
+                (
+                    name,
+                    DestinationRecord {
+                        id,
+                        channel_id,
+                        url,
+                        stream_key,
+                        enabled,
+                        created_at_ms,
+                        updated_at_ms,
+                    },
+                )
             })
             .collect())
     }
@@ -97,7 +112,9 @@ impl Store {
             .fetch_one(pool)
             .await
         })?;
-        self.destination(channel_id, id).await?.ok_or_else(|| Error::internal("inserted destination vanished"))
+        self.destination(channel_id, id)
+            .await?
+            .ok_or_else(|| Error::internal("inserted destination vanished"))
     }
 
     pub async fn update_destination(

@@ -96,7 +96,11 @@ pub struct ListQuery {
     pub offset: Option<i64>,
 }
 
-pub(super) async fn find_visible(ctx: &ApiContext, caller: Option<&Caller>, name: &str) -> Result<ChannelRecord, Error> {
+pub(super) async fn find_visible(
+    ctx: &ApiContext,
+    caller: Option<&Caller>,
+    name: &str,
+) -> Result<ChannelRecord, Error> {
     let not_found = || Error::not_found(format!("channel '{name}' not found"));
     if validate_channel_name(name).is_err() {
         return Err(not_found());

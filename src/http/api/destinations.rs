@@ -243,7 +243,11 @@ pub async fn update_destination(
     }
     let r = ctx
         .store
-        .update_destination(c.id, id, DestinationUpdate { url, stream_key: body.stream_key, enabled: body.enabled })
+        .update_destination(
+            c.id,
+            id,
+            DestinationUpdate { url, stream_key: body.stream_key, enabled: body.enabled },
+        )
         .await?;
     tracing::info!(channel = %c.name, destination = id, enabled = r.enabled, "restream destination changed");
     publish(&ctx, &c).await?;
