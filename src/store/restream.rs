@@ -39,6 +39,14 @@ pub struct DestinationUpdate {
     pub enabled: Option<bool>,
 }
 
+/// A destination with its channel's name, for the start-up load.
+#[derive(sqlx::FromRow)]
+struct NamedDestination {
+    name: String,
+    #[sqlx(flatten)]
+    record: DestinationRecord,
+}
+
 const SELECT: &str =
     "SELECT id, channel_id, url, stream_key, enabled, created_at_ms, updated_at_ms FROM restream_destinations";
 
@@ -62,25 +70,8 @@ impl Store {
         let sql = "SELECT c.name, d.id, d.channel_id, d.url, d.stream_key, d.enabled, d.created_at_ms, \
                    d.updated_at_ms FROM restream_destinations d JOIN channels c ON c.id = d.channel_id \
                    ORDER BY d.id";
-        let rows: Vec<(String, i64, i64, String, String, bool, i64, i64)> =
-            with_pool!(self, |pool| sqlx::query_as(sql).fetch_all(pool).await)?;
-        Ok(rows
-            .into_iter()
-            .map(|(name, id, channel_id, url, stream_key, enabled, created_at_ms, updated_at_ms)| {
-                (
-                    name,
-                    DestinationRecord {
-                        id,
-                        channel_id,
-                        url,
-                        stream_key,
-                        enabled,
-                        created_at_ms,
-                        updated_at_ms,
-                    },
-                )
-            })
-            .collect())
+        let rows: Vec<NamedDestination> = with_pool!(self, |pool| sqlx::query_as(sql).fetch_all(pool).await)?;
+        Ok(rows.into_iter().map(|r| (r.name, r.record)).collect())
     }
 
     /// Add a destination, refusing more than `max` per channel.
