@@ -146,9 +146,6 @@ impl PushUrl {
         if protocol != PushProtocol::Srt && app.is_empty() {
             return Err("rtmp:// and rtmps:// URLs need an application path (e.g. /live2)".into());
         }
-        if app.len() > 256 {
-            return Err("the application path is too long".into());
-        }
         Ok(PushUrl { protocol, host: host.to_string(), port, app })
     }
 

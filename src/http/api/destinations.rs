@@ -43,10 +43,13 @@ pub struct DestinationView {
 #[serde(deny_unknown_fields)]
 pub struct CreateDestinationRequest {
     /// rtmp://host[:port]/app, rtmps://host[:port]/app or srt://host:port[/app].
-    #[schema(max_length = 1024)]
+    #[schema(
+        max_length = 1024,
+        pattern = r"^(rtmps?://[A-Za-z0-9._-]+(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?/[^?#@\s/][^?#@\s]*|srt://[A-Za-z0-9._-]+:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])(/[^?#@\s]*)?)$"
+    )]
     pub url: String,
     /// The key the destination gave the owner (for SRT: the key, or a full `#!::` stream id).
-    #[schema(min_length = 1, max_length = 512)]
+    #[schema(min_length = 1, max_length = 512, pattern = r"^[^\s\u0000-\u001f\u007f-\u009f]+$")]
     pub stream_key: String,
     /// Default true.
     pub enabled: Option<bool>,
@@ -55,9 +58,12 @@ pub struct CreateDestinationRequest {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateDestinationRequest {
-    #[schema(max_length = 1024)]
+    #[schema(
+        max_length = 1024,
+        pattern = r"^(rtmps?://[A-Za-z0-9._-]+(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?/[^?#@\s/][^?#@\s]*|srt://[A-Za-z0-9._-]+:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])(/[^?#@\s]*)?)$"
+    )]
     pub url: Option<String>,
-    #[schema(min_length = 1, max_length = 512)]
+    #[schema(min_length = 1, max_length = 512, pattern = r"^[^\s\u0000-\u001f\u007f-\u009f]+$")]
     pub stream_key: Option<String>,
     pub enabled: Option<bool>,
 }
@@ -79,14 +85,17 @@ fn view(r: DestinationRecord, restream: &Restream) -> DestinationView {
 }
 
 fn check_url(url: &str) -> Result<String, Error> {
-    if url.len() > 1024 {
+    if url.chars().count() > 1024 {
         return Err(Error::invalid("url is longer than 1024 characters"));
     }
     PushUrl::parse(url).map(|u| u.masked()).map_err(|e| Error::invalid(format!("url: {e}")))
 }
 
 fn check_key(key: &str) -> Result<(), Error> {
-    if key.is_empty() || key.len() > MAX_KEY_LEN || key.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    if key.is_empty()
+        || key.chars().count() > MAX_KEY_LEN
+        || key.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
         return Err(Error::invalid(format!(
             "stream_key must be 1-{MAX_KEY_LEN} characters without spaces or control characters"
         )));
