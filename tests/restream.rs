@@ -59,7 +59,13 @@ fn free_tcp_port() -> u16 {
 
 /// An origin with channel `studio` owned by a fresh user; returns (server, owner token, key).
 fn origin() -> (TestServer, String, String) {
-    let server = TestServer::start(&[("TIDECAST__RESTREAM__RETRY_MAX", "1s")]);
+    origin_with(&[])
+}
+
+fn origin_with(extra: &[(&str, &str)]) -> (TestServer, String, String) {
+    let mut env = vec![("TIDECAST__RESTREAM__RETRY_MAX", "1s")];
+    env.extend_from_slice(extra);
+    let server = TestServer::start(&env);
     let owner = signed_in(&server, "owner@example.com");
     let (s, v) =
         http_json(server.http, "POST", "/api/v1/channels", Some(&owner), Some(json!({"name": "studio"})));
@@ -261,4 +267,82 @@ fn the_destinations_api_validates_and_is_for_the_owner_only() {
     assert_eq!(s, 403);
     let (s, _) = http_json(origin.http, "GET", &format!("{path}/{}", id + 100), Some(&owner), None);
     assert_eq!(s, 404);
+}
+
+/// A private CA (`ca.pem`) and a server certificate for 127.0.0.1 signed by it (`cert.pem`,
+/// `key.pem`; CA:FALSE, as webpki wants for an end-entity certificate).
+fn make_ca_and_cert(dir: &std::path::Path) {
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_owned();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let mut args = vec!["req", "-x509"];
+    args.extend(ec);
+    let (ca_key, ca) = (p("ca.key"), p("ca.pem"));
+    args.extend(["-days", "2", "-subj", "/CN=tidecast-test-ca", "-keyout", &ca_key, "-out", &ca]);
+    let ran = run_tool("openssl", &args, Duration::from_secs(20));
+    assert!(ran.status.success(), "{}", ran.stderr);
+    let (key, csr) = (p("key.pem"), p("req.csr"));
+    let mut args = vec!["req"];
+    args.extend(ec);
+    args.extend(["-subj", "/CN=localhost", "-keyout", &key, "-out", &csr]);
+    let ran = run_tool("openssl", &args, Duration::from_secs(20));
+    assert!(ran.status.success(), "{}", ran.stderr);
+    let ext = p("ext.cnf");
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\n")
+        .unwrap();
+    let cert = p("cert.pem");
+    let args = [
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ];
+    let ran = run_tool("openssl", &args, Duration::from_secs(20));
+    assert!(ran.status.success(), "{}", ran.stderr);
+}
+
+#[test]
+fn rtmps_push_verifies_the_destination_with_restream_ca_file() {
+    if !require_ffmpeg() || !require_tool_with("openssl", "version") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    make_ca_and_cert(dir.path());
+    let (cert, key, ca) =
+        (dir.path().join("cert.pem"), dir.path().join("key.pem"), dir.path().join("ca.pem"));
+    let dest = TestServer::start(&[
+        ("TIDECAST__TLS__CERT", cert.to_str().unwrap()),
+        ("TIDECAST__TLS__KEY", key.to_str().unwrap()),
+        ("TIDECAST__RTMP__TLS_LISTEN", "127.0.0.1:0"),
+    ]);
+    let rtmps = dest.rtmps.expect("the destination's RTMPS listener");
+    let url = format!("rtmps://127.0.0.1:{}/live", rtmps.port());
+
+    // Trusting the private CA: the push goes live over TLS.
+    let (origin, owner, origin_key) = origin_with(&[("TIDECAST__RESTREAM__CA_FILE", ca.to_str().unwrap())]);
+    let id = add_destination(&origin, &owner, &url, &dest.key);
+    let _publisher = ffmpeg_publish(&origin.publish_url(&origin_key), 60);
+    origin.wait_live(LIVE_TIMEOUT);
+    wait_state(&origin, &owner, id, "live", LIVE_TIMEOUT);
+    dest.wait_metric(r#"tidecast_ingest_sessions{protocol="rtmps"}"#, LIVE_TIMEOUT, |v| v >= 1.0);
+    dest.wait_metric(r#"tidecast_ingest_bytes_total{protocol="rtmps"}"#, LIVE_TIMEOUT, |v| v > 100_000.0);
+    assert!(origin.metric(r#"tidecast_push_bytes_total{protocol="rtmps"}"#) > 0.0);
+
+    // Without it, the certificate is not trusted: retrying, with a TLS error, never connected.
+    let (plain, owner2, key2) = origin_with(&[]);
+    let id2 = add_destination(&plain, &owner2, &url, &dest.key);
+    let _publisher2 = ffmpeg_publish(&plain.publish_url(&key2), 30);
+    plain.wait_live(LIVE_TIMEOUT);
+    let v = wait_state(&plain, &owner2, id2, "retrying", LIVE_TIMEOUT);
+    assert!(v["last_error"].as_str().unwrap().contains("TLS"), "{v}");
 }
