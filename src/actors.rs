@@ -5,7 +5,8 @@
 //! ├── ChannelRegistry (actix Supervisor)  name -> Addr<Channel>; authorizes; never on the frame path
 //! │   └── Channel (one per live channel)   renditions (FrameRing each); publisher slot
 //! │       ├── HlsPackager × rendition       supervised task (supervise.rs)
-//! │       └── LL-HLS viewer sweep           supervised task
+//! │       ├── LL-HLS viewer sweep           supervised task
+//! │       └── restream                      supervised task; one push task per destination
 //! ├── listen/rtmp                          accept, admit, negotiate; then one task per connection:
 //! │   ├── IngestSession + ingest/rtmp       a publisher
 //! │   └── ViewerSession + viewer/rtmp       a viewer
@@ -29,6 +30,7 @@ pub mod hls;
 pub mod ingest;
 pub mod listen;
 pub mod registry;
+pub mod restream;
 pub mod supervise;
 pub mod viewer;
 pub mod watch_history;

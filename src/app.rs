@@ -20,6 +20,7 @@ use crate::actors::channel::{ChannelDeps, ChannelSettings};
 use crate::actors::hls::{HlsDirectory, HlsSettings};
 use crate::actors::listen::rtmp::{self, RtmpContext, PROTOCOL, PROTOCOL_TLS};
 use crate::actors::registry::{ChannelRegistry, StopAll, SupervisionSettings};
+use crate::actors::restream::Restream;
 use crate::actors::supervise::Backoff;
 use crate::actors::viewer::ViewerPolicy;
 use crate::admission::PerAddressLimit;
@@ -66,8 +67,14 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
     };
     let hls_directory: HlsDirectory = Arc::new(DashMap::new());
     let clock = Clock::system();
-    let deps =
-        ChannelDeps { hls: hls_directory.clone(), media: media.clone(), clock, backoff: Backoff::default() };
+    let restream = Restream::new(config.restream.settings()?);
+    let deps = ChannelDeps {
+        hls: hls_directory.clone(),
+        media: media.clone(),
+        clock,
+        backoff: Backoff::default(),
+        restream: restream.clone(),
+    };
     let supervision = SupervisionSettings {
         max_restarts: config.channel.max_restarts,
         restart_window: config.channel.restart_window,
@@ -151,8 +158,12 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         bound.rtmps = Some(addr);
     }
 
-    // The API's context: also the playback-token check of SRT play.
-    let api = actix_web::web::Data::new(crate::http::api::ApiContext::build(&config, store.clone()).await?);
+    // The API's context: also the playback-token check of SRT play, and the restream
+    // destinations' editor (loaded from the store before any channel goes live).
+    let mut api_ctx = crate::http::api::ApiContext::build(&config, store.clone()).await?;
+    api_ctx.restream = restream.clone();
+    crate::http::api::destinations::load_all(&store, &restream).await?;
+    let api = actix_web::web::Data::new(api_ctx);
 
     // SRT: bound the same way; refusals happen in the handshake, before any media.
     let srt_ctx = Arc::new(crate::actors::listen::srt::SrtContext {

@@ -36,6 +36,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 mod env;
+mod restream;
 #[cfg(test)]
 mod tests;
 mod transport;
@@ -43,6 +44,7 @@ mod units;
 
 use env::EnvOverrides;
 pub use env::ENV_PREFIX;
+pub use restream::RestreamConfig;
 pub use transport::{SrtConfig, TlsConfig};
 use units::{duration_str, fmt_duration};
 pub use units::{ParseSizeError, Size};
@@ -101,6 +103,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// The SRT listener (MPEG-TS over SRT ingest).
     pub srt: SrtConfig,
+    /// Pushing live channels to the owners' destinations (RTMP, RTMPS, SRT).
+    pub restream: RestreamConfig,
     /// Where users, channels and videos are stored.
     pub database: DatabaseConfig,
     /// Life cycle and buffering of live channels.

@@ -10,6 +10,7 @@
 //! ```text
 //!  OBS/ffmpeg --RTMP(S)/SRT--> IngestSession --> FrameRing per rendition (Channel) --+--> HlsPackager --> LL-HLS
 //!                         (ingest::rtmp, ::srt)                                     +--> ViewerSession --> RTMP(S) / SRT play
+//!                                                                                   +--> restream push --> rtmp:// rtmps:// srt:// destinations
 //!                                                                                   +--> (archive, transcode: later)
 //! ```
 //!
@@ -27,7 +28,8 @@
 //! ├── ChannelRegistry (supervised)      channel name -> Addr<Channel>; authorizes; never on the frame path
 //! │   └── Channel (one per live channel) renditions (a FrameRing each); grants RingWriter / RingReader
 //! │       ├── HlsPackager × rendition    supervised: ring -> segmenter -> CMAF -> LL-HLS window
-//! │       └── LL-HLS viewer sweep        supervised: counts HLS viewers, retires ended windows
+//! │       ├── LL-HLS viewer sweep        supervised: counts HLS viewers, retires ended windows
+//! │       └── restream                   supervised: one push task per enabled destination (own RingReader, retries with backoff)
 //! ├── RTMP/RTMPS listeners + connections × N   IngestSession (publish) or ViewerSession (play), a task each
 //! │   └── RTMP channel writer × ring     writes each frame to every plain-RTMP viewer that keeps up
 //! ├── SRT listener + connections × N    the same sessions; stream ids checked in the SRT handshake

@@ -68,6 +68,13 @@ pub struct Metrics {
     pub output_restarts: IntCounterVec,
     /// Frames an output could not serialize (skipped, logged once per frame), by protocol.
     pub frames_unwritable: IntCounterVec,
+    /// Restream destinations of live channels, by protocol and state (connecting, live,
+    /// retrying, error).
+    pub push_destinations: IntGaugeVec,
+    /// Media bytes written to restream destinations, by protocol.
+    pub push_bytes: IntCounterVec,
+    /// Failed restream attempts that were retried after a backoff, by protocol.
+    pub push_retries: IntCounterVec,
     /// Time from a viewer's play request to its first media byte written.
     pub first_frame_seconds: HistogramVec,
     /// HTTP requests by route pattern and status.
@@ -290,6 +297,24 @@ impl Metrics {
                 "Supervised channel outputs restarted after a panic",
                 &["output"],
             ),
+            push_destinations: gauge_vec(
+                &r,
+                "tidecast_push_destinations",
+                "Restream destinations of live channels, by protocol and state",
+                &["protocol", "state"],
+            ),
+            push_bytes: counter_vec(
+                &r,
+                "tidecast_push_bytes_total",
+                "Media bytes written to restream destinations",
+                &["protocol"],
+            ),
+            push_retries: counter_vec(
+                &r,
+                "tidecast_push_retries_total",
+                "Failed restream attempts retried after a backoff",
+                &["protocol"],
+            ),
             frames_unwritable: counter_vec(
                 &r,
                 "tidecast_egress_frames_unwritable_total",
@@ -355,7 +380,14 @@ impl Metrics {
                 self.viewers_cut.with_label_values(&[p, reason]);
             }
         }
-        for output in ["hls_packager", "hls_viewer_sweep"] {
+        for p in ["rtmp", "rtmps", "srt"] {
+            self.push_bytes.with_label_values(&[p]);
+            self.push_retries.with_label_values(&[p]);
+            for state in ["connecting", "live", "retrying", "error"] {
+                self.push_destinations.with_label_values(&[p, state]);
+            }
+        }
+        for output in ["hls_packager", "hls_viewer_sweep", "restream"] {
             self.outputs_running.with_label_values(&[output]);
             self.output_restarts.with_label_values(&[output]);
         }

@@ -56,6 +56,7 @@ pub mod cache;
 mod channels;
 mod comments;
 mod history;
+mod restream;
 mod revocations;
 mod search;
 mod subscriptions;
@@ -73,6 +74,7 @@ pub use channels::{
 };
 pub use comments::Comment;
 pub use history::{HistoryEntry, WatchUpdate};
+pub use restream::{DestinationRecord, DestinationUpdate};
 pub use revocations::Revocation;
 pub use search::search_terms;
 pub use subscriptions::{BillingAction, Subscription, SubscriptionStatus};

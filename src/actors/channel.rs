@@ -11,7 +11,8 @@
 //! Outputs: a live session starts one `HlsPackager` per rendition and the LL-HLS viewer sweep,
 //! each a supervised child (`actors::supervise`): a panic is counted and the child restarts
 //! with backoff (the packager resumes its window after a discontinuity). Later outputs (the
-//! archive writer, the transcode ladder) join them the same way. Consumers attach with
+//! archive writer, the transcode ladder) join them the same way; so does the `restream` output
+//! (`actors::restream`), which pushes the source ring to the owner's destinations. Consumers attach with
 //! `AddReader { rendition }`.
 
 use std::sync::{Arc, Weak};
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::hls::{HlsChannel, HlsDirectory, HlsPackager, HlsRendition, HlsSettings, HlsViewers, SOURCE};
+use super::restream::Restream;
 use super::supervise::{spawn_supervised, Backoff};
 use crate::error::{Error, ErrorKind, Result};
 use crate::media::clock::Clock;
@@ -60,6 +62,8 @@ pub struct ChannelDeps {
     pub clock: Clock,
     /// Restart timing of supervised outputs.
     pub backoff: Backoff,
+    /// Restream destinations and push status; a live session pushes the source ring to them.
+    pub restream: Restream,
 }
 
 impl ChannelDeps {
@@ -70,6 +74,7 @@ impl ChannelDeps {
             media: tokio::runtime::Handle::current(),
             clock: Clock::system(),
             backoff: Backoff::default(),
+            restream: Restream::default(),
         }
     }
 }
@@ -179,6 +184,17 @@ impl Channel {
             clock,
             self.outputs.clone(),
             move |_| sweep_hls(name.clone(), weak.clone(), directory.clone(), settings, clock),
+        );
+        // Restream: the source rendition, without re-encoding, to the owner's destinations.
+        let (name, ring, restream) = (self.name.clone(), self.source().clone(), self.deps.restream.clone());
+        spawn_supervised(
+            &self.deps.media,
+            "restream",
+            self.name.clone(),
+            self.deps.backoff,
+            clock,
+            self.outputs.clone(),
+            move |_| restream.clone().run_channel(name.clone(), ring.clone()),
         );
     }
 

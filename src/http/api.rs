@@ -18,6 +18,7 @@
 pub mod billing;
 pub mod channels;
 mod context;
+pub mod destinations;
 mod document;
 pub mod search;
 pub mod users;
@@ -254,7 +255,7 @@ macro_rules! api_routes {
         /// The OpenAPI 3.1 document of the Platform API.
         #[derive(OpenApi)]
         #[openapi(
-            info(title = "tidecast Platform API", description = "Users, channels, videos, subscriptions, watch history, search and comments."),
+            info(title = "tidecast Platform API", description = "Users, channels, videos, subscriptions, watch history, search, comments and restream destinations."),
             paths($($module::$handler),*),
             modifiers(&BearerAuth),
         )]
@@ -277,6 +278,11 @@ api_routes!(
     channels::get_channel,
     channels::update_channel,
     channels::rotate_key,
+    destinations::list_destinations,
+    destinations::create_destination,
+    destinations::get_destination,
+    destinations::update_destination,
+    destinations::delete_destination,
     videos::feed,
     videos::get_video,
     videos::record_watch,

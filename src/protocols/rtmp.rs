@@ -26,6 +26,7 @@
 
 pub mod amf0;
 pub mod chunk;
+pub mod client;
 pub mod media;
 
 use std::fmt;

@@ -326,3 +326,32 @@ async fn an_unreachable_database_fails_fast() {
     assert_eq!(store.ping().await.unwrap_err().kind, ErrorKind::Unavailable);
     assert!(started.elapsed() < Duration::from_millis(200), "{:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn restream_destinations_round_trip_with_a_limit_and_cascade() {
+    for db in TestDb::both().await {
+        let store = &db.store;
+        let label = db.label;
+        let (c, _) = store.create_channel(new_channel("studio")).await.unwrap();
+        let a = store.create_destination(c.id, "rtmp://a:1935/live", "k1", true, 2).await.unwrap();
+        let b = store.create_destination(c.id, "srt://b:9000", "k2", false, 2).await.unwrap();
+        assert!((a.enabled, b.enabled) == (true, false), "{label}");
+        let e = store.create_destination(c.id, "rtmp://c:1935/live", "k3", true, 2).await.unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::ResourceExhausted, "{label}");
+        let b = store
+            .update_destination(c.id, b.id, DestinationUpdate { enabled: Some(true), ..Default::default() })
+            .await
+            .unwrap();
+        assert!(b.enabled && b.stream_key == "k2", "{label}");
+        let all = store.all_destinations().await.unwrap();
+        assert_eq!(
+            all.iter().map(|(n, r)| (n.as_str(), r.id)).collect::<Vec<_>>(),
+            [("studio", a.id), ("studio", b.id)]
+        );
+        assert!(!format!("{a:?}").contains("k1"), "{label}: Debug shows the key");
+        store.delete_destination(c.id, a.id).await.unwrap();
+        assert_eq!(store.delete_destination(c.id, a.id).await.unwrap_err().kind, crate::ErrorKind::NotFound);
+        assert_eq!(store.list_destinations(c.id).await.unwrap().len(), 1, "{label}");
+        store.close().await;
+    }
+}

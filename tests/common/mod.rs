@@ -228,6 +228,12 @@ impl TestServer {
         }
     }
 
+    /// Start again after `stop` (same data dir and overrides; port-0 listeners get new ports).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "start_again while running");
+        self.spawn();
+    }
+
     /// Stop and start again on the same data dir (new ports).
     pub fn restart(&mut self) {
         let status = self.stop();

@@ -96,7 +96,11 @@ pub struct ListQuery {
     pub offset: Option<i64>,
 }
 
-async fn find_visible(ctx: &ApiContext, caller: Option<&Caller>, name: &str) -> Result<ChannelRecord, Error> {
+pub(super) async fn find_visible(
+    ctx: &ApiContext,
+    caller: Option<&Caller>,
+    name: &str,
+) -> Result<ChannelRecord, Error> {
     let not_found = || Error::not_found(format!("channel '{name}' not found"));
     if validate_channel_name(name).is_err() {
         return Err(not_found());
@@ -109,7 +113,7 @@ async fn find_visible(ctx: &ApiContext, caller: Option<&Caller>, name: &str) -> 
     Ok(c)
 }
 
-fn require_owner(caller: &Caller, owner_id: Option<i64>) -> Result<(), Error> {
+pub(super) fn require_owner(caller: &Caller, owner_id: Option<i64>) -> Result<(), Error> {
     if caller.is_admin || owner_id == Some(caller.user_id) {
         Ok(())
     } else {

@@ -41,6 +41,10 @@ pub struct ApiContext {
     pub billing: Billing,
     pub auth: AuthConfig,
     pub api: ApiConfig,
+    /// Restream destinations as the live channels see them (set by `app::serve`), and the
+    /// per-channel limit from `[restream]`.
+    pub restream: crate::actors::restream::Restream,
+    pub max_destinations: usize,
     videos: StaleCache<i64, Arc<Video>>,
     plans: StaleCache<i64, Arc<Vec<String>>>,
     /// user -> owns private content (their search results differ from everyone's).
@@ -93,6 +97,8 @@ impl ApiContext {
         let revocations =
             Revocations::start(store.clone(), shared.clone(), config.database.revocation_sync_interval).await;
         Ok(ApiContext {
+            restream: crate::actors::restream::Restream::default(),
+            max_destinations: config.restream.max_destinations_per_channel,
             revocations,
             jwt: JwtKeys::new(&jwt_ring, config.auth.access_token_ttl),
             playback: PlaybackKeys::new(playback_ring),
