@@ -35,6 +35,10 @@ const MIN_ADVANCE_S: f64 = 50.0;
 /// Seconds after playback starts during which a `waiting` event counts as start-up.
 const STARTUP_GRACE_S: f64 = 2.0;
 
+/// The browser tests of this file run one at a time: each drives a 720p x264 encoder and a
+/// Chromium decoding it, and two at once on a 2-core machine stall both players.
+static ONE_PLAYER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
@@ -148,6 +152,7 @@ fn hlsjs_plays_ll_hls_in_chromium_without_stalls() {
     if !require_ffmpeg() || !require_browser_player() {
         return;
     }
+    let _one = ONE_PLAYER.lock().unwrap_or_else(|p| p.into_inner());
     let static_dir = browser_dir().join("node_modules/hls.js/dist");
     let static_dir = static_dir.to_str().expect("UTF-8 repository path");
     let server = TestServer::start(&[
@@ -264,6 +269,7 @@ fn hlsjs_plays_ll_hls_over_https() {
     if !require_ffmpeg() || !require_browser_player() {
         return;
     }
+    let _one = ONE_PLAYER.lock().unwrap_or_else(|p| p.into_inner());
     let certs = tempfile::tempdir().unwrap();
     certs::make_cert(certs.path(), "tidecast-browser");
     let spki = certs::spki_sha256_base64(certs.path());

@@ -101,6 +101,42 @@ pub async fn serve(listener: SrtListener, mut incoming: SrtIncoming, ctx: Arc<Sr
     }
 }
 
+/// One SRT live-mode payload: seven transport packets (1316 bytes, what every receiver takes).
+pub(crate) const SRT_PAYLOAD: usize = 7 * crate::protocols::ts::PACKET_SIZE;
+/// Pacing of what is handed to srt-tokio. A sender's first batch is the ring's whole GOP at once;
+/// fed in one burst, srt-tokio 0.4.4's sender sent one packet, then held the rest past its drop
+/// window (`tidecast_srt_packets_dropped_total{direction="out"}` counted hundreds) and the
+/// receiver got nothing (seen for most second SRT players, and some first ones). Fed at one
+/// payload per millisecond during the connection's first `PACE_START`, every player started;
+/// after that (srt-tokio's sender has measured its input rate by then) up to
+/// `PACE_PACKETS_PER_MS`.
+const PACE_START: Duration = Duration::from_secs(2);
+/// Payloads per millisecond after `PACE_START` (about 84 Mb/s).
+const PACE_PACKETS_PER_MS: usize = 8;
+
+/// Hand `buf` (whole TS packets) to srt-tokio as live-mode payloads, paced (see `PACE_START`),
+/// and flush; `connected` is when the connection was made. Returns the bytes sent. Used by SRT
+/// play and the SRT restream push.
+pub(crate) async fn send_paced(
+    socket: &mut srt_tokio::SrtSocket,
+    buf: &[u8],
+    connected: std::time::Instant,
+) -> std::io::Result<u64> {
+    use futures_util::SinkExt;
+    let per_ms = if connected.elapsed() < PACE_START { 1 } else { PACE_PACKETS_PER_MS };
+    let mut in_tick = 0;
+    for chunk in buf.chunks(SRT_PAYLOAD) {
+        socket.feed((std::time::Instant::now(), bytes::Bytes::copy_from_slice(chunk))).await?;
+        in_tick += 1;
+        if in_tick >= per_ms {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            in_tick = 0;
+        }
+    }
+    socket.flush().await?;
+    Ok(buf.len() as u64)
+}
+
 /// Folds one connection's SRT statistics (srt-tokio publishes a cumulative snapshot every
 /// second) into the process-wide packet counters, by direction and without per-session labels.
 pub(crate) struct SrtStats {

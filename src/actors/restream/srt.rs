@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
-use bytes::Bytes;
 use futures_util::SinkExt;
 use srt_tokio::SrtSocket;
 use tokio::time::timeout;
@@ -17,10 +16,9 @@ use super::{Destination, PushEnd, PushFailure, PushState, RestreamSettings, Stat
 use crate::media::frame::Frame;
 use crate::media::ring::FrameRing;
 use crate::metrics::metrics;
-use crate::protocols::ts::{TsMuxer, PACKET_SIZE};
+use crate::protocols::ts::TsMuxer;
 
 const WRITE_BATCH: usize = 64;
-const SRT_PAYLOAD: usize = 7 * PACKET_SIZE;
 
 /// The stream id announced to the destination.
 pub(super) fn stream_id(d: &Destination) -> String {
@@ -57,6 +55,7 @@ pub(super) async fn push(
                 refused: false,
                 was_live: false,
             })?;
+    let connected = StdInstant::now();
     cell.set(PushState::Live);
     info!("push live");
     let live = |message: String| PushFailure { message, refused: false, was_live: true };
@@ -82,12 +81,7 @@ pub(super) async fn push(
             }
         }
         let buf = std::mem::take(&mut pending);
-        let send = async {
-            for chunk in buf.chunks(SRT_PAYLOAD) {
-                socket.feed((StdInstant::now(), Bytes::copy_from_slice(chunk))).await?;
-            }
-            socket.flush().await
-        };
+        let send = crate::actors::listen::srt::send_paced(&mut socket, &buf, connected);
         timeout(settings.write_timeout, send)
             .await
             .map_err(|_| live(format!("writing to {} timed out", d.url)))?

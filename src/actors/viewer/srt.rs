@@ -15,7 +15,6 @@
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use srt_tokio::SrtSocket;
 use tokio::time::Instant;
@@ -24,21 +23,10 @@ use tracing::{info, warn};
 use crate::actors::viewer::{Delivery, Step, ViewerSession};
 use crate::media::frame::Frame;
 use crate::metrics::metrics;
-use crate::protocols::ts::{TsMuxer, PACKET_SIZE};
+use crate::protocols::ts::TsMuxer;
 
 /// Frames taken from the ring per batch.
 const WRITE_BATCH: usize = 64;
-/// Pacing of what is handed to srt-tokio. A viewer's first batch is the ring's whole GOP at
-/// once; fed in one burst, srt-tokio 0.4.4's sender sent one packet, then held the rest past its
-/// drop window (`tidecast_srt_packets_dropped_total{direction="out"}` counted hundreds) and the
-/// player got nothing (seen for most second viewers, and some first ones). Fed at one payload
-/// per millisecond during the connection's first `PACE_START`, every player started; after
-/// that (srt-tokio's sender has measured its input rate by then) up to `PACE_PACKETS_PER_MS`.
-const PACE_START: std::time::Duration = std::time::Duration::from_secs(2);
-/// Payloads per millisecond after `PACE_START` (about 84 Mb/s).
-const PACE_PACKETS_PER_MS: usize = 8;
-/// One SRT live-mode payload: seven transport packets.
-const SRT_PAYLOAD: usize = 7 * PACKET_SIZE;
 
 /// Play the session's ring to the socket until the ring ends, the viewer leaves or is cut off.
 pub(crate) async fn play(
@@ -87,22 +75,7 @@ pub(crate) async fn play(
             // Whole 1316-byte payloads now; a tail shorter than seven packets waits for the next
             // batch unless nothing follows soon (it is sent at once: latency over fill).
             let buf = std::mem::take(&mut pending);
-            let send = async {
-                let mut total = 0u64;
-                let mut sent_in_tick = 0;
-                let per_ms = if connected.elapsed() < PACE_START { 1 } else { PACE_PACKETS_PER_MS };
-                for chunk in buf.chunks(SRT_PAYLOAD) {
-                    socket.feed((StdInstant::now(), Bytes::copy_from_slice(chunk))).await?;
-                    sent_in_tick += 1;
-                    if sent_in_tick >= per_ms {
-                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                        sent_in_tick = 0;
-                    }
-                    total += chunk.len() as u64;
-                }
-                socket.flush().await?;
-                Ok(total)
-            };
+            let send = crate::actors::listen::srt::send_paced(&mut socket, &buf, connected);
             match session.deliver(send).await {
                 Delivery::Written => {}
                 Delivery::Stalled => return,
