@@ -6,8 +6,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::time::Duration;
 
 use common::*;
@@ -15,42 +14,6 @@ use serde_json::{json, Value};
 
 const LIVE_TIMEOUT: Duration = Duration::from_secs(20);
 const DEST_KEY_SECRET: &str = "dest-secret-key-0123456789";
-
-fn http_json(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("HTTP connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
-fn signed_in(server: &TestServer, email: &str) -> String {
-    let body = json!({"email": email, "password": "correct horse battery", "username": email.split('@').next().unwrap()});
-    let (s, v) = http_json(server.http, "POST", "/api/v1/users/register", None, Some(body));
-    assert_eq!(s, 201, "{v}");
-    let body = json!({"email": email, "password": "correct horse battery"});
-    let (s, v) = http_json(server.http, "POST", "/api/v1/auth/login", None, Some(body));
-    assert_eq!(s, 200, "{v}");
-    v["access_token"].as_str().unwrap().to_owned()
-}
 
 /// A loopback TCP port free right now (for a destination that must come back on the same port).
 fn free_tcp_port() -> u16 {
