@@ -74,12 +74,7 @@ pub(super) async fn push(
             reader.skip_to_newest_sync();
             reader.read_batch(&mut batch, WRITE_BATCH);
         }
-        for f in &batch {
-            match mux.frame(f) {
-                Some(ts) => pending.extend_from_slice(&ts),
-                None => unwritable.inc(),
-            }
-        }
+        unwritable.inc_by(mux.frames(&batch, &mut pending));
         let buf = std::mem::take(&mut pending);
         let send = crate::actors::listen::srt::send_paced(&mut socket, &buf, connected);
         timeout(settings.write_timeout, send)

@@ -66,12 +66,7 @@ pub(crate) async fn play(
                 }
                 Step::Cut(_) => return,
             }
-            for f in &batch {
-                match mux.frame(f) {
-                    Some(ts) => pending.extend_from_slice(&ts),
-                    None => unwritable.inc(),
-                }
-            }
+            unwritable.inc_by(mux.frames(&batch, &mut pending));
             // Whole 1316-byte payloads now; a tail shorter than seven packets waits for the next
             // batch unless nothing follows soon (it is sent at once: latency over fill).
             let buf = std::mem::take(&mut pending);

@@ -35,6 +35,19 @@ impl TsMuxer {
         Self::default()
     }
 
+    /// Append the transport packets of every frame of `batch` to `out` (what SRT play and the SRT
+    /// push send); returns how many frames could not be muxed (skipped).
+    pub fn frames(&mut self, batch: &[std::sync::Arc<Frame>], out: &mut Vec<u8>) -> u64 {
+        let mut skipped = 0;
+        for f in batch {
+            match self.frame(f) {
+                Some(ts) => out.extend_from_slice(&ts),
+                None => skipped += 1,
+            }
+        }
+        skipped
+    }
+
     /// The transport packets of one frame, with PAT/PMT first at a video key frame and whenever
     /// the track set changed. `None` for codecs TS cannot carry here.
     pub fn frame(&mut self, f: &Frame) -> Option<Bytes> {
