@@ -28,6 +28,23 @@ fn srt_publish_with(server: &TestServer, stream_id: &str, seconds: u32, options:
     ffmpeg_test_source(&url, seconds, "640x360", &video, "mpegts")
 }
 
+/// ffmpeg reading `seconds` of SRT play with `stream_id` into the TS file `out` (no
+/// re-encoding); its exit status (`None`: still running after 20 s) and stderr.
+fn srt_read(
+    server: &TestServer,
+    stream_id: &str,
+    seconds: &str,
+    out: &std::path::Path,
+) -> (Option<std::process::ExitStatus>, String) {
+    let url = format!("srt://{}?streamid={stream_id}&latency=200000", server.srt);
+    let mut args =
+        strings(&["-hide_banner", "-nostdin", "-loglevel", "warning", "-y", "-i", &url, "-t", seconds]);
+    args.extend(strings(&["-c", "copy", "-f", "mpegts", out.to_str().unwrap()]));
+    let mut p = Proc::spawn("ffmpeg", &args);
+    let status = p.wait_timeout(Duration::from_secs(20));
+    (status, p.stderr())
+}
+
 fn wait_srt_live(server: &TestServer) {
     server.wait_metric(SESSIONS, LIVE_TIMEOUT, |v| v >= 1.0);
     let base = server.metric(BYTES);
@@ -213,33 +230,11 @@ fn srt_play_serves_the_channel_as_ts() {
     let mut publisher = ffmpeg_publish(&server.publish_url(&server.key), 30);
     server.wait_live(LIVE_TIMEOUT);
     for (i, id) in ["#!::r=main,m=request", "read:main"].iter().enumerate() {
-        let url = format!("srt://{}?streamid={id}&latency=200000", server.srt);
         let out = server.data_dir().join(format!("srt-play-{i}.ts"));
-        let args: Vec<String> = [
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "warning",
-            "-y",
-            "-i",
-            &url,
-            "-t",
-            "3",
-            "-c",
-            "copy",
-            "-f",
-            "mpegts",
-            out.to_str().unwrap(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let mut r = Proc::spawn("ffmpeg", &args);
-        let status = r.wait_timeout(Duration::from_secs(20));
+        let (status, stderr) = srt_read(&server, id, "3", &out);
         assert!(
             status.is_some_and(|s| s.success()),
-            "srt play {id}: {status:?} {}\nserver:\n{}",
-            r.stderr(),
+            "srt play {id}: {status:?} {stderr}\nserver:\n{}",
             server.logs()
         );
         let probe = ffprobe(&out);
@@ -416,44 +411,19 @@ fn srt_play_of_a_subscribers_channel_needs_its_playback_token() {
     assert_eq!(s, 200, "{v}");
     let token = v["playback_token"].as_str().expect("the owner gets a playback token").to_owned();
 
-    let read = |id: &str, seconds: &str, out: &std::path::Path| {
-        let url = format!("srt://{}?streamid={id}&latency=200000", server.srt);
-        let args: Vec<String> = [
-            "-hide_banner",
-            "-nostdin",
-            "-v",
-            "error",
-            "-y",
-            "-i",
-            &url,
-            "-t",
-            seconds,
-            "-c",
-            "copy",
-            "-f",
-            "mpegts",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([out.display().to_string()])
-        .collect();
-        let mut p = Proc::spawn("ffmpeg", &args);
-        let status = p.wait_timeout(Duration::from_secs(20));
-        (status, p.stderr())
-    };
     let scratch = server.data_dir().join("refused.ts");
     let forged = format!("{}x", &token[..token.len() - 1]);
     for (what, id) in [
         ("no token", "#!::r=premium,m=request".to_string()),
         ("a forged token", format!("#!::r=premium,m=request,token={forged}")),
     ] {
-        let (status, stderr) = read(&id, "1", &scratch);
+        let (status, stderr) = srt_read(&server, &id, "1", &scratch);
         assert!(status.is_some_and(|s| !s.success()), "{what}: not refused: {status:?} {stderr}");
     }
     assert!(server.metric(AUTH_FAILURES) >= 2.0, "refusals not counted");
 
     let out = server.data_dir().join("premium.ts");
-    let (status, stderr) = read(&format!("#!::r=premium,m=request,token={token}"), "3", &out);
+    let (status, stderr) = srt_read(&server, &format!("#!::r=premium,m=request,token={token}"), "3", &out);
     assert!(status.is_some_and(|s| s.success()), "with the token: {status:?} {stderr}\n{}", server.logs());
     let probe = ffprobe(&out);
     assert!(probe.video().count() >= 30, "{} video packets over SRT play", probe.video().count());
