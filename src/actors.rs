@@ -29,6 +29,7 @@ pub mod channel;
 pub mod hls;
 pub mod ingest;
 pub mod listen;
+pub mod pull;
 pub mod registry;
 pub mod restream;
 pub mod supervise;

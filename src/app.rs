@@ -1,8 +1,9 @@
 //! Server assembly: store, actors, listeners, and the shutdown cancellation tree.
 //!
 //! Start order: store (connect, migrate, first-run channel) -> ChannelRegistry -> the TLS
-//! certificate (when `[tls]` names one; a bad file fails the start) -> RTMP and RTMPS listeners
-//! on the media runtime -> HTTP and HTTPS. Shutdown reverses it: stop accepting, tell every session to
+//! certificate (when `[tls]` names one; a bad file fails the start) -> pulled sources (RTSP)
+//! -> RTMP and RTMPS listeners on the media runtime -> SRT -> HTTP and HTTPS -> the configured
+//! pull sources. Shutdown reverses it: stop accepting, tell every session to
 //! finish politely (viewers get `NetStream.Play.UnpublishNotify`-style stop), stop the channels,
 //! wait for sessions up to `server.shutdown_timeout`, stop HTTP, close the store.
 
@@ -19,6 +20,7 @@ use tracing::{info, warn};
 use crate::actors::channel::{ChannelDeps, ChannelSettings};
 use crate::actors::hls::{HlsDirectory, HlsSettings};
 use crate::actors::listen::rtmp::{self, RtmpContext, PROTOCOL, PROTOCOL_TLS};
+use crate::actors::pull::{PullSource, Pulls};
 use crate::actors::registry::{ChannelRegistry, StopAll, SupervisionSettings};
 use crate::actors::restream::Restream;
 use crate::actors::supervise::Backoff;
@@ -91,6 +93,15 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         )
     });
 
+    // Pulled sources (RTSP cameras): publishers the server connects to itself.
+    let pulls = Pulls::new(
+        config.rtsp.settings(),
+        registry.clone(),
+        media.clone(),
+        shutdown.clone(),
+        tracker.clone(),
+    );
+
     // SRT viewers share the RTMP viewer policy (lag, skips, write timeout).
     let rtmp_ctx_viewer = ViewerPolicy {
         max_lag: config.rtmp.viewer_max_lag,
@@ -131,6 +142,7 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
             &config.rtmp.per_address_exempt,
         ),
         clock,
+        pulls: pulls.clone(),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
         fanouts: config.rtmp.viewer_fanout.then(|| {
@@ -162,7 +174,9 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
     // destinations' editor (loaded from the store before any channel goes live).
     let mut api_ctx = crate::http::api::ApiContext::build(&config, store.clone()).await?;
     api_ctx.restream = restream.clone();
+    api_ctx.pulls = Some(pulls.clone());
     crate::http::api::destinations::load_all(&store, &restream).await?;
+    crate::http::api::sources::load_all(&store, &pulls).await?;
     let api = actix_web::web::Data::new(api_ctx);
 
     // SRT: bound the same way; refusals happen in the handshake, before any media.
@@ -175,6 +189,7 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         tracker: tracker.clone(),
         viewer: rtmp_ctx_viewer,
         clock,
+        pulls: pulls.clone(),
     });
     let srt_config = config.srt.clone();
     let (srt_listener, srt_incoming, _srt_addr) = media
@@ -209,6 +224,7 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         hls_settings: settings.hls,
         hlsjs_url: config.http.hlsjs_url.clone(),
         api: api.clone(),
+        pulls: pulls.clone(),
     };
     let https = cert.as_ref().filter(|_| !config.http.tls_listen.is_empty()).map(|cert| {
         crate::http::HttpsOptions { listen: config.http.tls_listen.clone(), tls: cert.server_config(&[]) }
@@ -232,11 +248,13 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
     if config.server.create_default_channel {
         first_run_channel(&store, &config, bound).await?;
     }
+    config_sources(&store, &config, &pulls).await?;
     info!("tidecast is running");
 
     wait_for_signal().await;
     info!("shutting down");
     shutdown.cancel();
+    pulls.stop_all();
     for task in rtmp_tasks {
         let _ = task.await;
     }
@@ -251,6 +269,35 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
     api.shutdown().await;
     store.close().await;
     info!("stopped");
+    Ok(())
+}
+
+/// Start the `[[rtsp.sources]]` of the config, creating each missing channel (public, without an
+/// owner). A channel whose source was set through the API keeps that one.
+async fn config_sources(store: &Store, config: &Config, pulls: &Pulls) -> Result<()> {
+    for s in &config.rtsp.sources {
+        let channel = match store.channel_by_name(&s.channel).await? {
+            Some(c) => c,
+            None => {
+                let (c, _key) = store
+                    .create_channel(NewChannel {
+                        name: s.channel.clone(),
+                        title: None,
+                        owner_id: None,
+                        visibility: Visibility::Public,
+                    })
+                    .await?;
+                info!(channel = %c.name, "created the channel of a configured pull source");
+                c
+            }
+        };
+        if store.source(channel.id).await?.is_some() {
+            info!(channel = %channel.name, "the channel's source set through the API wins over the configured one");
+            continue;
+        }
+        let url = crate::protocols::rtsp::SourceUrl::parse(&s.url).map_err(Error::invalid)?;
+        pulls.set(&channel.name, Some(PullSource { url, transport: s.transport, on_demand: s.on_demand }));
+    }
     Ok(())
 }
 

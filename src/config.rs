@@ -36,6 +36,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 mod env;
+mod pull;
 mod restream;
 #[cfg(test)]
 mod tests;
@@ -44,6 +45,7 @@ mod units;
 
 use env::EnvOverrides;
 pub use env::ENV_PREFIX;
+pub use pull::{RtspConfig, RtspSourceConfig};
 pub use restream::RestreamConfig;
 pub use transport::{SrtConfig, TlsConfig};
 use units::{duration_str, fmt_duration};
@@ -103,6 +105,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// The SRT listener (MPEG-TS over SRT ingest).
     pub srt: SrtConfig,
+    /// Pulling channels from IP cameras over RTSP.
+    pub rtsp: RtspConfig,
     /// Pushing live channels to the owners' destinations (RTMP, RTMPS, SRT).
     pub restream: RestreamConfig,
     /// Where users, channels and videos are stored.
@@ -781,6 +785,8 @@ impl Config {
         // [srt]
         check_listen(&mut check, "srt.listen", &self.srt.listen);
         self.srt.validate(&mut check);
+        // [rtsp]
+        self.rtsp.validate(&mut check);
         // [rtmp]
         let r = &self.rtmp;
         check_listeners(&mut check, "rtmp", &r.listen, &r.tls_listen, tls);

@@ -51,6 +51,8 @@ pub struct AppState {
     /// The Platform API's shared context (also holds the playback-token verifier the LL-HLS
     /// routes use: `state.api.playback`, see `crate::auth::playback`).
     pub api: web::Data<api::ApiContext>,
+    /// Pulled sources: LL-HLS requests keep on-demand cameras pulled, and start them.
+    pub pulls: crate::actors::pull::Pulls,
 }
 
 /// HTTP settings that shape the app rather than a handler.

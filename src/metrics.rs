@@ -75,6 +75,10 @@ pub struct Metrics {
     pub push_bytes: IntCounterVec,
     /// Failed restream attempts that were retried after a backoff, by protocol.
     pub push_retries: IntCounterVec,
+    /// Pulled sources (RTSP cameras), by protocol and state.
+    pub pull_sources: IntGaugeVec,
+    /// Pulls that failed or ended and were started again, by protocol.
+    pub pull_reconnects: IntCounterVec,
     /// Time from a viewer's play request to its first media byte written.
     pub first_frame_seconds: HistogramVec,
     /// HTTP requests by route pattern and status.
@@ -315,6 +319,18 @@ impl Metrics {
                 "Failed restream attempts retried after a backoff",
                 &["protocol"],
             ),
+            pull_sources: gauge_vec(
+                &r,
+                "tidecast_pull_sources",
+                "Pulled sources (RTSP cameras), by protocol and state",
+                &["protocol", "state"],
+            ),
+            pull_reconnects: counter_vec(
+                &r,
+                "tidecast_pull_reconnects_total",
+                "Pulls that failed or ended and were started again after a backoff",
+                &["protocol"],
+            ),
             frames_unwritable: counter_vec(
                 &r,
                 "tidecast_egress_frames_unwritable_total",
@@ -366,7 +382,7 @@ impl Metrics {
             self.srt_lost.with_label_values(&[d]);
             self.srt_dropped.with_label_values(&[d]);
         }
-        for p in ["rtmp", "rtmps", "srt"] {
+        for p in ["rtmp", "rtmps", "srt", "rtsp"] {
             self.ingest_sessions.with_label_values(&[p]);
             self.ingest_bytes.with_label_values(&[p]);
             self.viewers.with_label_values(&[p]);
@@ -386,6 +402,10 @@ impl Metrics {
             for state in ["connecting", "live", "retrying", "error"] {
                 self.push_destinations.with_label_values(&[p, state]);
             }
+        }
+        self.pull_reconnects.with_label_values(&["rtsp"]);
+        for state in ["waiting", "connecting", "live", "retrying"] {
+            self.pull_sources.with_label_values(&["rtsp", state]);
         }
         for output in ["hls_packager", "hls_viewer_sweep", "restream"] {
             self.outputs_running.with_label_values(&[output]);

@@ -4,5 +4,6 @@ pub mod flv;
 pub mod fmp4;
 pub mod hls;
 pub mod rtmp;
+pub mod rtsp;
 pub mod srt;
 pub mod ts;

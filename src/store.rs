@@ -59,6 +59,7 @@ mod history;
 mod restream;
 mod revocations;
 mod search;
+mod sources;
 mod subscriptions;
 #[doc(hidden)]
 pub mod testing;
@@ -77,6 +78,7 @@ pub use history::{HistoryEntry, WatchUpdate};
 pub use restream::{DestinationRecord, DestinationUpdate};
 pub use revocations::Revocation;
 pub use search::search_terms;
+pub use sources::SourceRecord;
 pub use subscriptions::{BillingAction, Subscription, SubscriptionStatus};
 pub use users::{NewUser, User};
 pub use videos::{normalize_tags, NewVideo, Video, VideoSource, VideoStatus};

@@ -1,6 +1,6 @@
 //! `IngestSession`: one publisher's live session, whatever protocol carries it.
 //!
-//! Data flow: a protocol adapter (`ingest/rtmp.rs` today; SRT, WHIP and RTSP pull next) owns
+//! Data flow: a protocol adapter (`ingest/rtmp.rs`, `ingest/srt.rs`, `ingest/rtsp.rs`; WHIP next) owns
 //! the connection, turns wire packets into media-model [`Frame`]s with the sans-IO code in
 //! `protocols`, and hands them to this session, which owns the channel's `RingWriter`:
 //!
@@ -19,6 +19,7 @@
 //! Backpressure rule 1: `push` is synchronous and never waits for a consumer.
 
 pub mod rtmp;
+pub mod rtsp;
 pub mod srt;
 
 use std::sync::Arc;
@@ -30,13 +31,14 @@ use tracing::info;
 
 use super::channel::{AddPublisher, Channel, PublisherLeft};
 use super::next_session_id;
-use super::registry::{AuthorizePublish, ChannelRegistry};
+use super::registry::{AuthorizePublish, AuthorizePull, ChannelRegistry};
 use crate::error::{Error, ErrorKind, Result};
 use crate::media::codec::Tracks;
 use crate::media::frame::Frame;
 use crate::media::ring::RingWriter;
 use crate::metrics::{metrics, GaugeGuard};
 use crate::protocols::rtmp::Secret;
+use crate::store::ChannelRecord;
 
 /// Why a publisher's session ended, for its one log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,18 +82,43 @@ impl IngestSession {
         stream_key: Secret,
         shutdown: &CancellationToken,
     ) -> Result<IngestSession> {
-        let session_id = next_session_id();
         let authorized =
             registry.send(AuthorizePublish { stream_key }).await.map_err(Error::from).and_then(|r| r);
-        let (record, channel) = match authorized {
-            Ok(x) => x,
+        match authorized {
+            Ok((record, channel)) => IngestSession::grant(protocol, record, channel, shutdown).await,
             Err(e) => {
                 if e.kind == ErrorKind::Unauthenticated {
                     metrics().auth_failures.with_label_values(&[protocol]).inc();
                 }
-                return Err(e);
+                Err(e)
             }
-        };
+        }
+    }
+
+    /// A source the server pulls for `channel` (RTSP pull): no key to check, the channel's
+    /// configuration named the source. Refused like a publisher when the channel is live.
+    pub async fn start_pull(
+        registry: &Addr<ChannelRegistry>,
+        protocol: &'static str,
+        channel: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<IngestSession> {
+        let (record, addr) = registry
+            .send(AuthorizePull { name: channel.to_owned() })
+            .await
+            .map_err(Error::from)
+            .and_then(|r| r)?;
+        IngestSession::grant(protocol, record, addr, shutdown).await
+    }
+
+    /// Take the channel's writer (`AddPublisher`).
+    async fn grant(
+        protocol: &'static str,
+        record: ChannelRecord,
+        channel: Addr<Channel>,
+        shutdown: &CancellationToken,
+    ) -> Result<IngestSession> {
+        let session_id = next_session_id();
         let cancel = shutdown.child_token();
         let grant = channel
             .send(AddPublisher { session_id, cancel: cancel.clone(), visibility: record.visibility })

@@ -135,6 +135,29 @@ impl Handler<AuthorizePublish> for ChannelRegistry {
     }
 }
 
+/// The server pulls a source for a channel it names (RTSP pull): no key, the channel must exist.
+#[derive(Message)]
+#[rtype(result = "Result<(ChannelRecord, Addr<Channel>)>")]
+pub struct AuthorizePull {
+    pub name: String,
+}
+
+impl Handler<AuthorizePull> for ChannelRegistry {
+    type Result = ResponseActFuture<Self, Result<(ChannelRecord, Addr<Channel>)>>;
+
+    fn handle(&mut self, msg: AuthorizePull, _: &mut Self::Context) -> Self::Result {
+        let store = self.store.clone();
+        let name = msg.name;
+        Box::pin(async move { (store.channel_by_name(&name).await, name) }.into_actor(self).map(
+            |(res, name), act, _| {
+                let record = res?.ok_or_else(|| Error::not_found(format!("no channel '{name}'")))?;
+                let addr = act.channel_for(&record.name)?;
+                Ok((record, addr))
+            },
+        ))
+    }
+}
+
 /// A viewer asks for a channel by name. Live public channels resolve; others only when the caller
 /// has checked the viewer's playback token (`entitled`, SRT play through `auth::PlayAccess`).
 #[derive(Message)]

@@ -38,8 +38,9 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::actors::channel::AddReader;
+use crate::actors::pull::{DemandGuard, Pulls};
 use crate::actors::registry::{ChannelRegistry, ResolvePlay};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::media::clock::Clock;
 use crate::media::frame::Frame;
 use crate::media::ring::{Batch, RingReader};
@@ -47,18 +48,29 @@ use crate::metrics::{metrics, GaugeGuard};
 
 /// Resolve `name` for a viewer and attach a reader of its source rendition: the first step of
 /// every egress adapter. `entitled`: the caller checked a playback token (`auth::PlayAccess`);
-/// otherwise only a public channel resolves.
+/// otherwise only a public channel resolves. A channel fed by an on-demand pulled source that is
+/// not live yet is started first (the viewer waits up to `rtsp.start_timeout`); the returned
+/// guard keeps such a pull running while the viewer holds it.
 pub async fn attach(
     registry: &Addr<ChannelRegistry>,
+    pulls: &Pulls,
     name: &str,
     entitled: bool,
-) -> crate::Result<RingReader> {
-    let channel = registry
-        .send(ResolvePlay { name: name.to_owned(), entitled })
-        .await
-        .map_err(Error::from)
-        .and_then(|r| r)?;
-    channel.send(AddReader::source()).await.map_err(Error::from).and_then(|r| r)
+) -> crate::Result<(RingReader, Option<DemandGuard>)> {
+    let resolve = || async {
+        registry
+            .send(ResolvePlay { name: name.to_owned(), entitled })
+            .await
+            .map_err(Error::from)
+            .and_then(|r| r)
+    };
+    let channel = match resolve().await {
+        Err(e) if e.kind == ErrorKind::NotFound && pulls.start_on_demand(name).await => resolve().await,
+        other => other,
+    }?;
+    let demand = pulls.hold(name);
+    let reader = channel.send(AddReader::source()).await.map_err(Error::from).and_then(|r| r)?;
+    Ok((reader, demand))
 }
 
 /// Window over which a viewer's key-frame skips are counted.

@@ -21,6 +21,7 @@ mod context;
 pub mod destinations;
 mod document;
 pub mod search;
+pub mod sources;
 pub mod users;
 pub mod videos;
 
@@ -255,7 +256,7 @@ macro_rules! api_routes {
         /// The OpenAPI 3.1 document of the Platform API.
         #[derive(OpenApi)]
         #[openapi(
-            info(title = "tidecast Platform API", description = "Users, channels, videos, subscriptions, watch history, search, comments and restream destinations."),
+            info(title = "tidecast Platform API", description = "Users, channels, videos, subscriptions, watch history, search, comments, restream destinations and pulled (RTSP) sources."),
             paths($($module::$handler),*),
             modifiers(&BearerAuth),
         )]
@@ -283,6 +284,9 @@ api_routes!(
     destinations::get_destination,
     destinations::update_destination,
     destinations::delete_destination,
+    sources::get_source,
+    sources::set_source,
+    sources::delete_source,
     videos::feed,
     videos::get_video,
     videos::record_watch,

@@ -90,8 +90,29 @@ async fn authorize(
     }
 }
 
-fn lookup(state: &AppState, channel: &str) -> Result<Arc<HlsChannel>, Error> {
-    state.hls.get(channel).map(|e| e.value().clone()).ok_or_else(offline)
+/// The live channel's LL-HLS window. Every request counts as demand for an on-demand pulled
+/// source; the first viewer of such a channel that is not live yet (and may watch it) starts
+/// the camera and waits for it (`rtsp.start_timeout`).
+async fn lookup(state: &AppState, channel: &str, query: &HlsQuery) -> Result<Arc<HlsChannel>, Error> {
+    state.pulls.touch(channel);
+    if let Some(e) = state.hls.get(channel) {
+        return Ok(e.value().clone());
+    }
+    if state.pulls.status(channel).is_none() {
+        return Err(offline());
+    }
+    let token = query.other.iter().find(|(k, _)| k == "token").map(|(_, v)| v.as_str());
+    state.api.authorize_play(channel, token, None).await?;
+    if state.pulls.start_on_demand(channel).await {
+        // The packager's window appears with the first frames.
+        for _ in 0..20 {
+            if let Some(e) = state.hls.get(channel) {
+                return Ok(e.value().clone());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    Err(offline())
 }
 
 /// The release histogram's series for `waiter` (`playlist` or `part`), looked up once: every
@@ -152,7 +173,7 @@ async fn multivariant(path: web::Path<String>, req: HttpRequest, state: web::Dat
         Ok(q) => q,
         Err(e) => return fail(KIND, Error::invalid(e.to_string())),
     };
-    let entry = match lookup(&state, &channel) {
+    let entry = match lookup(&state, &channel, &query).await {
         Ok(e) => e,
         Err(e) => return fail(KIND, e),
     };
@@ -272,7 +293,7 @@ async fn media_playlist(
         Err(e) => return fail("playlist", Error::invalid(e.to_string())),
     };
     let kind = if query.msn.is_some() { "blocking_playlist" } else { "playlist" };
-    let entry = match lookup(&state, &channel) {
+    let entry = match lookup(&state, &channel, &query).await {
         Ok(e) => e,
         Err(e) => return fail(kind, e),
     };
@@ -427,7 +448,7 @@ async fn media_file(
         Ok(q) => q,
         Err(e) => return fail(kind, Error::invalid(e.to_string())),
     };
-    let entry = match lookup(&state, &channel) {
+    let entry = match lookup(&state, &channel, &query).await {
         Ok(e) => e,
         Err(e) => return fail(kind, e),
     };

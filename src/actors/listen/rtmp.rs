@@ -87,6 +87,8 @@ pub struct RtmpContext {
     /// `rtmp.max_connections_per_address` and its exempt networks.
     pub per_address: Arc<PerAddressLimit>,
     pub clock: Clock,
+    /// On-demand pulled sources: an RTMP viewer starts and holds them.
+    pub pulls: crate::actors::pull::Pulls,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     /// The channel writers of plain-RTMP viewers (`rtmp.viewer_fanout`); `None` when off.

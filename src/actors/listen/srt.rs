@@ -49,6 +49,8 @@ pub struct SrtContext {
     /// Lag policy and write timeout of SRT viewers (the RTMP viewer settings).
     pub viewer: ViewerPolicy,
     pub clock: Clock,
+    /// On-demand pulled sources: an SRT player starts and holds them.
+    pub pulls: crate::actors::pull::Pulls,
 }
 
 /// Binds the UDP socket (port 0 picks a free one) and starts srt-tokio's listener on it.
@@ -214,7 +216,7 @@ async fn play(request: ConnectionRequest, ctx: &SrtContext, channel: String, tok
     let started = crate::actors::viewer::srt::started();
     tracing::Span::current().record("channel", channel.as_str());
     let reader = match ctx.access.authorize(&channel, token.as_deref()).await {
-        Ok(()) => crate::actors::viewer::attach(&ctx.registry, &channel, true).await,
+        Ok(()) => crate::actors::viewer::attach(&ctx.registry, &ctx.pulls, &channel, true).await,
         Err(e) => {
             // A refused token, or none for a channel that needs one; an unknown channel is not
             // an authentication failure.
@@ -224,7 +226,8 @@ async fn play(request: ConnectionRequest, ctx: &SrtContext, channel: String, tok
             Err(e)
         }
     };
-    let reader = match reader {
+    // `_demand` keeps an on-demand pulled source running while this player plays.
+    let (reader, _demand) = match reader {
         Ok(r) => r,
         Err(e) => {
             info!(reason = %e.msg, "play refused");

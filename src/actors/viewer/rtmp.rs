@@ -55,7 +55,9 @@ pub(crate) async fn run<T: Transport>(
     started: Instant,
 ) -> Result<(), SessionEnd> {
     // RTMP play carries no playback token: public channels only.
-    let reader = match crate::actors::viewer::attach(&ctx.registry, &name, false).await {
+    // `_demand` keeps an on-demand pulled source running while this viewer plays.
+    let (reader, _demand) = match crate::actors::viewer::attach(&ctx.registry, &ctx.pulls, &name, false).await
+    {
         Ok(r) => r,
         Err(e) => {
             info!(channel = %name, reason = %e.msg, "play refused");

@@ -45,6 +45,9 @@ pub struct ApiContext {
     /// per-channel limit from `[restream]`.
     pub restream: crate::actors::restream::Restream,
     pub max_destinations: usize,
+    /// Pulled sources (RTSP cameras), set by `app::serve`; `None` (API-only test servers): the
+    /// source routes answer 503.
+    pub pulls: Option<crate::actors::pull::Pulls>,
     videos: StaleCache<i64, Arc<Video>>,
     plans: StaleCache<i64, Arc<Vec<String>>>,
     /// user -> owns private content (their search results differ from everyone's).
@@ -99,6 +102,7 @@ impl ApiContext {
         Ok(ApiContext {
             restream: crate::actors::restream::Restream::default(),
             max_destinations: config.restream.max_destinations_per_channel,
+            pulls: None,
             revocations,
             jwt: JwtKeys::new(&jwt_ring, config.auth.access_token_ttl),
             playback: PlaybackKeys::new(playback_ring),

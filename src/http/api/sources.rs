@@ -1,0 +1,220 @@
+//! A channel's pulled source (owner or admin only): an RTSP camera the server connects to
+//! instead of waiting for a publisher. Read, set (create or replace), delete.
+//!
+//! Every change is written to the store and then handed to `actors::pull::Pulls`, which starts,
+//! restarts or stops the pull at once. The password is write-only: answers say
+//! `credentials_set` and show the URL without user or password; `last_error` never holds them.
+
+use actix_web::{delete, get, put, web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::channels::{find_visible, require_owner};
+use super::{ApiContext, Caller, ErrorBody, API_PREFIX};
+use crate::actors::pull::{PullSource, PullState, Pulls};
+use crate::error::Error;
+use crate::protocols::rtsp::{RtspTransport, SourceUrl};
+use crate::store::{ChannelRecord, SourceRecord, Store};
+
+/// Longest user name or password accepted.
+const MAX_CREDENTIAL_LEN: usize = 256;
+
+#[derive(Serialize, ToSchema)]
+pub struct SourceView {
+    /// The rtsp:// URL, without credentials.
+    pub url: String,
+    /// A user name (and password) are stored; they are never returned.
+    pub credentials_set: bool,
+    /// tcp (interleaved) or udp.
+    #[schema(value_type = String)]
+    pub transport: RtspTransport,
+    /// Pulled only while someone watches.
+    pub on_demand: bool,
+    /// waiting (on demand, nobody watching), connecting, live or retrying.
+    #[schema(value_type = String)]
+    pub state: PullState,
+    /// The last failure, without credentials.
+    pub last_error: Option<String>,
+    /// Pulls started again after a failure or a drop (since the server started).
+    pub reconnects: u64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetSourceRequest {
+    /// rtsp://[user:pass@]host[:port]/path. Credentials may come in the URL or apart.
+    #[schema(max_length = 2048, pattern = r"^rtsp://[^\s#]+$")]
+    pub url: String,
+    /// Overrides a user name in the URL.
+    #[schema(max_length = 256, pattern = r"^[^\u0000-\u001f\u007f]*$")]
+    pub username: Option<String>,
+    /// Overrides a password in the URL.
+    #[schema(max_length = 256, pattern = r"^[^\u0000-\u001f\u007f]*$")]
+    pub password: Option<String>,
+    /// tcp (default) or udp.
+    #[schema(value_type = Option<String>, pattern = "^(tcp|udp)$")]
+    pub transport: Option<String>,
+    /// Default false: pull always.
+    pub on_demand: Option<bool>,
+}
+
+fn view(r: SourceRecord, channel: &str, pulls: &Pulls) -> SourceView {
+    let status = pulls.status(channel);
+    SourceView {
+        url: r.url,
+        credentials_set: !r.username.is_empty(),
+        transport: RtspTransport::parse(&r.transport).unwrap_or_default(),
+        on_demand: r.on_demand,
+        state: status.as_ref().map_or(PullState::Retrying, |s| s.state),
+        last_error: status.as_ref().and_then(|s| s.last_error.clone()),
+        reconnects: status.map_or(0, |s| s.reconnects),
+        created_at_ms: r.created_at_ms,
+        updated_at_ms: r.updated_at_ms,
+    }
+}
+
+/// What the pull task needs from a stored source; `None` for a row that no longer validates.
+pub fn to_source(r: &SourceRecord) -> Option<PullSource> {
+    let url =
+        SourceUrl::parse(&r.url).ok()?.with_credentials(Some(r.username.clone()), Some(r.password.clone()));
+    Some(PullSource { url, transport: RtspTransport::parse(&r.transport).ok()?, on_demand: r.on_demand })
+}
+
+/// Start every stored source (server start).
+pub async fn load_all(store: &Store, pulls: &Pulls) -> crate::Result<()> {
+    for (name, r) in store.all_sources().await? {
+        match to_source(&r) {
+            Some(s) => pulls.set(&name, Some(s)),
+            None => tracing::warn!(channel = %name, "stored pull source no longer validates; not started"),
+        }
+    }
+    Ok(())
+}
+
+fn pulls(ctx: &ApiContext) -> Result<&Pulls, Error> {
+    ctx.pulls.as_ref().ok_or_else(|| Error::unavailable("pulled sources are not available on this server"))
+}
+
+async fn owned(ctx: &ApiContext, caller: &Caller, name: &str) -> Result<ChannelRecord, Error> {
+    let c = find_visible(ctx, Some(caller), name).await?;
+    require_owner(caller, c.owner_id)?;
+    Ok(c)
+}
+
+fn check_credential(field: &str, v: &Option<String>) -> Result<(), Error> {
+    match v {
+        Some(v) if v.chars().count() > MAX_CREDENTIAL_LEN || v.chars().any(char::is_control) => {
+            Err(Error::invalid(format!(
+                "{field} must be at most {MAX_CREDENTIAL_LEN} characters without control characters"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The channel's pulled source with its state.
+#[utoipa::path(
+    context_path = API_PREFIX,
+    tag = "sources",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = SourceView),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+#[get("/channels/{name}/source")]
+pub async fn get_source(
+    ctx: web::Data<ApiContext>,
+    caller: Caller,
+    name: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let c = owned(&ctx, &caller, &name).await?;
+    let pulls = pulls(&ctx)?;
+    let r =
+        ctx.store.source(c.id).await?.ok_or_else(|| Error::not_found("the channel has no pulled source"))?;
+    Ok(HttpResponse::Ok().json(view(r, &c.name, pulls)))
+}
+
+/// Set the channel's source (replacing any); the pull starts or restarts at once.
+#[utoipa::path(
+    context_path = API_PREFIX,
+    tag = "sources",
+    security(("bearer" = [])),
+    request_body = SetSourceRequest,
+    responses(
+        (status = 200, body = SourceView),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+#[put("/channels/{name}/source")]
+pub async fn set_source(
+    ctx: web::Data<ApiContext>,
+    caller: Caller,
+    name: web::Path<String>,
+    body: web::Json<SetSourceRequest>,
+) -> Result<HttpResponse, Error> {
+    let c = owned(&ctx, &caller, &name).await?;
+    let pulls = pulls(&ctx)?;
+    let body = body.into_inner();
+    check_credential("username", &body.username)?;
+    check_credential("password", &body.password)?;
+    let url = SourceUrl::parse(&body.url)
+        .map_err(|e| Error::invalid(format!("url: {e}")))?
+        .with_credentials(body.username, body.password);
+    let transport = match body.transport.as_deref() {
+        None => RtspTransport::Tcp,
+        Some(t) => RtspTransport::parse(t).map_err(Error::invalid)?,
+    };
+    let on_demand = body.on_demand.unwrap_or(false);
+    let r = ctx
+        .store
+        .set_source(&SourceRecord {
+            channel_id: c.id,
+            url: url.masked().to_owned(),
+            username: url.username().to_owned(),
+            password: url.password().to_owned(),
+            transport: transport.label().to_owned(),
+            on_demand,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        })
+        .await?;
+    tracing::info!(channel = %c.name, source = %url, transport = transport.label(), on_demand, "pull source set");
+    pulls.set(&c.name, Some(PullSource { url, transport, on_demand }));
+    Ok(HttpResponse::Ok().json(view(r, &c.name, pulls)))
+}
+
+/// Remove the channel's source; a running pull stops at once.
+#[utoipa::path(
+    context_path = API_PREFIX,
+    tag = "sources",
+    security(("bearer" = [])),
+    responses(
+        (status = 204),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+#[delete("/channels/{name}/source")]
+pub async fn delete_source(
+    ctx: web::Data<ApiContext>,
+    caller: Caller,
+    name: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let c = owned(&ctx, &caller, &name).await?;
+    let pulls = pulls(&ctx)?;
+    if !ctx.store.delete_source(c.id).await? {
+        return Err(Error::not_found("the channel has no pulled source"));
+    }
+    tracing::info!(channel = %c.name, "pull source removed");
+    pulls.set(&c.name, None);
+    Ok(HttpResponse::NoContent().finish())
+}
