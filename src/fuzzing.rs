@@ -15,10 +15,12 @@
 //! the ingest demuxer, codec configuration records (avcC, hvcC, av1C, AudioSpecificConfig,
 //! OpusHead), the `_HLS_*` playlist query, HTTP paths (route table and media file names), JWT
 //! access tokens, playback tokens, Stripe webhook signatures, the MPEG-TS demuxer (split
-//! invariance, monotonic DTS, well-formed length-prefixed video) and SRT stream ids. rml_rtmp decodes AMF3 message
+//! invariance, monotonic DTS, well-formed length-prefixed video) SRT stream ids, and RTSP pull's depacketizing (retina's H.264, H.265 and AAC depacketizers
+//! into `protocols::rtsp::RtspDemux`). rml_rtmp decodes AMF3 message
 //! types as AMF0 (there is no AMF3 decoder to reach), so the AMF0 target covers them.
 
 use std::io::Cursor;
+use std::num::NonZeroU32;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -64,6 +66,7 @@ pub const TARGETS: &[Target] = &[
     ("stripe_signature", stripe_signature),
     ("ts_demux", ts_demux),
     ("srt_stream_id", srt_stream_id),
+    ("rtsp_depacketize", rtsp_depacketize),
 ];
 
 /// The server's defaults (`config::RtmpConfig`), with a smaller message cap so runs stay fast.
@@ -526,11 +529,112 @@ pub fn ts_demux(data: &[u8]) {
         assert!(f.pts >= f.dts, "pts before dts");
         if video {
             assert!(f.tracks.video.is_some(), "video frame without configuration");
-            let mut rest = &f.data[..];
-            while !rest.is_empty() {
-                let len = u32::from_be_bytes(rest[..4].try_into().expect("4-byte length")) as usize;
-                rest = &rest[4 + len..];
+            assert_length_prefixed(&f.data);
+        } else {
+            assert!(f.tracks.audio.is_some(), "audio frame without configuration");
+        }
+    }
+}
+
+/// Video leaves as whole 4-byte length-prefixed NAL units: the lengths add up exactly.
+fn assert_length_prefixed(data: &[u8]) {
+    let mut rest = data;
+    while !rest.is_empty() {
+        let len = u32::from_be_bytes(rest[..4].try_into().expect("4-byte length")) as usize;
+        rest = &rest[4 + len..];
+    }
+}
+
+/// H.264 (x264, 320x240 High), H.265 (x265, 320x240 Main) and AAC-LC (48 kHz stereo) stream
+/// parameters as an SDP's `fmtp` lines carry them, so the depacketizers start configured.
+const H264_FMTP: &str =
+    "packetization-mode=1;profile-level-id=64000d;sprop-parameter-sets=Z2QADazZQUH7ARAAAAMAEAAAAwMg8UKZYA==,aOvjyyLA";
+const H265_FMTP: &str = "sprop-vps=QAEMAf//AWAAAAMAkAAAAwAAAwA8lZgJ;\
+    sprop-sps=QgEBAWAAAAMAkAAAAwAAAwA8oAoIDxZZWaSTK8BaAgAAAwACAAADADIQ;sprop-pps=RAHBcrRiQA==";
+const AAC_FMTP: &str =
+    "streamtype=5;profile-level-id=2;mode=AAC-hbr;config=1190;sizelength=13;indexlength=3;indexdeltalength=3";
+
+/// RTSP pull's depacketizing, as `ingest/rtsp.rs` runs it: RTP payloads through retina's
+/// H.264, H.265 or AAC depacketizer (`FrameFormat::MP4`), new parameters, sender reports and
+/// the sender-report wait interleaved, into `protocols::rtsp::RtspDemux`. The first byte picks
+/// the codec; then records of `[kind, length, payload]`: kind bits 0-1 pick RTP (marker in bit
+/// 0), a sender report or a tick, bits 2-6 the timestamp step, bit 7 a lost packet. Never a
+/// panic; what leaves has a track set, growing DTS, PTS >= DTS, and whole length-prefixed NAL
+/// units.
+pub fn rtsp_depacketize(data: &[u8]) {
+    use retina::codec::{CodecItem, Depacketizer, FrameFormat};
+    use retina::rtp::PacketMeta;
+    use retina::testutil::DepacketizeBuf;
+
+    use crate::protocols::rtsp::{RtspDemux, RtspEvent, Selected, SR_WAIT};
+
+    let [which, input @ ..] = data else { return };
+    let mut rest = input;
+    let (media, encoding, clock, fmtp) = match which % 3 {
+        0 => ("video", "h264", 90_000, H264_FMTP),
+        1 => ("video", "h265", 90_000, H265_FMTP),
+        _ => ("audio", "mpeg4-generic", 48_000, AAC_FMTP),
+    };
+    let video = media == "video";
+    let channels = (!video).then(|| std::num::NonZeroU16::new(2).expect("2"));
+    let mut dep =
+        Depacketizer::new(media, encoding, clock, channels, Some(fmtp)).expect("the fmtp lines are valid");
+    dep.set_frame_format(FrameFormat::MP4);
+    let selected = Some(Selected { index: 0, clock_rate: clock });
+    let t0 = std::time::Instant::now();
+    let mut demux =
+        if video { RtspDemux::new(selected, None, t0) } else { RtspDemux::new(None, selected, t0) };
+    demux.set_parameters(0, dep.parameters()).expect("parameters from a valid fmtp");
+    let mut buf = DepacketizeBuf::new(1 << 16);
+    let mut out = Vec::new();
+    let (mut seq, mut ts) = (0u16, 0i64);
+    while let &[kind, len, ref tail @ ..] = rest {
+        let (payload, next) = tail.split_at(usize::from(len).min(tail.len()));
+        rest = next;
+        ts += i64::from((kind >> 2) & 0x1f) * 300;
+        match kind & 3 {
+            0 | 1 => {
+                let lost = kind & 0x80 != 0;
+                seq = seq.wrapping_add(1 + u16::from(lost));
+                let meta = PacketMeta {
+                    ctx: retina::PacketContext::dummy(),
+                    stream_id: 0,
+                    timestamp: retina::Timestamp::new(ts, NonZeroU32::new(clock).expect("non-zero"), 0)
+                        .expect("non-negative"),
+                    sequence_number: seq,
+                    ssrc: 0x5eed,
+                    mark: kind & 1 != 0,
+                    loss: u16::from(lost),
+                };
+                if buf.push(&mut dep, meta, payload).is_err() {
+                    return; // the adapter ends the session on a depacketizer error
+                }
+                while let Some(item) = dep.pull() {
+                    let Ok(item) = item else { return };
+                    if matches!(&item, CodecItem::VideoFrame(f) if f.has_new_parameters())
+                        && demux.set_parameters(0, dep.parameters()).is_err()
+                    {
+                        return;
+                    }
+                    demux.push(item, t0, &mut out);
+                }
             }
+            2 => {
+                let ntp = payload.iter().fold(0u64, |n, b| n.rotate_left(8) ^ u64::from(*b));
+                demux.sender_report(0, ts, ntp, t0, &mut out);
+            }
+            _ => demux.tick(t0 + SR_WAIT, &mut out),
+        }
+    }
+    let mut last = i64::MIN;
+    for e in &out {
+        let RtspEvent::Frame(f) = e else { continue };
+        assert!(f.dts.ticks > last, "DTS did not grow");
+        last = f.dts.ticks;
+        assert!(f.pts >= f.dts, "pts before dts");
+        if video {
+            assert!(f.tracks.video.is_some(), "video frame without configuration");
+            assert_length_prefixed(&f.data);
         } else {
             assert!(f.tracks.audio.is_some(), "audio frame without configuration");
         }

@@ -294,6 +294,54 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("srt_stream_id", "publish-prefix", b"publish:live/k3y".to_vec()),
         ("srt_stream_id", "request-token", b"#!::r=main,m=request,token=a.b".to_vec()),
         ("srt_stream_id", "read", b"read:main?token=t".to_vec()),
+        // [codec: 0 H.264, 1 H.265, 2 AAC], then [kind, length, payload] records: kind 2 a
+        // sender report, 3 the end of the report wait, else RTP (bit 0 marker, bits 2-6 the
+        // timestamp step in 300-tick units).
+        (
+            "rtsp_depacketize",
+            "h264",
+            [
+                &[0u8, 2, 8][..],
+                &[1, 2, 3, 4, 5, 6, 7, 8],
+                &[1, 5],
+                &[0x65, 0x88, 0x84, 0x00, 0x33],
+                &[0x30, 4],
+                &[0x7c, 0x81, 0x9a, 0x01],
+                &[0x01, 4],
+                &[0x7c, 0x41, 0x02, 0x03],
+                &[3, 0],
+            ]
+            .concat(),
+        ),
+        (
+            "rtsp_depacketize",
+            "h265",
+            [
+                &[1u8, 3, 0][..],
+                &[1, 4],
+                &[0x26, 0x01, 0xaf, 0x10],
+                &[0x31, 4],
+                &[0x2a, 0x01, 0xaf, 0x20],
+                &[0x31, 4],
+                &[0x02, 0x01, 0xd0, 0x30],
+                &[2, 8],
+                &[9, 9, 9, 9, 9, 9, 9, 9],
+            ]
+            .concat(),
+        ),
+        (
+            "rtsp_depacketize",
+            "aac",
+            [
+                &[2u8, 2, 8][..],
+                &[1, 2, 3, 4, 5, 6, 7, 8],
+                &[0x0d, 9],
+                &[0x00, 0x10, 0x00, 0x28, 0x21, 0x10, 0x04, 0x60, 0x8c],
+                &[0x0d, 9],
+                &[0x00, 0x10, 0x00, 0x28, 0x21, 0x10, 0x04, 0x60, 0x8c],
+            ]
+            .concat(),
+        ),
     ]
 }
 

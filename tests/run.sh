@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests drive (ffmpeg, ffprobe,
-# srt-live-transmit;
+# srt-live-transmit; GStreamer's RTSP server for the RTSP camera;
 # Debian's Chromium, node and the npm packages of tests/browser for the hls.js player test;
 # schemathesis in a Python virtualenv for the API contract test),
 # then checks formatting and lints and runs every unit and integration test.
@@ -23,6 +23,13 @@ command -v srt-live-transmit >/dev/null 2>&1 || missing+=(srt-tools)
 # browser download cannot work on these machines. node 20 is usually there already.
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+# tests/rtsp_pull.rs: a camera of our own, GStreamer's RTSP server from Debian's Python (x264enc
+# from -ugly, the RTP payloaders from -good, voaacenc/x265enc from -bad).
+/usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); gi.require_version('Gst', '1.0'); \
+from gi.repository import Gst, GstRtspServer; Gst.init(None); \
+assert all(Gst.ElementFactory.find(e) for e in ('x264enc', 'rtph264pay', 'rtpmp4gpay', 'voaacenc'))" \
+  >/dev/null 2>&1 || missing+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad)
 # tests/tls.rs: a self-signed certificate and the served-certificate oracle (openssl), HTTPS
 # with verification (curl).
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)

@@ -160,9 +160,12 @@ impl PullEntry {
         self.live.send_replace(state == PullState::Live);
     }
 
-    fn failed(&self, error: String) {
-        let mut s = self.lock();
-        s.last_error = Some(error);
+    /// Record a failure for the API: its first line (retina appends hex dumps and connection
+    /// context on the lines after), at most 300 characters.
+    fn failed(&self, error: &str) {
+        let line = error.lines().next().unwrap_or_default();
+        let short: String = line.chars().take(300).collect();
+        self.lock().last_error = Some(short);
     }
 
     pub fn status(&self) -> PullStatus {
@@ -389,7 +392,7 @@ async fn run(inner: Arc<Inner>, registry: Addr<ChannelRegistry>, channel: String
             Ok(()) => info!("camera ended the stream; reconnecting"),
             Err(e) => {
                 warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "pull failed");
-                entry.failed(e);
+                entry.failed(&e);
             }
         }
         entry.set_state(PullState::Retrying);

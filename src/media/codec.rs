@@ -31,6 +31,19 @@ pub enum VideoCodec {
     Av1,
 }
 
+impl VideoCodec {
+    /// Whether a NAL unit whose first header byte is `header` makes its access unit a random
+    /// access point: an IDR slice (H.264 type 5), any IRAP picture (H.265 types 16-23: BLA, IDR,
+    /// CRA; x265 and many cameras send CRA with closed GOPs). Always false for AV1.
+    pub fn is_random_access_nal(self, header: u8) -> bool {
+        match self {
+            VideoCodec::H264 => header & 0x1f == 5,
+            VideoCodec::H265 => (16..=23).contains(&((header >> 1) & 0x3f)),
+            VideoCodec::Av1 => false,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AudioCodec {
     Aac,

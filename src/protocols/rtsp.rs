@@ -30,7 +30,7 @@ use bytes::Bytes;
 use retina::codec::{AudioFrame, CodecItem, ParametersRef, VideoFrame};
 use retina::rtcp::ReceivedCompoundPacket;
 
-use crate::media::{AudioConfig, Frame, MediaTime, TrackKind, Tracks, VideoConfig};
+use crate::media::{AudioConfig, Frame, MediaTime, TrackKind, Tracks, VideoCodec, VideoConfig};
 
 /// How long frames are held at the start waiting for every stream's first sender report.
 pub const SR_WAIT: Duration = Duration::from_secs(6);
@@ -322,9 +322,11 @@ impl RtspDemux {
     }
 
     fn video_frame(&mut self, f: VideoFrame, now: Instant, out: &mut Vec<RtspEvent>) {
-        let (stream, keyframe, elapsed) =
-            (f.stream_id(), f.is_random_access_point(), f.timestamp().elapsed());
-        self.media(stream, elapsed, keyframe, Bytes::from(f.into_data()), now, out);
+        let (stream, elapsed) = (f.stream_id(), f.timestamp().elapsed());
+        // retina marks only IDR pictures; a CRA (an IRAP picture too) starts a GOP as well.
+        let data = Bytes::from(f.into_data());
+        let keyframe = self.tracks.video.as_ref().is_some_and(|v| random_access(v.codec, &data));
+        self.media(stream, elapsed, keyframe, data, now, out);
     }
 
     fn audio_frame(&mut self, f: AudioFrame, now: Instant, out: &mut Vec<RtspEvent>) {
@@ -458,6 +460,19 @@ impl RtspDemux {
             tracks,
         )));
     }
+}
+
+/// Whether length-prefixed (4-byte) NAL units hold a random access picture.
+fn random_access(codec: VideoCodec, mut data: &[u8]) -> bool {
+    while data.len() > 4 {
+        let len = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as usize;
+        let Some(nal) = data.get(4..4 + len) else { return false };
+        if nal.first().is_some_and(|&h| codec.is_random_access_nal(h)) {
+            return true;
+        }
+        data = &data[4 + len..];
+    }
+    false
 }
 
 fn ticks_to_ns(ticks: i64, clock_rate: u32) -> i128 {

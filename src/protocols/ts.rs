@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::media::{AudioConfig, Frame, MediaTime, TrackKind, Tracks, VideoConfig};
+use crate::media::{AudioConfig, Frame, MediaTime, TrackKind, Tracks, VideoCodec, VideoConfig};
 
 mod mux;
 pub use mux::{crc32_mpeg2, TsMuxer};
@@ -469,6 +469,7 @@ impl TsDemuxer {
 
     fn video_unit(&mut self, kind: StreamKind, pts: u64, dts: u64, es: Bytes, out: &mut Vec<TsEvent>) {
         let hevc = kind == StreamKind::Hevc;
+        let codec = if hevc { VideoCodec::H265 } else { VideoCodec::H264 };
         let mut data = BytesMut::with_capacity(es.len() + 16);
         let mut keyframe = false;
         let mut config_changed = false;
@@ -480,11 +481,10 @@ impl TsDemuxer {
                 (false, 7) | (true, 33) => Some(&mut self.sps),
                 (false, 8) | (true, 34) => Some(&mut self.pps),
                 (true, 32) => Some(&mut self.vps),
-                (false, 5) | (true, 16..=23) => {
-                    keyframe = true;
+                _ => {
+                    keyframe |= codec.is_random_access_nal(h);
                     None
                 }
-                _ => None,
             };
             if let Some(slot) = slot {
                 if slot.as_deref() != Some(nal) {

@@ -242,3 +242,16 @@ fn retina_depacketized_h264_and_aac_become_frames() {
     assert_eq!(&f[2].data[..], &au);
     assert_eq!(f[2].track, TrackKind::Audio);
 }
+
+#[test]
+fn cra_and_idr_pictures_are_key_frames() {
+    // H.265: a CRA slice (type 21; x265's key frames) after an SEI; a trailing picture is not.
+    assert!(random_access(VideoCodec::H265, &[0, 0, 0, 2, 0x4e, 0x01, 0, 0, 0, 2, 0x2a, 0x01]));
+    assert!(random_access(VideoCodec::H265, &[0, 0, 0, 2, 0x26, 0x01]), "IDR_W_RADL");
+    assert!(!random_access(VideoCodec::H265, &[0, 0, 0, 2, 0x02, 0x01]));
+    // H.264: IDR (type 5) only.
+    assert!(random_access(VideoCodec::H264, &[0, 0, 0, 1, 0x06, 0, 0, 0, 1, 0x65]));
+    assert!(!random_access(VideoCodec::H264, &[0, 0, 0, 1, 0x41]));
+    // A length past the end is not read.
+    assert!(!random_access(VideoCodec::H264, &[0, 0, 0, 9, 0x65]));
+}
