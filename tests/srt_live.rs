@@ -385,6 +385,32 @@ fn srt_hevc_plays_over_ll_hls() {
     publisher.kill();
 }
 
+/// Opus audio in the TS (ffmpeg libopus): the channel's LL-HLS carries it (`opus` in CODECS,
+/// an `Opus`/`dOps` sample entry) and decodes; SRT play sends it on as Opus in TS.
+#[test]
+fn srt_opus_audio_plays_over_ll_hls() {
+    if !require_ffmpeg() {
+        return;
+    }
+    let server = TestServer::start(&[]);
+    let url =
+        format!("srt://{}?streamid=publish:live/{}&pkt_size=1316&latency=200000", server.srt, server.key);
+    let options =
+        strings(&["-c:v", "libx264", "-preset", "veryfast", "-g", "30", "-c:a", "libopus", "-ac", "2"]);
+    let mut publisher = ffmpeg_test_source(&url, 20, "640x360", &options, "mpegts");
+    wait_srt_live(&server);
+    let mv = decode_ll_hls(&server, 3);
+    assert!(mv.contains("opus") && mv.contains("avc1."), "no Opus in the multivariant playlist:\n{mv}");
+    // SRT play carries it on, as Opus in TS.
+    let out = server.data_dir().join("opus-play.ts");
+    let (status, stderr) = srt_read(&server, "read:main", "3", &out);
+    assert!(status.is_some_and(|s| s.success()), "srt play: {stderr}");
+    let probe = ffprobe(&out);
+    assert!(probe.streams.iter().any(|s| s.codec_name == "opus"), "{:?}", probe.streams);
+    assert!(probe.streams.iter().any(|s| s.codec_name == "h264"));
+    publisher.kill();
+}
+
 /// SRT play follows LL-HLS's entitlement rule: a `subscribers` channel needs a playback token
 /// for it in the stream id (`token=` in the access-control syntax); without one, or with a
 /// forged one, the handshake is refused (`Forbidden`) and counted; the owner's token (from

@@ -17,7 +17,10 @@
 //! - Video leaves as length-prefixed NAL units (4-byte lengths, as `avcC`/`hvcC` declare with
 //!   `lengthSizeMinusOne = 3`), without access unit delimiters; the configuration record is
 //!   built from the SPS/PPS (and VPS) seen in the stream. AAC leaves as raw frames with an
-//!   AudioSpecificConfig built from the ADTS header.
+//!   AudioSpecificConfig built from the ADTS header. Opus (stream type 0x06 with the `Opus`
+//!   registration descriptor, mono or stereo) leaves as one Opus packet per frame, its control
+//!   header removed, with an `OpusHead` built from the PMT; each packet's duration comes from
+//!   its TOC byte (RFC 6716 §3.1). The muxer writes Opus back the same way.
 //! - Arbitrary bytes never panic; input may arrive in any split (SRT live mode delivers 7
 //!   packets per datagram, a file reader any length), and lost sync is found again on 0x47.
 //!
@@ -31,7 +34,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::media::{AudioConfig, Frame, MediaTime, TrackKind, Tracks, VideoCodec, VideoConfig};
+use crate::media::{AudioCodec, AudioConfig, Frame, MediaTime, TrackKind, Tracks, VideoCodec, VideoConfig};
 
 mod mux;
 pub use mux::{crc32_mpeg2, TsMuxer};
@@ -80,6 +83,17 @@ enum StreamKind {
     H264,
     Hevc,
     AacAdts,
+    /// Opus (stream type 0x06 with an `Opus` registration descriptor; ETSI TS 102 366-style
+    /// access units with a control header), mono or stereo.
+    Opus {
+        channels: u8,
+    },
+}
+
+impl StreamKind {
+    fn is_audio(self) -> bool {
+        matches!(self, StreamKind::AacAdts | StreamKind::Opus { .. })
+    }
 }
 
 /// One elementary stream's PES assembly.
@@ -276,8 +290,8 @@ impl TsDemuxer {
                 self.held.push(f);
             }
         }
-        let want_video = self.streams.values().any(|p| p.kind != StreamKind::AacAdts);
-        let want_audio = self.streams.values().any(|p| p.kind == StreamKind::AacAdts);
+        let want_video = self.streams.values().any(|p| !p.kind.is_audio());
+        let want_audio = self.streams.values().any(|p| p.kind.is_audio());
         let (video, audio) = (self.tracks.video.is_some(), self.tracks.audio.is_some());
         let missing = (want_video && !video) || (want_audio && !audio);
         let complete = (video || audio) && !missing;
@@ -357,7 +371,7 @@ impl TsDemuxer {
             }
             pes.buf.clear();
             pes.active = false;
-            if pes.kind != StreamKind::AacAdts {
+            if !pes.kind.is_audio() {
                 self.wait_key = true;
             }
             if !pusi {
@@ -426,15 +440,17 @@ impl TsDemuxer {
             let stream_type = s[i];
             let pid = u16::from_be_bytes([s[i + 1], s[i + 2]]) & 0x1fff;
             let es_len = usize::from(u16::from_be_bytes([s[i + 3], s[i + 4]]) & 0x0fff);
+            let descriptors = s.get(i + 5..(i + 5 + es_len).min(s.len())).unwrap_or_default();
             let kind = match stream_type {
                 0x1b => Some(StreamKind::H264),
                 0x24 => Some(StreamKind::Hevc),
                 0x0f => Some(StreamKind::AacAdts),
+                0x06 => opus_stream(descriptors),
                 _ => None,
             };
             match kind {
-                Some(StreamKind::AacAdts) if audio.is_none() => audio = Some((pid, StreamKind::AacAdts)),
-                Some(k) if k != StreamKind::AacAdts && video.is_none() => video = Some((pid, k)),
+                Some(k) if k.is_audio() && audio.is_none() => audio = Some((pid, k)),
+                Some(k) if !k.is_audio() && video.is_none() => video = Some((pid, k)),
                 _ => {}
             }
             i += 5 + es_len;
@@ -464,6 +480,7 @@ impl TsDemuxer {
         match kind {
             StreamKind::H264 | StreamKind::Hevc => self.video_unit(kind, pts, dts, body, out),
             StreamKind::AacAdts => self.audio_units(pts, body, out),
+            StreamKind::Opus { channels } => self.opus_units(channels, pts, body, out),
         }
     }
 
@@ -581,6 +598,129 @@ impl TsDemuxer {
             )));
         }
     }
+}
+
+impl TsDemuxer {
+    /// Opus access units of one PES: each is a control header (11-bit prefix `0x3ff`, trim and
+    /// extension flags, the size as a run of 0xFF bytes plus one) and an Opus packet. The
+    /// first takes the PES time; each next one follows by the previous packet's duration.
+    fn opus_units(&mut self, channels: u8, pts: u64, mut es: Bytes, out: &mut Vec<TsEvent>) {
+        if self.tracks.audio.as_ref().is_none_or(|a| a.codec != AudioCodec::Opus || a.channels != channels) {
+            let Ok(config) = AudioConfig::from_opus_head(opus_head(channels)) else { return };
+            let mut t = (*self.tracks).clone();
+            t.audio = Some(config);
+            self.tracks = Arc::new(t);
+            out.push(TsEvent::Tracks(self.tracks.clone()));
+        }
+        let mut offset_48k = 0u64;
+        while !es.is_empty() {
+            let Some((header_len, size)) = opus_control_header(&es) else {
+                self.stats.dropped_units += 1;
+                return;
+            };
+            let Some(packet) = es.get(header_len..header_len + size) else {
+                self.stats.dropped_units += 1;
+                return;
+            };
+            let Some(samples) = opus_packet_samples(packet) else {
+                self.stats.dropped_units += 1;
+                return;
+            };
+            let frame = es.slice(header_len..header_len + size);
+            es = es.slice(header_len + size..);
+            let t = pts + offset_48k * u64::from(TIMESCALE_90K) / 48_000;
+            offset_48k += u64::from(samples);
+            let (d, _, jumped) = self.audio_clock.map(t, t);
+            self.stats.timestamp_jumps += u64::from(jumped);
+            let time = MediaTime::new(d, TIMESCALE_90K);
+            out.push(TsEvent::Frame(Frame::new(
+                TrackKind::Audio,
+                time,
+                time,
+                false,
+                frame,
+                self.tracks.clone(),
+            )));
+        }
+    }
+}
+
+/// An Opus elementary stream (stream type 0x06): a registration descriptor (tag 5) with format
+/// identifier `Opus`, and the channel count from the extension descriptor (tag 0x7f, extension
+/// tag 0x80: `channel_config_code` 1 or 2; without it, stereo). Other channel layouts need a
+/// mapping table we do not carry: not taken.
+fn opus_stream(descriptors: &[u8]) -> Option<StreamKind> {
+    let (mut registered, mut channels) = (false, 2u8);
+    let mut d = descriptors;
+    while let [tag, len, rest @ ..] = d {
+        let body = rest.get(..usize::from(*len))?;
+        match (*tag, body) {
+            (0x05, [b'O', b'p', b'u', b's', ..]) => registered = true,
+            (0x7f, [0x80, code, ..]) => channels = *code,
+            _ => {}
+        }
+        d = &rest[usize::from(*len)..];
+    }
+    (registered && matches!(channels, 1 | 2)).then_some(StreamKind::Opus { channels })
+}
+
+/// The `OpusHead` (RFC 7845 §5.1) of a mono or stereo stream from TS: version 1, no pre-skip
+/// (TS carries trims per access unit), 48 kHz, mapping family 0.
+fn opus_head(channels: u8) -> Bytes {
+    let mut h = BytesMut::with_capacity(19);
+    h.extend_from_slice(b"OpusHead");
+    h.put_u8(1);
+    h.put_u8(channels);
+    h.put_u16_le(0);
+    h.put_u32_le(48_000);
+    h.put_u16_le(0);
+    h.put_u8(0);
+    h.freeze()
+}
+
+/// Parses an Opus access unit's control header: `(header length, packet size)`.
+fn opus_control_header(b: &[u8]) -> Option<(usize, usize)> {
+    let word = u16::from_be_bytes([*b.first()?, *b.get(1)?]);
+    if word >> 5 != 0x3ff {
+        return None;
+    }
+    let (start_trim, end_trim, extension) = (word & 0x10 != 0, word & 0x08 != 0, word & 0x04 != 0);
+    let mut i = 2;
+    let mut size = 0usize;
+    loop {
+        let v = *b.get(i)?;
+        i += 1;
+        size += usize::from(v);
+        if v != 0xff {
+            break;
+        }
+    }
+    i += 2 * usize::from(start_trim) + 2 * usize::from(end_trim);
+    if extension {
+        i += 1 + usize::from(*b.get(i)?);
+    }
+    (i <= b.len()).then_some((i, size))
+}
+
+/// Samples (at 48 kHz) in an Opus packet, from its TOC byte (RFC 6716 §3.1); `None` for an
+/// empty or malformed packet.
+pub(crate) fn opus_packet_samples(packet: &[u8]) -> Option<u32> {
+    let toc = *packet.first()?;
+    let config = toc >> 3;
+    // Frame sizes in units of 2.5 ms (120 samples).
+    let units = match config {
+        0..=11 => [4, 8, 16, 24][usize::from(config % 4)],
+        12..=15 => [4, 8][usize::from(config % 2)],
+        _ => [1, 2, 4, 8][usize::from(config % 4)],
+    };
+    let frames = match toc & 3 {
+        0 => 1,
+        1 | 2 => 2,
+        _ => u32::from(*packet.get(1)? & 0x3f),
+    };
+    // At most 120 ms per packet (RFC 6716 §3.2.5).
+    let samples = frames * units * 120;
+    (frames > 0 && samples <= 5760).then_some(samples)
 }
 
 /// Parses a PES header (§2.4.3.6): returns `(pts, dts, elementary stream bytes)`. A PES without

@@ -453,8 +453,8 @@ pub fn ffmpeg_publish_pattern(url: &str, seconds: u32, size: &str, gop: u32, ext
 }
 
 /// ffmpeg sending `seconds` of a `size` 30 fps test pattern (encoded with the `video` options:
-/// codec, GOP, ...) and a 440 Hz AAC tone, in real time, to `url` as `format` (`flv` for
-/// RTMP, `mpegts` for SRT).
+/// codec, GOP, ...) and a 440 Hz AAC tone (another codec when the options name one with
+/// `-c:a`), in real time, to `url` as `format` (`flv` for RTMP, `mpegts` for SRT).
 pub fn ffmpeg_test_source(url: &str, seconds: u32, size: &str, video: &[String], format: &str) -> Proc {
     let source = format!("testsrc2=size={size}:rate=30");
     let mut args = strings(&[
@@ -473,7 +473,10 @@ pub fn ffmpeg_test_source(url: &str, seconds: u32, size: &str, video: &[String],
         "sine=frequency=440:sample_rate=48000",
     ]);
     args.extend_from_slice(video);
-    args.extend(strings(&["-c:a", "aac", "-t", &seconds.to_string(), "-f", format, url]));
+    if !video.iter().any(|a| a == "-c:a") {
+        args.extend(strings(&["-c:a", "aac"]));
+    }
+    args.extend(strings(&["-t", &seconds.to_string(), "-f", format, url]));
     Proc::spawn("ffmpeg", &args)
 }
 

@@ -89,13 +89,23 @@ impl TsMuxer {
             }
             TrackKind::Audio => {
                 let a = tracks.audio.as_ref()?;
-                if a.codec != AudioCodec::Aac {
-                    return None;
-                }
-                let mut es = BytesMut::with_capacity(f.data.len() + 7);
-                es.put_slice(&adts_header(&a.config, f.data.len())?);
+                let mut es = BytesMut::with_capacity(f.data.len() + 8);
+                let stream_id = match a.codec {
+                    AudioCodec::Aac => {
+                        es.put_slice(&adts_header(&a.config, f.data.len())?);
+                        0xc0
+                    }
+                    AudioCodec::Opus if opus_in_ts(a) => {
+                        // Control header: the 11-bit prefix, no trims, the size as 0xff runs.
+                        es.put_slice(&[0x7f, 0xe0]);
+                        es.put_bytes(0xff, f.data.len() / 255);
+                        es.put_u8((f.data.len() % 255) as u8);
+                        0xbd
+                    }
+                    AudioCodec::Opus => return None,
+                };
                 es.put_slice(&f.data);
-                let pes = pes(0xc0, pts, pts, &es, true);
+                let pes = pes(stream_id, pts, pts, &es, true);
                 let pcr = tracks.video.is_none().then_some(dts);
                 packetize(AUDIO_PID, &mut self.cc_audio, &pes, pcr, &mut out);
             }
@@ -119,14 +129,31 @@ impl TsMuxer {
             pmt.extend_from_slice(&(0xe000 | VIDEO_PID).to_be_bytes());
             pmt.extend_from_slice(&[0xf0, 0x00]);
         }
-        if tracks.audio.as_ref().is_some_and(|a| a.codec == AudioCodec::Aac) {
-            pmt.push(0x0f);
-            pmt.extend_from_slice(&(0xe000 | AUDIO_PID).to_be_bytes());
-            pmt.extend_from_slice(&[0xf0, 0x00]);
+        match &tracks.audio {
+            Some(a) if a.codec == AudioCodec::Aac => {
+                pmt.push(0x0f);
+                pmt.extend_from_slice(&(0xe000 | AUDIO_PID).to_be_bytes());
+                pmt.extend_from_slice(&[0xf0, 0x00]);
+            }
+            Some(a) if opus_in_ts(a) => {
+                // Private data with the `Opus` registration descriptor and the extension
+                // descriptor's channel_config_code (1 or 2 channels).
+                pmt.push(0x06);
+                pmt.extend_from_slice(&(0xe000 | AUDIO_PID).to_be_bytes());
+                pmt.extend_from_slice(&[
+                    0xf0, 10, 0x05, 4, b'O', b'p', b'u', b's', 0x7f, 2, 0x80, a.channels,
+                ]);
+            }
+            _ => {}
         }
         pmt[2] = (pmt.len() - 3 + 4) as u8; // section_length counts the CRC
         section_packet(PMT_PID, &mut self.cc_pmt, &pmt, out);
     }
+}
+
+/// Opus goes into TS as mono or stereo (mapping family 0); other layouts are left out.
+fn opus_in_ts(a: &crate::media::AudioConfig) -> bool {
+    a.codec == AudioCodec::Opus && matches!(a.channels, 1 | 2)
 }
 
 /// One PSI section (table_id onward, without CRC) in one packet, CRC-32 appended.
@@ -319,7 +346,16 @@ mod tests {
     /// (minus the in-band parameter sets we add at key frames, which the demuxer keeps).
     #[test]
     fn round_trip_through_the_demuxer() {
-        let bytes = include_bytes!("../../../tests/fixtures/ffmpeg-5.1_ts_h264_aac.ts");
+        round_trip(include_bytes!("../../../tests/fixtures/ffmpeg-5.1_ts_h264_aac.ts"));
+    }
+
+    /// Opus (control headers, private stream, registration descriptor) survives the same trip.
+    #[test]
+    fn opus_round_trip_through_the_demuxer() {
+        round_trip(include_bytes!("../../../tests/fixtures/ffmpeg-5.1_ts_h264_opus.ts"));
+    }
+
+    fn round_trip(bytes: &[u8]) {
         let demux = |b: &[u8]| {
             let mut d = TsDemuxer::new();
             let mut ev = Vec::new();
@@ -333,10 +369,11 @@ mod tests {
         let mut original = Vec::new();
         for e in first {
             if let TsEvent::Frame(f) = e {
-                ts.extend_from_slice(&mux.frame(&f).expect("h264/aac mux"));
+                ts.extend_from_slice(&mux.frame(&f).expect("h264 with aac or opus"));
                 original.push((f.track, f.dts.ticks, f.pts.ticks, f.keyframe));
             }
         }
+        assert!(original.iter().any(|x| x.0 == TrackKind::Audio));
         assert_eq!(ts.len() % PACKET_SIZE, 0);
         let (second, stats) = demux(&ts);
         assert_eq!(stats.cc_gaps, 0);

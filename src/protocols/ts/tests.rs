@@ -367,3 +367,38 @@ fn ffmpeg_hevc_fixture() {
     assert_eq!((video.width, video.height), (160, 120));
     assert!(video.codec_string.starts_with("hvc1.1."), "{}", video.codec_string);
 }
+
+/// ffmpeg 5.1 with libopus (stereo, 0.5 s) beside H.264: Opus access units (control header and
+/// packet) each become a 20 ms frame with an `OpusHead` built from the PMT's descriptors.
+#[test]
+fn ffmpeg_opus_fixture() {
+    let bytes = include_bytes!("../../../tests/fixtures/ffmpeg-5.1_ts_h264_opus.ts");
+    let (events, stats) = run(bytes, 1316);
+    assert_eq!(stats, TsStats::default());
+    let audio: Vec<&Frame> = frames(&events).into_iter().filter(|f| f.track == TrackKind::Audio).collect();
+    assert!((24..=26).contains(&audio.len()), "{} Opus frames", audio.len());
+    let config = audio[0].tracks.audio.as_ref().expect("audio config");
+    assert_eq!((config.codec, config.channels, config.sample_rate), (AudioCodec::Opus, 2, 48_000));
+    assert_eq!(&config.config[..8], b"OpusHead");
+    // 20 ms apart (1800 ticks at 90 kHz), each a whole Opus packet (TOC of a 20 ms CELT frame).
+    assert!(audio.windows(2).all(|w| w[1].dts.ticks - w[0].dts.ticks == 1800), "steps of 20 ms");
+    assert!(audio.iter().all(|f| opus_packet_samples(&f.data) == Some(960)));
+    assert!(!video_frames(&events).is_empty());
+}
+
+#[test]
+fn opus_control_headers_and_packet_durations() {
+    // Prefix, no trims, size 300 = 0xff + 0x2d.
+    assert_eq!(opus_control_header(&[0x7f, 0xe0, 0xff, 0x2d, 0xfc]), Some((4, 300)));
+    // Start and end trims (2 bytes each) and a 1-byte extension.
+    assert_eq!(opus_control_header(&[0x7f, 0xfc, 3, 0, 1, 0, 2, 1, 9, 0xfc]), Some((9, 3)));
+    assert_eq!(opus_control_header(&[0x7f, 0x00, 3]), None, "no prefix");
+    assert_eq!(opus_control_header(&[0x7f, 0xe0, 0xff]), None, "size runs off the end");
+    // TOC: CELT 20 ms (config 31) one frame; SILK 60 ms (config 3) two frames; code 3 with
+    // 6 x 20 ms; code 3 past 120 ms is malformed.
+    assert_eq!(opus_packet_samples(&[31 << 3]), Some(960));
+    assert_eq!(opus_packet_samples(&[3 << 3 | 1]), Some(5760));
+    assert_eq!(opus_packet_samples(&[31 << 3 | 3, 6]), Some(5760));
+    assert_eq!(opus_packet_samples(&[31 << 3 | 3, 7]), None);
+    assert_eq!(opus_packet_samples(&[]), None);
+}
