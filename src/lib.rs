@@ -1,15 +1,15 @@
 //! # tidecast
 //!
-//! An actor-based live and VOD media server: broadcasters publish over RTMP, RTMPS or SRT (WHIP
-//! and RTSP pull are planned), viewers play over LL-HLS (HTTP or HTTPS), RTMP(S) or SRT (WHEP is
-//! planned), operators scrape Prometheus metrics and configure one TOML file. The map of the
+//! An actor-based live and VOD media server: broadcasters publish over RTMP, RTMPS or SRT, and
+//! IP cameras are pulled over RTSP (WHIP is planned); viewers play over LL-HLS (HTTP or HTTPS),
+//! RTMP(S) or SRT (WHEP is planned), operators scrape Prometheus metrics and configure one TOML file. The map of the
 //! house is `ARCHITECTURE.md`.
 //!
 //! ## Data flow
 //!
 //! ```text
 //!  OBS/ffmpeg --RTMP(S)/SRT--> IngestSession --> FrameRing per rendition (Channel) --+--> HlsPackager --> LL-HLS
-//!                         (ingest::rtmp, ::srt)                                     +--> ViewerSession --> RTMP(S) / SRT play
+//!  camera <--RTSP pull--     (ingest::rtmp, ::srt, ::rtsp)                          +--> ViewerSession --> RTMP(S) / SRT play
 //!                                                                                   +--> restream push --> rtmp:// rtmps:// srt:// destinations
 //!                                                                                   +--> (archive, transcode: later)
 //! ```
@@ -33,6 +33,7 @@
 //! ├── RTMP/RTMPS listeners + connections × N   IngestSession (publish) or ViewerSession (play), a task each
 //! │   └── RTMP channel writer × ring     writes each frame to every plain-RTMP viewer that keeps up
 //! ├── SRT listener + connections × N    the same sessions; stream ids checked in the SRT handshake
+//! ├── pull × source                      RTSP camera: IngestSession like a publisher; always or on demand, backoff
 //! ├── WatchHistory                       buffers watch progress, writes it in batches (api)
 //! └── HTTP                               /api/v1, LL-HLS, /watch, /metrics, /healthz, /readyz
 //! ```
@@ -49,6 +50,8 @@
 //!   the media sequence number).
 //! - **session**: one connection's life (a publisher's ingest session or a viewer session); a
 //!   *live session* of a channel spans publisher reconnects within the grace period.
+//! - **source** (pulled): a camera the server connects to for a channel (RTSP), instead of a
+//!   publisher connecting to the server.
 //! - **video**: a VOD item, uploaded or archived from a live session.
 //! - **visibility**: who may play a channel or video: `public`, `subscribers`, `private`.
 //! - **plan** / **subscription**: what a user pays for (config) / their grant of it (store).
