@@ -284,7 +284,11 @@ impl Restream {
         let list = Arc::new(list);
         match self.inner.lists.get(channel) {
             Some(tx) => {
-                tx.send_replace(list);
+                // A deleted destination's status goes with it (its push is being cancelled).
+                let old = tx.send_replace(list.clone());
+                for gone in old.iter().filter(|o| !list.iter().any(|d| d.id == o.id)) {
+                    self.inner.status.remove(&gone.id);
+                }
             }
             None => {
                 self.inner.lists.insert(channel.to_string(), watch::channel(list).0);

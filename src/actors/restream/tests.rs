@@ -39,3 +39,22 @@ fn srt_stream_ids_follow_the_access_control_convention() {
     d.stream_key = "#!::r=x/y,m=publish".into();
     assert_eq!(srt::stream_id(&d), "#!::r=x/y,m=publish");
 }
+
+#[test]
+fn a_deleted_destination_leaves_no_status_behind() {
+    let r = Restream::default();
+    let d = Destination {
+        id: 7,
+        url: PushUrl::parse("rtmp://example.com/app").unwrap(),
+        stream_key: "k".into(),
+        enabled: true,
+    };
+    r.set_destinations("c", vec![d.clone()]);
+    r.cell(&d).failed("refused".into());
+    assert_eq!((r.status(7).retries, r.status(7).last_error.as_deref()), (1, Some("refused")));
+    // Still listed: kept. Deleted: gone, so a later destination with a reused id starts clean.
+    r.set_destinations("c", vec![d]);
+    assert_eq!(r.status(7).retries, 1);
+    r.set_destinations("c", vec![]);
+    assert_eq!((r.status(7).retries, r.status(7).last_error), (0, None));
+}

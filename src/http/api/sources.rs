@@ -44,7 +44,7 @@ pub struct SourceView {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetSourceRequest {
-    /// rtsp://[user:pass@]host[:port]/path. Credentials may come in the URL or apart.
+    /// `rtsp://[user:pass@]host[:port]/path`. Credentials may come in the URL or apart.
     #[schema(max_length = 2048, pattern = r"^rtsp://[^\s#]+$")]
     pub url: String,
     /// Overrides a user name in the URL.
