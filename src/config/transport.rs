@@ -62,6 +62,12 @@ pub struct SrtConfig {
     /// SRT connections (publishers and players) at once; past it, callers are refused in the
     /// handshake (`tidecast_connections_rejected_total{protocol="srt"}`).
     pub max_connections: usize,
+    /// Receiving, skip packets SRT could not repair within the latency (libsrt's TLPKTDROP).
+    /// Off (the default): delivery waits for the repair, so a bad link makes a publisher's media
+    /// late rather than damaged. On: the loss reaches the TS demuxer, which drops the damaged
+    /// frames and counts a gap; but a loss of exactly 16 (or 32, ...) packets of one stream
+    /// leaves no trace in MPEG-TS's 4-bit continuity counter, and such a frame passes damaged.
+    pub drop_too_late: bool,
 }
 
 impl Default for SrtConfig {
@@ -73,6 +79,7 @@ impl Default for SrtConfig {
             passphrase: String::new(),
             pbkeylen: 16,
             max_connections: 1000,
+            drop_too_late: false,
         }
     }
 }
@@ -111,6 +118,7 @@ impl std::fmt::Debug for SrtConfig {
             .field("passphrase", &if self.passphrase.is_empty() { "" } else { "<redacted>" })
             .field("pbkeylen", &self.pbkeylen)
             .field("max_connections", &self.max_connections)
+            .field("drop_too_late", &self.drop_too_late)
             .finish()
     }
 }

@@ -59,7 +59,10 @@ pub async fn bind(
 ) -> std::io::Result<(SrtListener, SrtIncoming, SocketAddr)> {
     let udp = tokio::net::UdpSocket::bind(config.listen.as_str()).await?;
     let addr = udp.local_addr()?;
-    let mut builder = SrtListener::builder().latency(config.latency);
+    let drop_too_late = config.drop_too_late;
+    let mut builder = SrtListener::builder()
+        .latency(config.latency)
+        .set(|o| o.receiver.too_late_packet_drop = drop_too_late);
     if !config.passphrase.is_empty() {
         // Validated: 10-79 characters, key length 16/24/32 (srt-tokio panics on others). The
         // handshake then refuses a caller without the passphrase or with another one.
