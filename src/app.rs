@@ -175,8 +175,8 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
     let mut api_ctx = crate::http::api::ApiContext::build(&config, store.clone()).await?;
     api_ctx.restream = restream.clone();
     api_ctx.pulls = Some(pulls.clone());
-    crate::http::api::destinations::load_all(&store, &restream).await?;
-    crate::http::api::sources::load_all(&store, &pulls).await?;
+    crate::http::api::destinations::load_all(&store, &restream, &api_ctx.sealer).await?;
+    crate::http::api::sources::load_all(&store, &pulls, &api_ctx.sealer).await?;
     let api = actix_web::web::Data::new(api_ctx);
 
     // SRT: bound the same way; refusals happen in the handshake, before any media.

@@ -19,6 +19,7 @@ pub mod jwt;
 pub mod keys;
 pub mod playback;
 pub mod revocations;
+pub mod sealed;
 
 use std::sync::Arc;
 

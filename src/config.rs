@@ -470,7 +470,7 @@ pub struct MetricsConfig {
 
 /// `[auth]`: accounts, access tokens and playback tokens.
 ///
-/// Secrets (`jwt_secret`, `playback_secret`) are key rings: `kid:secret` pairs separated by
+/// Secrets (`jwt_secret`, `playback_secret`, `storage_secret`) are key rings: `kid:secret` pairs separated by
 /// commas, the first one signs and every one verifies, so a key is rotated by prepending a new
 /// pair and dropping the old one after the longest token lifetime. Set them through the
 /// environment (`TIDECAST__AUTH__JWT_SECRET`) or a `*_file`; never in a committed file. Empty
@@ -492,6 +492,11 @@ pub struct AuthConfig {
     /// Lifetime of a playback token: long enough for a long live session or film.
     #[serde(with = "duration_str")]
     pub playback_token_ttl: Duration,
+    /// Key ring (`kid:secret,...`) sealing the secrets the server stores to send on (restream
+    /// stream keys, camera credentials). Empty: use the file.
+    pub storage_secret: String,
+    /// File holding the storage key ring. Empty: `data_dir/secrets/storage.keys`.
+    pub storage_secret_file: PathBuf,
     /// Password hashes computed at once (each takes 19 MiB and tens of ms of one core), so a
     /// login flood queues instead of exhausting memory.
     pub max_concurrent_hashes: usize,
@@ -521,6 +526,8 @@ impl fmt::Debug for AuthConfig {
             .field("playback_secret", &redact(&self.playback_secret))
             .field("playback_secret_file", &self.playback_secret_file)
             .field("playback_token_ttl", &self.playback_token_ttl)
+            .field("storage_secret", &redact(&self.storage_secret))
+            .field("storage_secret_file", &self.storage_secret_file)
             .field("max_concurrent_hashes", &self.max_concurrent_hashes)
             .field("login_max_failures", &self.login_max_failures)
             .field("login_max_account_failures", &self.login_max_account_failures)
@@ -540,6 +547,8 @@ impl Default for AuthConfig {
             playback_secret: String::new(),
             playback_secret_file: PathBuf::new(),
             playback_token_ttl: Duration::from_secs(6 * 3600),
+            storage_secret: String::new(),
+            storage_secret_file: PathBuf::new(),
             max_concurrent_hashes: 4,
             login_max_failures: 10,
             login_max_account_failures: 50,

@@ -154,6 +154,15 @@ fn srt_push_reaches_a_tidecast_srt_listener() {
     dest.wait_metric(r#"tidecast_ingest_sessions{protocol="srt"}"#, LIVE_TIMEOUT, |v| v >= 1.0);
     dest.wait_metric(r#"tidecast_ingest_bytes_total{protocol="srt"}"#, LIVE_TIMEOUT, |v| v > 100_000.0);
     assert!(origin.metric(r#"tidecast_push_bytes_total{protocol="srt"}"#) > 100_000.0);
+    // The key the push sends is sealed at rest (auth.storage_secret): not in the database.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let stored = rt.block_on(async {
+        let url = format!("sqlite://{}/tidecast.db", origin.data_dir().display());
+        let store = tidecast::store::Store::connect(&url, 1).await.unwrap();
+        let channel = store.channel_by_name("studio").await.unwrap().unwrap();
+        store.destination(channel.id, id).await.unwrap().unwrap()
+    });
+    assert!(stored.stream_key.starts_with("sealed:v1:") && !stored.stream_key.contains(&dest.key));
 }
 
 #[test]

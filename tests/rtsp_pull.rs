@@ -380,3 +380,50 @@ fn hevc_camera_plays_and_other_audio_is_dropped() {
     assert!(!master.contains("mp4a") && !master.contains("opus"), "{master}");
     assert_eq!(server.logs().matches("camera audio is not AAC: dropped").count(), 1, "{}", server.logs());
 }
+
+/// The server's own database, opened beside it (SQLite allows it).
+fn with_store<T>(server: &TestServer, f: impl AsyncFnOnce(&tidecast::store::Store, i64) -> T) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let url = format!("sqlite://{}/tidecast.db", server.data_dir().display());
+        let store = tidecast::store::Store::connect(&url, 1).await.unwrap();
+        let channel = store.channel_by_name("cam").await.unwrap().expect("channel cam");
+        let out = f(&store, channel.id).await;
+        store.close().await;
+        out
+    })
+}
+
+/// Camera credentials are sealed at rest (`auth.storage_secret`): the database holds no
+/// password; a row written in clear before sealing existed is sealed at the next start and
+/// still pulls.
+#[test]
+fn camera_credentials_are_sealed_at_rest() {
+    if !require_gst_rtsp() {
+        return;
+    }
+    let camera = Camera::real(0, &[]);
+    let (mut server, owner) = server_with(&[]);
+    set_source(&server, &owner, json!({"url": camera.url()}));
+    wait_state(&server, &owner, "live", LIVE_TIMEOUT);
+    let stored = with_store(&server, async |store, id| store.source(id).await.unwrap().unwrap());
+    assert!(
+        stored.password.starts_with("sealed:v1:") && stored.username.starts_with("sealed:v1:"),
+        "{stored:?}"
+    );
+    assert!(!format!("{}{}", stored.username, stored.password).contains(CAM_PASSWORD));
+
+    // An old row in clear: sealed on the next start, and the camera is pulled with it.
+    server.stop();
+    with_store(&server, async |store, id| {
+        let mut plain = store.source(id).await.unwrap().unwrap();
+        (plain.username, plain.password) = (CAM_USER.to_owned(), CAM_PASSWORD.to_owned());
+        store.set_source(&plain).await.unwrap();
+    });
+    server.start_again();
+    wait_state(&server, &owner, "live", LIVE_TIMEOUT);
+    let stored = with_store(&server, async |store, id| store.source(id).await.unwrap().unwrap());
+    assert!(stored.password.starts_with("sealed:v1:"), "sealed at start: {stored:?}");
+    assert!(server.logs().contains("pull source credentials sealed at rest"));
+    assert_no_password("the log", &server.logs());
+}

@@ -1,8 +1,8 @@
 //! Restream destinations of a channel: list, create, update, delete; and all of them for a
 //! channel by name, for `actors::restream` when a channel's list changes or the server starts.
 //!
-//! The stream key is stored as given (the server must send it, so it cannot be hashed); the
-//! API layer never returns it.
+//! The stream key column holds what the API layer gives it: the key sealed with
+//! `auth::sealed` (the server must send it, so it cannot be hashed); the API never returns it.
 
 use super::{now_ms, Store};
 use crate::error::{Error, ErrorKind};

@@ -1,8 +1,9 @@
 //! RTSP pull sources: at most one per channel; read, set (insert or replace), delete; and all of
 //! them with their channel's name, for `actors::pull` when the server starts.
 //!
-//! The camera's credentials are stored as given (the server must send them); the API layer never
-//! returns the password, and `Debug` redacts both.
+//! The credential columns hold what the API layer gives them: sealed with `auth::sealed` (the
+//! server must send them, so they cannot be hashed). The API never returns them; `Debug` redacts
+//! both.
 
 use super::{now_ms, Store};
 

@@ -48,6 +48,9 @@ pub struct ApiContext {
     /// Pulled sources (RTSP cameras), set by `app::serve`; `None` (API-only test servers): the
     /// source routes answer 503.
     pub pulls: Option<crate::actors::pull::Pulls>,
+    /// Seals restream keys and camera credentials at rest (`auth.storage_secret`); a random
+    /// per-process key unless `build` loaded the configured ring.
+    pub sealer: crate::auth::sealed::Sealer,
     videos: StaleCache<i64, Arc<Video>>,
     plans: StaleCache<i64, Arc<Vec<String>>>,
     /// user -> owns private content (their search results differ from everyone's).
@@ -75,8 +78,16 @@ impl ApiContext {
             &secrets.join("playback.keys"),
             "auth.playback_secret",
         )?;
+        let storage_ring = KeyRing::load(
+            &a.storage_secret,
+            &a.storage_secret_file,
+            &secrets.join("storage.keys"),
+            "auth.storage_secret",
+        )?;
         let shared = SharedState::connect(&config.redis).await?;
-        Self::with_parts(config, store, jwt_ring, playback_ring, shared).await
+        let mut ctx = Self::with_parts(config, store, jwt_ring, playback_ring, shared).await?;
+        ctx.sealer = crate::auth::sealed::Sealer::new(&storage_ring);
+        Ok(ctx)
     }
 
     /// Like [`ApiContext::build`] with explicit key rings and shared state (tests).
@@ -103,6 +114,7 @@ impl ApiContext {
             restream: crate::actors::restream::Restream::default(),
             max_destinations: config.restream.max_destinations_per_channel,
             pulls: None,
+            sealer: crate::auth::sealed::Sealer::ephemeral(),
             revocations,
             jwt: JwtKeys::new(&jwt_ring, config.auth.access_token_ttl),
             playback: PlaybackKeys::new(playback_ring),

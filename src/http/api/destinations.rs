@@ -3,7 +3,7 @@
 //! Every change is written to the store and then handed to `actors::restream::Restream`, so a
 //! live channel starts, stops or reconnects its pushes at once, without a restart. The stream
 //! key is write-only: responses say `stream_key_set` and never carry it; `last_error` is built
-//! without it.
+//! without it; the store holds it sealed (`auth::sealed`).
 
 use actix_web::{delete, get, patch, post, web, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use super::channels::{find_visible, require_owner};
 use super::{ApiContext, Caller, ErrorBody, API_PREFIX};
 use crate::actors::restream::{Destination, PushState, PushUrl, Restream};
+use crate::auth::sealed::Sealer;
 use crate::error::Error;
 use crate::store::{ChannelRecord, DestinationRecord, DestinationUpdate, Store};
 
@@ -103,27 +104,41 @@ fn check_key(key: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn to_destination(r: &DestinationRecord) -> Option<Destination> {
-    Some(Destination {
-        id: r.id,
-        url: PushUrl::parse(&r.url).ok()?,
-        stream_key: r.stream_key.clone(),
-        enabled: r.enabled,
-    })
+/// The column a destination's key is sealed for (`auth::sealed`).
+const KEY_FIELD: &str = "restream.stream_key";
+
+/// What the push tasks need from a stored row; `None` (logged) for a row that no longer
+/// validates or whose key does not open.
+fn to_destination(r: &DestinationRecord, sealer: &Sealer) -> Option<Destination> {
+    let stream_key = match sealer.open(KEY_FIELD, &r.stream_key) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::warn!(destination = r.id, error = %e.msg, "restream destination skipped");
+            return None;
+        }
+    };
+    Some(Destination { id: r.id, url: PushUrl::parse(&r.url).ok()?, stream_key, enabled: r.enabled })
 }
 
 /// Hand the channel's current list to the live pushes.
 async fn publish(ctx: &ApiContext, c: &ChannelRecord) -> Result<(), Error> {
     let list = ctx.store.list_destinations(c.id).await?;
-    ctx.restream.set_destinations(&c.name, list.iter().filter_map(to_destination).collect());
+    ctx.restream
+        .set_destinations(&c.name, list.iter().filter_map(|r| to_destination(r, &ctx.sealer)).collect());
     Ok(())
 }
 
-/// Load every channel's destinations at start-up.
-pub async fn load_all(store: &Store, restream: &Restream) -> crate::Result<()> {
+/// Load every channel's destinations at start-up, sealing keys stored before sealing existed.
+pub async fn load_all(store: &Store, restream: &Restream, sealer: &Sealer) -> crate::Result<()> {
     let mut by_channel: std::collections::HashMap<String, Vec<Destination>> = Default::default();
     for (name, r) in store.all_destinations().await? {
-        by_channel.entry(name).or_default().extend(to_destination(&r));
+        if !r.stream_key.is_empty() && !Sealer::is_sealed(&r.stream_key) {
+            let sealed = sealer.seal(KEY_FIELD, &r.stream_key);
+            let change = DestinationUpdate { stream_key: Some(sealed), ..Default::default() };
+            store.update_destination(r.channel_id, r.id, change).await?;
+            tracing::info!(destination = r.id, "restream key sealed at rest");
+        }
+        by_channel.entry(name).or_default().extend(to_destination(&r, sealer));
     }
     for (name, list) in by_channel {
         restream.set_destinations(&name, list);
@@ -185,9 +200,10 @@ pub async fn create_destination(
     let c = owned(&ctx, &caller, &name).await?;
     let url = check_url(&body.url)?;
     check_key(&body.stream_key)?;
+    let sealed = ctx.sealer.seal(KEY_FIELD, &body.stream_key);
     let r = ctx
         .store
-        .create_destination(c.id, &url, &body.stream_key, body.enabled.unwrap_or(true), ctx.max_destinations)
+        .create_destination(c.id, &url, &sealed, body.enabled.unwrap_or(true), ctx.max_destinations)
         .await?;
     tracing::info!(channel = %c.name, destination = r.id, %url, "restream destination added");
     publish(&ctx, &c).await?;
@@ -255,7 +271,11 @@ pub async fn update_destination(
         .update_destination(
             c.id,
             id,
-            DestinationUpdate { url, stream_key: body.stream_key, enabled: body.enabled },
+            DestinationUpdate {
+                url,
+                stream_key: body.stream_key.map(|k| ctx.sealer.seal(KEY_FIELD, &k)),
+                enabled: body.enabled,
+            },
         )
         .await?;
     tracing::info!(channel = %c.name, destination = id, enabled = r.enabled, "restream destination changed");

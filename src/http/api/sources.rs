@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use super::channels::{find_visible, require_owner};
 use super::{ApiContext, Caller, ErrorBody, API_PREFIX};
 use crate::actors::pull::{PullSource, PullState, Pulls};
+use crate::auth::sealed::Sealer;
 use crate::error::Error;
 use crate::protocols::rtsp::{RtspTransport, SourceUrl};
 use crate::store::{ChannelRecord, SourceRecord, Store};
@@ -75,19 +76,39 @@ fn view(r: SourceRecord, channel: &str, pulls: &Pulls) -> SourceView {
     }
 }
 
-/// What the pull task needs from a stored source; `None` for a row that no longer validates.
-pub fn to_source(r: &SourceRecord) -> Option<PullSource> {
-    let url =
-        SourceUrl::parse(&r.url).ok()?.with_credentials(Some(r.username.clone()), Some(r.password.clone()));
+/// The columns the camera's credentials are sealed for (`auth::sealed`).
+const USER_FIELD: &str = "source.username";
+const PASSWORD_FIELD: &str = "source.password";
+
+/// What the pull task needs from a stored source; `None` for a row that no longer validates or
+/// whose credentials do not open.
+pub fn to_source(r: &SourceRecord, sealer: &Sealer) -> Option<PullSource> {
+    let username = sealer.open(USER_FIELD, &r.username).ok()?;
+    let password = sealer.open(PASSWORD_FIELD, &r.password).ok()?;
+    let url = SourceUrl::parse(&r.url).ok()?.with_credentials(Some(username), Some(password));
     Some(PullSource { url, transport: RtspTransport::parse(&r.transport).ok()?, on_demand: r.on_demand })
 }
 
-/// Start every stored source (server start).
-pub async fn load_all(store: &Store, pulls: &Pulls) -> crate::Result<()> {
-    for (name, r) in store.all_sources().await? {
-        match to_source(&r) {
+/// Start every stored source (server start), sealing credentials stored before sealing existed.
+pub async fn load_all(store: &Store, pulls: &Pulls, sealer: &Sealer) -> crate::Result<()> {
+    for (name, mut r) in store.all_sources().await? {
+        let legacy = |v: &str| !v.is_empty() && !Sealer::is_sealed(v);
+        if legacy(&r.username) || legacy(&r.password) {
+            let mut sealed = r.clone();
+            if legacy(&r.username) {
+                sealed.username = sealer.seal(USER_FIELD, &r.username);
+            }
+            if legacy(&r.password) {
+                sealed.password = sealer.seal(PASSWORD_FIELD, &r.password);
+            }
+            r = store.set_source(&sealed).await?;
+            tracing::info!(channel = %name, "pull source credentials sealed at rest");
+        }
+        match to_source(&r, sealer) {
             Some(s) => pulls.set(&name, Some(s)),
-            None => tracing::warn!(channel = %name, "stored pull source no longer validates; not started"),
+            None => {
+                tracing::warn!(channel = %name, "stored pull source no longer validates or opens; not started")
+            }
         }
     }
     Ok(())
@@ -178,8 +199,8 @@ pub async fn set_source(
         .set_source(&SourceRecord {
             channel_id: c.id,
             url: url.masked().to_owned(),
-            username: url.username().to_owned(),
-            password: url.password().to_owned(),
+            username: ctx.sealer.seal(USER_FIELD, url.username()),
+            password: ctx.sealer.seal(PASSWORD_FIELD, url.password()),
             transport: transport.label().to_owned(),
             on_demand,
             created_at_ms: 0,
