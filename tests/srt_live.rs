@@ -269,26 +269,6 @@ fn srt_play_serves_the_channel_as_ts() {
     publisher.kill();
 }
 
-/// ffmpeg decodes `seconds` of the channel's LL-HLS output without a decoder error; returns the
-/// multivariant playlist.
-fn decode_ll_hls(server: &TestServer, seconds: u32) -> String {
-    assert!(
-        wait_until(LIVE_TIMEOUT, || server.get("/live/main/index.m3u8").status == 200),
-        "no LL-HLS playlist\n{}",
-        server.logs()
-    );
-    let url = format!("http://{}/live/main/index.m3u8", server.http);
-    let t = seconds.to_string();
-    let out = run_tool(
-        "ffmpeg",
-        &["-hide_banner", "-nostdin", "-v", "error", "-i", &url, "-t", &t, "-f", "null", "-"],
-        Duration::from_secs(40),
-    );
-    assert!(out.status.success(), "LL-HLS decode failed: {}\nserver:\n{}", out.stderr, server.logs());
-    assert!(out.stderr.trim().is_empty(), "decoder errors on the LL-HLS output:\n{}", out.stderr);
-    server.get("/live/main/index.m3u8").body
-}
-
 /// libsrt's own sender, `srt-live-transmit` (apt `srt-tools`), pushes a TS file (paced by ffmpeg
 /// `-re -c copy` on its stdin, as a playout server would) with the `publish:` stream id; the
 /// channel then plays over LL-HLS.
@@ -361,7 +341,7 @@ fn srt_live_transmit_pushes_a_ts_file() {
     }
     let pusher = Ends(vec![transmit, pacer]);
     wait_srt_live(&server);
-    let mv = decode_ll_hls(&server, 3);
+    let mv = decode_ll_hls(&server, "main", 3);
     assert!(mv.contains("avc1.") && mv.contains("mp4a.40.2"), "multivariant playlist:\n{mv}");
     drop(pusher);
 }
@@ -380,7 +360,7 @@ fn srt_hevc_plays_over_ll_hls() {
         strings(&["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "keyint=30:log-level=error"]);
     let mut publisher = ffmpeg_test_source(&url, 20, "640x360", &video, "mpegts");
     wait_srt_live(&server);
-    let mv = decode_ll_hls(&server, 3);
+    let mv = decode_ll_hls(&server, "main", 3);
     assert!(mv.contains("hvc1."), "not HEVC in the multivariant playlist:\n{mv}");
     publisher.kill();
 }
@@ -399,7 +379,7 @@ fn srt_opus_audio_plays_over_ll_hls() {
         strings(&["-c:v", "libx264", "-preset", "veryfast", "-g", "30", "-c:a", "libopus", "-ac", "2"]);
     let mut publisher = ffmpeg_test_source(&url, 20, "640x360", &options, "mpegts");
     wait_srt_live(&server);
-    let mv = decode_ll_hls(&server, 3);
+    let mv = decode_ll_hls(&server, "main", 3);
     assert!(mv.contains("opus") && mv.contains("avc1."), "no Opus in the multivariant playlist:\n{mv}");
     // SRT play carries it on, as Opus in TS.
     let out = server.data_dir().join("opus-play.ts");
@@ -547,7 +527,7 @@ fn srt_over_a_lossy_link_decodes_cleanly() {
     let video = strings(&["-c:v", "libx264", "-preset", "veryfast", "-g", "30", "-b:v", "1M"]);
     let mut publisher = ffmpeg_test_source(&url, 40, "640x360", &video, "mpegts");
     wait_srt_live(&server);
-    decode_ll_hls(&server, 10);
+    decode_ll_hls(&server, "main", 10);
     let metric = |name: &str| server.metric(name);
     let retransmitted = metric(r#"tidecast_srt_packets_retransmitted_total{direction="in"}"#);
     let lost = metric(r#"tidecast_srt_packets_lost_total{direction="in"}"#);

@@ -585,18 +585,16 @@ impl TsDemuxer {
             // Several ADTS frames share one PES timestamp (ffmpeg packs them): 1024 samples each.
             let t = pts + index * 1024 * u64::from(TIMESCALE_90K) / u64::from(rate);
             index += 1;
-            let (d, _, jumped) = self.audio_clock.map(t, t);
-            self.stats.timestamp_jumps += u64::from(jumped);
-            let time = MediaTime::new(d, TIMESCALE_90K);
-            out.push(TsEvent::Frame(Frame::new(
-                TrackKind::Audio,
-                time,
-                time,
-                false,
-                frame,
-                self.tracks.clone(),
-            )));
+            self.audio_frame(t, frame, out);
         }
+    }
+
+    /// One audio frame at 90 kHz time `t` (before unwrapping), with the current track set.
+    fn audio_frame(&mut self, t: u64, frame: Bytes, out: &mut Vec<TsEvent>) {
+        let (d, _, jumped) = self.audio_clock.map(t, t);
+        self.stats.timestamp_jumps += u64::from(jumped);
+        let time = MediaTime::new(d, TIMESCALE_90K);
+        out.push(TsEvent::Frame(Frame::new(TrackKind::Audio, time, time, false, frame, self.tracks.clone())));
     }
 }
 
@@ -630,17 +628,7 @@ impl TsDemuxer {
             es = es.slice(header_len + size..);
             let t = pts + offset_48k * u64::from(TIMESCALE_90K) / 48_000;
             offset_48k += u64::from(samples);
-            let (d, _, jumped) = self.audio_clock.map(t, t);
-            self.stats.timestamp_jumps += u64::from(jumped);
-            let time = MediaTime::new(d, TIMESCALE_90K);
-            out.push(TsEvent::Frame(Frame::new(
-                TrackKind::Audio,
-                time,
-                time,
-                false,
-                frame,
-                self.tracks.clone(),
-            )));
+            self.audio_frame(t, frame, out);
         }
     }
 }

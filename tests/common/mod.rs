@@ -802,6 +802,27 @@ pub fn run_tool(program: &str, args: &[&str], timeout: Duration) -> Ran {
     ran
 }
 
+/// ffmpeg decodes `seconds` of `channel`'s LL-HLS output (once its playlist answers, within
+/// 20 s) without a decoder error; returns the multivariant playlist.
+pub fn decode_ll_hls(server: &TestServer, channel: &str, seconds: u32) -> String {
+    let path = format!("/live/{channel}/index.m3u8");
+    assert!(
+        wait_until(Duration::from_secs(20), || server.get(&path).status == 200),
+        "no LL-HLS playlist\n{}",
+        server.logs()
+    );
+    let url = format!("http://{}{path}", server.http);
+    let t = seconds.to_string();
+    let out = run_tool(
+        "ffmpeg",
+        &["-hide_banner", "-nostdin", "-v", "error", "-i", &url, "-t", &t, "-f", "null", "-"],
+        Duration::from_secs(40),
+    );
+    assert!(out.status.success(), "LL-HLS decode failed: {}\nserver:\n{}", out.stderr, server.logs());
+    assert!(out.stderr.trim().is_empty(), "decoder errors on the LL-HLS output:\n{}", out.stderr);
+    server.get(&path).body
+}
+
 /// Decode all of `path` with ffmpeg at `-v error`: must exit 0 with nothing on stderr.
 /// Returns the number of decoded video frames.
 pub fn decode_clean(path: &Path) -> u64 {

@@ -121,6 +121,18 @@ pub(super) fn require_owner(caller: &Caller, owner_id: Option<i64>) -> Result<()
     }
 }
 
+/// A channel the caller may manage (its owner, or an admin): for the routes under
+/// `/channels/{name}/` that change how it is fed or pushed.
+pub(super) async fn find_owned(
+    ctx: &ApiContext,
+    caller: &Caller,
+    name: &str,
+) -> Result<ChannelRecord, Error> {
+    let c = find_visible(ctx, Some(caller), name).await?;
+    require_owner(caller, c.owner_id)?;
+    Ok(c)
+}
+
 /// Channels the caller may see, by name.
 #[utoipa::path(
     context_path = API_PREFIX,

@@ -9,7 +9,7 @@ use actix_web::{delete, get, patch, post, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::channels::{find_visible, require_owner};
+use super::channels::find_owned;
 use super::{ApiContext, Caller, ErrorBody, API_PREFIX};
 use crate::actors::restream::{Destination, PushState, PushUrl, Restream};
 use crate::auth::sealed::Sealer;
@@ -146,12 +146,6 @@ pub async fn load_all(store: &Store, restream: &Restream, sealer: &Sealer) -> cr
     Ok(())
 }
 
-async fn owned(ctx: &ApiContext, caller: &Caller, name: &str) -> Result<ChannelRecord, Error> {
-    let c = find_visible(ctx, Some(caller), name).await?;
-    require_owner(caller, c.owner_id)?;
-    Ok(c)
-}
-
 /// The channel's restream destinations with their push state.
 #[utoipa::path(
     context_path = API_PREFIX,
@@ -170,7 +164,7 @@ pub async fn list_destinations(
     caller: Caller,
     name: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    let c = owned(&ctx, &caller, &name).await?;
+    let c = find_owned(&ctx, &caller, &name).await?;
     let list = ctx.store.list_destinations(c.id).await?;
     Ok(HttpResponse::Ok().json(list.into_iter().map(|r| view(r, &ctx.restream)).collect::<Vec<_>>()))
 }
@@ -197,7 +191,7 @@ pub async fn create_destination(
     name: web::Path<String>,
     body: web::Json<CreateDestinationRequest>,
 ) -> Result<HttpResponse, Error> {
-    let c = owned(&ctx, &caller, &name).await?;
+    let c = find_owned(&ctx, &caller, &name).await?;
     let url = check_url(&body.url)?;
     check_key(&body.stream_key)?;
     let sealed = ctx.sealer.seal(KEY_FIELD, &body.stream_key);
@@ -229,7 +223,7 @@ pub async fn get_destination(
     path: web::Path<(String, i64)>,
 ) -> Result<HttpResponse, Error> {
     let (name, id) = path.into_inner();
-    let c = owned(&ctx, &caller, &name).await?;
+    let c = find_owned(&ctx, &caller, &name).await?;
     let r = ctx
         .store
         .destination(c.id, id)
@@ -260,7 +254,7 @@ pub async fn update_destination(
     body: web::Json<UpdateDestinationRequest>,
 ) -> Result<HttpResponse, Error> {
     let (name, id) = path.into_inner();
-    let c = owned(&ctx, &caller, &name).await?;
+    let c = find_owned(&ctx, &caller, &name).await?;
     let body = body.into_inner();
     let url = body.url.as_deref().map(check_url).transpose()?;
     if let Some(k) = &body.stream_key {
@@ -302,7 +296,7 @@ pub async fn delete_destination(
     path: web::Path<(String, i64)>,
 ) -> Result<HttpResponse, Error> {
     let (name, id) = path.into_inner();
-    let c = owned(&ctx, &caller, &name).await?;
+    let c = find_owned(&ctx, &caller, &name).await?;
     ctx.store.delete_destination(c.id, id).await?;
     tracing::info!(channel = %c.name, destination = id, "restream destination removed");
     publish(&ctx, &c).await?;

@@ -9,13 +9,13 @@ use actix_web::{delete, get, put, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::channels::{find_visible, require_owner};
+use super::channels::find_owned;
 use super::{ApiContext, Caller, ErrorBody, API_PREFIX};
 use crate::actors::pull::{PullSource, PullState, Pulls};
 use crate::auth::sealed::Sealer;
 use crate::error::Error;
 use crate::protocols::rtsp::{RtspTransport, SourceUrl};
-use crate::store::{ChannelRecord, SourceRecord, Store};
+use crate::store::{SourceRecord, Store};
 
 /// Longest user name or password accepted.
 const MAX_CREDENTIAL_LEN: usize = 256;
@@ -118,12 +118,6 @@ fn pulls(ctx: &ApiContext) -> Result<&Pulls, Error> {
     ctx.pulls.as_ref().ok_or_else(|| Error::unavailable("pulled sources are not available on this server"))
 }
 
-async fn owned(ctx: &ApiContext, caller: &Caller, name: &str) -> Result<ChannelRecord, Error> {
-    let c = find_visible(ctx, Some(caller), name).await?;
-    require_owner(caller, c.owner_id)?;
-    Ok(c)
-}
-
 fn check_credential(field: &str, v: &Option<String>) -> Result<(), Error> {
     match v {
         Some(v) if v.chars().count() > MAX_CREDENTIAL_LEN || v.chars().any(char::is_control) => {
@@ -153,7 +147,7 @@ pub async fn get_source(
     caller: Caller,
     name: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    let c = owned(&ctx, &caller, &name).await?;
+    let c = find_owned(&ctx, &caller, &name).await?;
     let pulls = pulls(&ctx)?;
     let r =
         ctx.store.source(c.id).await?.ok_or_else(|| Error::not_found("the channel has no pulled source"))?;
@@ -181,7 +175,7 @@ pub async fn set_source(
     name: web::Path<String>,
     body: web::Json<SetSourceRequest>,
 ) -> Result<HttpResponse, Error> {
-    let c = owned(&ctx, &caller, &name).await?;
+    let c = find_owned(&ctx, &caller, &name).await?;
     let pulls = pulls(&ctx)?;
     let body = body.into_inner();
     check_credential("username", &body.username)?;
@@ -230,7 +224,7 @@ pub async fn delete_source(
     caller: Caller,
     name: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    let c = owned(&ctx, &caller, &name).await?;
+    let c = find_owned(&ctx, &caller, &name).await?;
     let pulls = pulls(&ctx)?;
     if !ctx.store.delete_source(c.id).await? {
         return Err(Error::not_found("the channel has no pulled source"));
