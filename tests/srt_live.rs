@@ -14,6 +14,8 @@ const SESSIONS: &str = r#"tidecast_ingest_sessions{protocol="srt"}"#;
 const BYTES: &str = r#"tidecast_ingest_bytes_total{protocol="srt"}"#;
 const AUTH_FAILURES: &str = r#"tidecast_auth_failures_total{protocol="srt"}"#;
 const LIVE_TIMEOUT: Duration = Duration::from_secs(15);
+/// One SRT live-mode payload: seven transport packets.
+const SRT_PAYLOAD: usize = 7 * 188;
 
 /// ffmpeg publishing `seconds` of testsrc2 H.264 + AAC as MPEG-TS to `stream_id` over SRT. The
 /// `#` goes in raw: ffmpeg 5.1 does not decode `%23` (INTEROP-NOTES).
@@ -537,4 +539,75 @@ fn srt_over_a_lossy_link_decodes_cleanly() {
     assert!(retransmitted > 0.0, "the relay lost packets and SRT repaired them");
     publisher.kill();
     drop(relay);
+}
+
+/// Inside an accepted SRT session, a publisher's TS turns to garbage for a while: payloads cut
+/// mid-packet (sync lost), random bytes, and packets with a sync byte but random headers. The
+/// session survives, the damage is dropped (counted), and the LL-HLS output decodes without a
+/// single error before, during and after.
+#[test]
+fn garbage_and_truncated_ts_inside_an_srt_session_never_reach_viewers() {
+    use futures_util::SinkExt;
+    if !require_ffmpeg() {
+        return;
+    }
+    let server = TestServer::start(&[]);
+    let file = server.data_dir().join("source.ts");
+    let video = strings(&["-c:v", "libx264", "-preset", "veryfast", "-g", "30", "-b:v", "800k"]);
+    let mut make = ffmpeg_test_source(file.to_str().unwrap(), 12, "640x360", &video, "mpegts");
+    // ffmpeg_test_source paces with -re: 12 s to write.
+    assert!(make.wait_timeout(Duration::from_secs(40)).is_some_and(|s| s.success()), "{}", make.stderr());
+    let ts = std::fs::read(&file).unwrap();
+    let chunks: Vec<Vec<u8>> = ts.chunks(SRT_PAYLOAD).map(<[u8]>::to_vec).collect();
+    let pace = Duration::from_secs(12).div_f64(chunks.len() as f64);
+    let (srt, key) = (server.srt, server.key.clone());
+    let dropped_before = server.metric("tidecast_srt_dropped_units_total");
+    let sender = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let stream_id = format!("publish:live/{key}");
+            let mut sock = srt_tokio::SrtSocket::builder()
+                .latency(Duration::from_millis(200))
+                .call(srt, Some(stream_id.as_str()))
+                .await
+                .expect("SRT connect");
+            let mut x: u32 = 0x5eed_1234;
+            let mut rand = move || {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x
+            };
+            for (i, chunk) in chunks.iter().enumerate() {
+                // Between 4 s and 6 s: one bad payload after every good one.
+                let t = pace.mul_f64(i as f64);
+                if t > Duration::from_secs(4) && t < Duration::from_secs(6) {
+                    let bad: Vec<u8> = match i % 3 {
+                        0 => chunk[chunk.len().min(100)..].to_vec(), // cut mid-packet
+                        1 => (0..SRT_PAYLOAD).map(|_| rand() as u8).collect(),
+                        _ => (0..7)
+                            .flat_map(|_| {
+                                let mut p = vec![0x47u8];
+                                p.extend((1..188).map(|_| rand() as u8));
+                                p
+                            })
+                            .collect(),
+                    };
+                    sock.send((std::time::Instant::now(), bytes::Bytes::from(bad))).await.expect("send");
+                }
+                sock.send((std::time::Instant::now(), bytes::Bytes::copy_from_slice(chunk)))
+                    .await
+                    .expect("send");
+                tokio::time::sleep(pace).await;
+            }
+            sock.close().await.ok();
+        });
+    });
+    wait_srt_live(&server);
+    // Decodes across the bad stretch (the sender is at about 1.5 s when this starts).
+    decode_ll_hls(&server, "main", 8);
+    sender.join().expect("the sender finished");
+    assert!(server.metric("tidecast_srt_dropped_units_total") > dropped_before, "the damage was counted");
+    assert_eq!(server.get("/healthz").status, 200);
+    assert!(!server.logs().contains("publisher session failed"), "{}", server.logs());
 }
