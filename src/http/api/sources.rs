@@ -17,6 +17,11 @@ use crate::error::Error;
 use crate::protocols::rtsp::{RtspTransport, SourceUrl};
 use crate::store::{SourceRecord, Store};
 
+/// The source URL's pattern, as the OpenAPI schema of `url` declares it (a test holds the two
+/// equal): what passes it, `SourceUrl::parse` takes; no space, fragment or percent sign in the
+/// credentials, an ASCII host name or address, a port from 1 to 65535.
+const URL_PATTERN: &str = r"^rtsp://([^\s#/@:%?\[\]]+(:[^\s#/@%?\[\]]*)?@)?[A-Za-z0-9._-]+(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(/[^\s#]*)?$";
+
 /// Longest user name or password accepted.
 const MAX_CREDENTIAL_LEN: usize = 256;
 
@@ -46,13 +51,16 @@ pub struct SourceView {
 #[serde(deny_unknown_fields)]
 pub struct SetSourceRequest {
     /// `rtsp://[user:pass@]host[:port]/path`. Credentials may come in the URL or apart.
-    #[schema(max_length = 2048, pattern = r"^rtsp://[^\s#]+$")]
+    #[schema(
+        max_length = 2048,
+        pattern = r"^rtsp://([^\s#/@:%?\[\]]+(:[^\s#/@%?\[\]]*)?@)?[A-Za-z0-9._-]+(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(/[^\s#]*)?$"
+    )]
     pub url: String,
     /// Overrides a user name in the URL.
-    #[schema(max_length = 256, pattern = r"^[^\u0000-\u001f\u007f]*$")]
+    #[schema(max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub username: Option<String>,
     /// Overrides a password in the URL.
-    #[schema(max_length = 256, pattern = r"^[^\u0000-\u001f\u007f]*$")]
+    #[schema(max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub password: Option<String>,
     /// tcp (default) or udp.
     #[schema(value_type = Option<String>, pattern = "^(tcp|udp)$")]
@@ -180,6 +188,13 @@ pub async fn set_source(
     let body = body.into_inner();
     check_credential("username", &body.username)?;
     check_credential("password", &body.password)?;
+    static URL_RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let url_re = URL_RE.get_or_init(|| regex::Regex::new(URL_PATTERN).expect("a valid pattern"));
+    if body.url.len() > 2048 || !url_re.is_match(&body.url) {
+        return Err(Error::invalid(
+            "url must be rtsp://[user[:password]@]host[:port][/path] with an ASCII host and no spaces",
+        ));
+    }
     let url = SourceUrl::parse(&body.url)
         .map_err(|e| Error::invalid(format!("url: {e}")))?
         .with_credentials(body.username, body.password);
@@ -232,4 +247,34 @@ pub async fn delete_source(
     tracing::info!(channel = %c.name, "pull source removed");
     pulls.set(&c.name, None);
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::OpenApi;
+
+    use super::*;
+
+    #[test]
+    fn the_schema_declares_the_pattern_the_handler_checks() {
+        let doc = serde_json::to_value(super::super::ApiDoc::openapi()).unwrap();
+        let declared = &doc["components"]["schemas"]["SetSourceRequest"]["properties"]["url"]["pattern"];
+        assert_eq!(declared.as_str(), Some(URL_PATTERN));
+        let re = regex::Regex::new(URL_PATTERN).unwrap();
+        for ok in ["rtsp://cam", "rtsp://u:p@10.0.0.5:554/s1?ch=2", "rtsp://u@h:65535/", "rtsp://u:@h"] {
+            assert!(re.is_match(ok), "{ok}");
+            assert!(SourceUrl::parse(ok).is_ok(), "what the pattern takes parses: {ok}");
+        }
+        for bad in [
+            "rtsp://h:0",
+            "rtsp://h:65536",
+            "rtsp://[::1]/",
+            "rtsp://u%zz@h",
+            "rtsp://h/a b",
+            "http://h",
+            "rtsp://h#f",
+        ] {
+            assert!(!re.is_match(bad), "{bad}");
+        }
+    }
 }
