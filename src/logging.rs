@@ -1,6 +1,6 @@
 //! Log hygiene: client mistakes are not server errors, and a flood of them must not flood the log.
 //!
-//! Two tools. [`LogBudget`] rate-limits one kind of line (at most N lines per interval; the next
+//! Two tools (and a budget for srt-tokio's own lines, [`SRT_PROTOCOL_LINES`]). [`LogBudget`] rate-limits one kind of line (at most N lines per interval; the next
 //! line logged says how many were suppressed before it). [`ClientNoise`] handles the one ERROR
 //! line we do not emit ourselves: actix-http logs every request it could not parse, every reset
 //! and every slow-request timeout at ERROR (`stream error: request parse error: ...`), though
@@ -67,6 +67,12 @@ impl LogBudget {
 /// Requests actix-http refused before our code saw them (malformed, reset, too slow).
 pub static HTTP_CLIENT_ERRORS: LogBudget = LogBudget::new(10, Duration::from_secs(60));
 
+/// srt-tokio's own lines (target `srt_protocol`): on shutdown after SRT publishing it logged
+/// `closed socket ... PacketStreamClosedError` 11,000 to 22,000 times in 90 ms, and under loss it
+/// logs every late packet batch. At most this many per interval reach the log; the SRT counters
+/// in `/metrics` (retransmitted, dropped, gaps) carry the rest.
+pub static SRT_PROTOCOL_LINES: LogBudget = LogBudget::new(20, Duration::from_secs(10));
+
 /// Prefixes of actix-http's ERROR lines that report a client's mistake (the `Display` of
 /// `actix_http::error::DispatchError`'s variants `Parse`, `Io`, `SlowRequestTimeout`,
 /// `DisconnectTimeout`, `HandlerDroppedPayload`, behind the dispatcher's `"stream error: "`).
@@ -109,6 +115,9 @@ impl<S: Subscriber> Filter<S> for HideClientNoise {
     }
 
     fn event_enabled(&self, event: &Event<'_>, _cx: &Context<'_, S>) -> bool {
+        if event.metadata().target().starts_with("srt_protocol") {
+            return SRT_PROTOCOL_LINES.admit().is_some();
+        }
         ClientNoise::client_error(event).is_none()
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::units::duration_str;
+use super::units::{duration_str, Size};
 
 /// `[tls]`: the certificate of RTMPS (`rtmp.tls_listen`) and HTTPS (`http.tls_listen`). One
 /// certificate for both: they serve the same host names.
@@ -68,6 +68,9 @@ pub struct SrtConfig {
     /// frames and counts a gap; but a loss of exactly 16 (or 32, ...) packets of one stream
     /// leaves no trace in MPEG-TS's 4-bit continuity counter, and such a frame passes damaged.
     pub drop_too_late: bool,
+    /// Kernel receive and send buffer of the SRT UDP socket, which every SRT connection shares.
+    /// The kernel caps it at `net.core.rmem_max`/`wmem_max` (a warning says so at start).
+    pub udp_buffer: Size,
 }
 
 impl Default for SrtConfig {
@@ -80,6 +83,7 @@ impl Default for SrtConfig {
             pbkeylen: 16,
             max_connections: 1000,
             drop_too_late: false,
+            udp_buffer: Size::mib(8),
         }
     }
 }
@@ -106,6 +110,10 @@ impl SrtConfig {
             format!("srt.pbkeylen: {} must be 16, 24 or 32 (AES-128, -192, -256)", self.pbkeylen),
         );
         check(self.max_connections > 0, "srt.max_connections: must be greater than 0".to_owned());
+        check(
+            (Size::kib(64)..=Size::mib(256)).contains(&self.udp_buffer),
+            format!("srt.udp_buffer: {} must be between 64KiB and 256MiB", self.udp_buffer),
+        );
     }
 }
 
@@ -119,6 +127,7 @@ impl std::fmt::Debug for SrtConfig {
             .field("pbkeylen", &self.pbkeylen)
             .field("max_connections", &self.max_connections)
             .field("drop_too_late", &self.drop_too_late)
+            .field("udp_buffer", &self.udp_buffer)
             .finish()
     }
 }

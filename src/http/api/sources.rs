@@ -18,9 +18,11 @@ use crate::protocols::rtsp::{RtspTransport, SourceUrl};
 use crate::store::{SourceRecord, Store};
 
 /// The source URL's pattern, as the OpenAPI schema of `url` declares it (a test holds the two
-/// equal): what passes it, `SourceUrl::parse` takes; no space, fragment or percent sign in the
-/// credentials, an ASCII host name or address, a port from 1 to 65535.
-const URL_PATTERN: &str = r"^rtsp://([^\s#/@:%?\[\]]+(:[^\s#/@%?\[\]]*)?@)?[A-Za-z0-9._-]+(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(/[^\s#]*)?$";
+/// equal): what passes it, `SourceUrl::parse` takes; no space, control character or fragment,
+/// no percent sign in the credentials, an ASCII host name or address, a port from 1 to 65535.
+/// Spaces and controls are spelled out rather than `\s`, whose meaning differs between the
+/// regex engines that read the schema (Rust's counts U+0085, ECMAScript's does not).
+const URL_PATTERN: &str = r"^rtsp://([^\u0000-\u0020\u007f-\u009f#/@:%?\[\]]+(:[^\u0000-\u0020\u007f-\u009f#/@%?\[\]]*)?@)?[A-Za-z0-9._-]+(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(/[^\u0000-\u0020\u007f-\u009f#]*)?$";
 
 /// Longest user name or password accepted.
 const MAX_CREDENTIAL_LEN: usize = 256;
@@ -53,7 +55,7 @@ pub struct SetSourceRequest {
     /// `rtsp://[user:pass@]host[:port]/path`. Credentials may come in the URL or apart.
     #[schema(
         max_length = 2048,
-        pattern = r"^rtsp://([^\s#/@:%?\[\]]+(:[^\s#/@%?\[\]]*)?@)?[A-Za-z0-9._-]+(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(/[^\s#]*)?$"
+        pattern = r"^rtsp://([^\u0000-\u0020\u007f-\u009f#/@:%?\[\]]+(:[^\u0000-\u0020\u007f-\u009f#/@%?\[\]]*)?@)?[A-Za-z0-9._-]+(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(/[^\u0000-\u0020\u007f-\u009f#]*)?$"
     )]
     pub url: String,
     /// Overrides a user name in the URL.
