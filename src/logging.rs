@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_log::NormalizeEvent;
 use tracing_subscriber::layer::{Context, Filter, Layer};
 
 /// Rate limit of one kind of log line: at most `lines` per `interval`, the rest counted.
@@ -115,7 +116,10 @@ impl<S: Subscriber> Filter<S> for HideClientNoise {
     }
 
     fn event_enabled(&self, event: &Event<'_>, _cx: &Context<'_, S>) -> bool {
-        if event.metadata().target().starts_with("srt_protocol") {
+        // srt-tokio logs through the `log` crate: its events carry their target in fields.
+        let normalized = event.normalized_metadata();
+        let target = normalized.as_ref().map_or(event.metadata().target(), |m| m.target());
+        if target.starts_with("srt_protocol") {
             return SRT_PROTOCOL_LINES.admit().is_some();
         }
         ClientNoise::client_error(event).is_none()
