@@ -114,6 +114,10 @@ pub struct TsDemuxer {
     partial: Vec<u8>,
     /// The last packet started where the one before it ended (no resync in progress).
     synced: bool,
+    /// While resyncing: bytes from a candidate sync byte whose confirmation (the byte one packet
+    /// later) has not arrived yet. Held rather than guessed, so where the input was split never
+    /// changes what is found.
+    carry: Vec<u8>,
     pmt_pid: Option<u16>,
     streams: HashMap<u16, Pes>,
     tracks: Arc<Tracks>,
@@ -216,7 +220,13 @@ impl TsDemuxer {
     /// Feeds transport stream bytes in any split; complete events are appended to `out`.
     pub fn feed(&mut self, data: &[u8], out: &mut Vec<TsEvent>) {
         let start = out.len();
-        self.feed_packets(data, out);
+        if self.carry.is_empty() {
+            self.feed_packets(data, out);
+        } else {
+            let mut joined = std::mem::take(&mut self.carry);
+            joined.extend_from_slice(data);
+            self.feed_packets(&joined, out);
+        }
         self.gate(out, start, false);
     }
 
@@ -237,6 +247,12 @@ impl TsDemuxer {
             }
         }
         while !data.is_empty() {
+            if !self.synced && data[0] == SYNC_BYTE && data.len() <= PACKET_SIZE {
+                // A candidate whose confirmation is not here yet: wait for it (`finish` takes
+                // it as it is at the end of the stream).
+                self.carry.extend_from_slice(data);
+                return;
+            }
             if data[0] != SYNC_BYTE
                 || (!self.synced && data.get(PACKET_SIZE).is_some_and(|&b| b != SYNC_BYTE))
             {
@@ -266,6 +282,12 @@ impl TsDemuxer {
     /// Flushes what is buffered (end of stream): a PES whose length was unbounded completes.
     pub fn finish(&mut self, out: &mut Vec<TsEvent>) {
         let start = out.len();
+        if !self.carry.is_empty() {
+            // The stream ended on a candidate: nothing follows to confirm or refute it.
+            let carry = std::mem::take(&mut self.carry);
+            self.synced = true;
+            self.feed_packets(&carry, out);
+        }
         let pids: Vec<u16> = self.streams.keys().copied().collect();
         for pid in pids {
             self.flush_pes(pid, out);
