@@ -363,8 +363,13 @@ pub struct HttpResponse {
 
 /// A minimal HTTP/1.1 GET (Connection: close), with 5 s timeouts.
 pub fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
+    http_get_within(addr, path, Duration::from_secs(5))
+}
+
+/// [`http_get`] for an answer that may take up to `timeout` (a request the server holds).
+pub fn http_get_within(addr: SocketAddr, path: &str, timeout: Duration) -> HttpResponse {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("HTTP connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_read_timeout(Some(timeout)).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
     let mut raw = Vec::new();
