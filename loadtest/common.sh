@@ -55,3 +55,17 @@ ensure_input() {
         mv "$INPUT.tmp" "$INPUT"
     fi
 }
+
+# lt_tidecast: sets TIDECAST to $TIDECAST_BIN when given, else builds the release binary and runs
+# a private copy of it (the target dir may be rebuilt from another checkout while we run).
+# Needs ROOT, WORK, CARGO_TARGET_DIR and `log`.
+lt_tidecast() {
+    if [[ -n ${TIDECAST_BIN:-} ]]; then
+        TIDECAST=$TIDECAST_BIN
+        return
+    fi
+    log "building tidecast (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+    (cd "$ROOT" && cargo build --release --quiet)
+    cp "$CARGO_TARGET_DIR/release/tidecast" "$WORK/tidecast"
+    TIDECAST=$WORK/tidecast
+}

@@ -74,15 +74,7 @@ ulimit -n 8192 2>/dev/null || true
 source "$HERE/common.sh"
 lt_init tidecast-srt-ingest
 
-if [[ -z ${TIDECAST_BIN:-} ]]; then
-    log "building tidecast (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-    (cd "$ROOT" && cargo build --release --quiet)
-    # A private copy: the target dir may be rebuilt from another checkout while we run.
-    cp "$CARGO_TARGET_DIR/release/tidecast" "$WORK/tidecast"
-    TIDECAST=$WORK/tidecast
-else
-    TIDECAST=$TIDECAST_BIN
-fi
+lt_tidecast
 ensure_input
 TICKS=$(getconf CLK_TCK)
 SEGMENT_S=2   # hls.segment_target (default), the test stream's GOP

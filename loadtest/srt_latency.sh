@@ -72,14 +72,7 @@ for tool in ffmpeg srt-live-transmit curl python3; do command -v "$tool" >/dev/n
 source "$HERE/common.sh"
 lt_init tidecast-srt-latency
 
-if [[ -z ${TIDECAST_BIN:-} ]]; then
-    log "building tidecast (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-    (cd "$ROOT" && cargo build --release --quiet)
-    cp "$CARGO_TARGET_DIR/release/tidecast" "$WORK/tidecast"
-    TIDECAST=$WORK/tidecast
-else
-    TIDECAST=$TIDECAST_BIN
-fi
+lt_tidecast
 
 mkdir -p "$CACHE"
 TS=$CACHE/testsrc2-720p30-3M-zerolatency-aac-${FILE_S}s.ts
