@@ -13,14 +13,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use tidecast::store::{NewVideo, Store, VideoSource, VideoStatus, Visibility};
 
 /// The schemathesis major version the config file is written for.
@@ -60,26 +58,6 @@ fn schemathesis() -> Option<PathBuf> {
     assert!(installed.status.success(), "pip install {SCHEMATHESIS}: {}", installed.stderr);
     assert!(works(&bin), "{} does not run after installing", bin.display());
     Some(bin)
-}
-
-/// A minimal HTTP/1.1 JSON request (Connection: close).
-fn http_json(addr: SocketAddr, path: &str, body: Value) -> (u16, Value) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("HTTP connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let body = body.to_string();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
 /// Runs `program` in `dir` to completion within `timeout` (killed and failed otherwise).
@@ -124,9 +102,9 @@ fn the_api_keeps_its_openapi_contract() {
     let creds = json!({"email": "contract@example.com", "password": "contract password"});
     let mut register = creds.clone();
     register["username"] = json!("contract");
-    let (s, v) = http_json(server.http, "/api/v1/users/register", register);
+    let (s, v) = http_json(server.http, "POST", "/api/v1/users/register", None, Some(register));
     assert_eq!(s, 201, "{v}");
-    let (s, v) = http_json(server.http, "/api/v1/auth/login", creds);
+    let (s, v) = http_json(server.http, "POST", "/api/v1/auth/login", None, Some(creds));
     assert_eq!(s, 200, "{v}");
     let token = v["access_token"].as_str().unwrap().to_owned();
     // Videos for the id dictionary of the config (1 public, 2 for subscribers, 3 private), so
