@@ -281,7 +281,7 @@ impl Pulls {
         let (Some(source), Some(registry)) = (source, self.inner.registry.clone()) else { return };
         let entry = Arc::new(PullEntry::new(source));
         self.inner.entries.insert(channel.to_owned(), entry.clone());
-        let span = info_span!("pull", channel = %channel, source = %entry.source.url, session = tracing::field::Empty);
+        let span = info_span!("pull", channel = %channel, source = %entry.source.url);
         let (inner, channel) = (self.inner.clone(), channel.to_owned());
         self.inner.tracker.spawn_on(run(inner, registry, channel, entry).instrument(span), &self.inner.media);
     }

@@ -77,7 +77,6 @@ pub(crate) async fn run(
     let mut ingest = IngestSession::start_pull(registry, PROTOCOL, channel, shutdown)
         .await
         .map_err(|e| format!("channel refused the pull: {}", e.msg))?;
-    tracing::Span::current().record("session", ingest.session_id());
 
     let play = PlayOptions::default()
         .initial_timestamp(InitialTimestampPolicy::Permissive)
@@ -92,7 +91,14 @@ pub(crate) async fn run(
     for s in [video, audio].into_iter().flatten() {
         demux.set_parameters(s.index, demuxed.streams()[s.index].parameters())?;
     }
-    info!(resumed = ingest.resumed(), video = video.is_some(), audio = audio.is_some(), "pulling");
+    // The pull's span lives across reconnects, so the session goes in this line, not the span.
+    info!(
+        session = ingest.session_id(),
+        resumed = ingest.resumed(),
+        video = video.is_some(),
+        audio = audio.is_some(),
+        "pulling"
+    );
     let mut events = Vec::new();
     let mut live = false;
     let mut tick = tokio::time::interval(TICK);
