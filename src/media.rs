@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod codec;
+pub mod follow;
 pub mod frame;
 pub mod ring;
 pub mod segmenter;

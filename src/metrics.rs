@@ -79,6 +79,21 @@ pub struct Metrics {
     pub pull_sources: IntGaugeVec,
     /// Pulls that failed or ended and were started again, by protocol.
     pub pull_reconnects: IntCounterVec,
+    /// Transcode ladders (one ffmpeg each) running.
+    pub transcodes_running: IntGauge,
+    /// ffmpeg processes of a ladder started again, by reason (`exit`, `stall`, `source`).
+    pub transcode_restarts: IntCounterVec,
+    /// ffmpeg's encode speed (x real time), by the ladder's highest encoded rung (`1080p`,
+    /// `720p`, `480p`, `360p`, `other`).
+    pub transcode_speed: HistogramVec,
+    /// Frames ffmpeg reported dropped.
+    pub transcode_frames_dropped: IntCounter,
+    /// 1 when no ffmpeg was found: every channel runs passthrough only.
+    pub transcode_ffmpeg_missing: IntGauge,
+    /// Channels served passthrough although their ladder is on, by reason (`cap`).
+    pub transcode_refused: IntCounterVec,
+    /// Source segments a rung had no aligned key frame for (published as gaps).
+    pub transcode_misaligned_segments: IntCounter,
     /// Time from a viewer's play request to its first media byte written.
     pub first_frame_seconds: HistogramVec,
     /// HTTP requests by route pattern and status.
@@ -331,6 +346,59 @@ impl Metrics {
                 "Pulls that failed or ended and were started again after a backoff",
                 &["protocol"],
             ),
+            transcodes_running: {
+                let g = IntGauge::new(
+                    "tidecast_transcodes_running",
+                    "Transcode ladders running (one ffmpeg each)",
+                )
+                .expect("valid");
+                r.register(Box::new(g.clone())).expect("registered once");
+                g
+            },
+            transcode_restarts: counter_vec(
+                &r,
+                "tidecast_transcode_restarts_total",
+                "ffmpeg processes of a transcode ladder started again, by reason",
+                &["reason"],
+            ),
+            transcode_speed: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "tidecast_transcode_speed_ratio",
+                        "ffmpeg encode speed (x real time), by the ladder's highest encoded rung",
+                    )
+                    .buckets(vec![0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.5, 2.0, 4.0]),
+                    &["rung_class"],
+                )
+                .expect("valid");
+                r.register(Box::new(h.clone())).expect("registered once");
+                h
+            },
+            transcode_frames_dropped: counter(
+                &r,
+                "tidecast_transcode_frames_dropped_total",
+                "Frames ffmpeg reported dropped while transcoding",
+            ),
+            transcode_ffmpeg_missing: {
+                let g = IntGauge::new(
+                    "tidecast_transcode_ffmpeg_missing",
+                    "1 when no ffmpeg was found and every channel runs passthrough only",
+                )
+                .expect("valid");
+                r.register(Box::new(g.clone())).expect("registered once");
+                g
+            },
+            transcode_refused: counter_vec(
+                &r,
+                "tidecast_transcode_refused_total",
+                "Live sessions served passthrough although their ladder is on, by reason",
+                &["reason"],
+            ),
+            transcode_misaligned_segments: counter(
+                &r,
+                "tidecast_transcode_misaligned_segments_total",
+                "Source segments a transcoded rendition had no aligned key frame for",
+            ),
             frames_unwritable: counter_vec(
                 &r,
                 "tidecast_egress_frames_unwritable_total",
@@ -407,7 +475,11 @@ impl Metrics {
         for state in ["waiting", "connecting", "live", "retrying"] {
             self.pull_sources.with_label_values(&["rtsp", state]);
         }
-        for output in ["hls_packager", "hls_viewer_sweep", "restream"] {
+        for reason in ["exit", "stall", "source"] {
+            self.transcode_restarts.with_label_values(&[reason]);
+        }
+        self.transcode_refused.with_label_values(&["cap"]);
+        for output in ["hls_packager", "hls_viewer_sweep", "restream", "transcode"] {
             self.outputs_running.with_label_values(&[output]);
             self.output_restarts.with_label_values(&[output]);
         }

@@ -169,8 +169,13 @@ impl Channel {
                 clock,
                 self.outputs.clone(),
                 move |_restarts| {
-                    let packager =
-                        HlsPackager { channel: name.clone(), rendition: hls.clone(), settings, clock };
+                    let packager = HlsPackager {
+                        channel: name.clone(),
+                        rendition: hls.clone(),
+                        settings,
+                        clock,
+                        follow: None,
+                    };
                     packager.run(ring.reader())
                 },
             );

@@ -31,6 +31,7 @@ use tokio::time::Instant;
 
 use crate::media::clock::Clock;
 use crate::media::codec::Tracks;
+use crate::media::follow::{BoundaryLog, Recorder};
 use crate::media::frame::TrackKind;
 use crate::media::ring::RingReader;
 use crate::media::segmenter::{Part, Segmenter, SegmenterConfig};
@@ -38,6 +39,8 @@ use crate::media::time::MediaTime;
 use crate::metrics::metrics;
 use crate::protocols::fmp4::CmafMuxer;
 use crate::protocols::hls::SkipRequest;
+
+mod follow;
 use crate::store::Visibility;
 
 /// The rendition name of the publisher's own encoding.
@@ -159,6 +162,8 @@ pub struct SegmentData {
     pub video_frames: u32,
     /// When it completed (for window expiry).
     pub completed_at: Option<Instant>,
+    /// No media: the source's segment that a transcoded rendition missed (`EXT-X-GAP`).
+    pub gap: bool,
 }
 
 impl SegmentData {
@@ -227,7 +232,7 @@ impl Window {
     pub fn bandwidth(&self) -> (u64, u64) {
         let mut peak = 0u64;
         let (mut bytes, mut dur) = (0u64, 0f64);
-        for s in self.segments.iter().filter(|s| s.complete()) {
+        for s in self.segments.iter().filter(|s| s.complete() && !s.gap) {
             let secs = s.duration.as_secs_f64();
             if secs > 0.0 {
                 peak = peak.max((s.bytes as f64 * 8.0 / secs) as u64);
@@ -273,6 +278,11 @@ pub struct HlsRendition {
     /// releases every blocked reload at once; with this, a thousand of them share one rendering
     /// instead of rendering the same text a thousand times.
     rendered: Mutex<Vec<(u64, SkipRequest, Bytes)>>,
+    /// Where this rendition's packager cut, for renditions cut in step with it (the transcode
+    /// ladder's rungs follow the source's: `media::follow`).
+    boundaries: Mutex<BoundaryLog>,
+    /// Bumped whenever `boundaries` changes.
+    boundaries_changed: watch::Sender<u64>,
     /// Test-only: panic the packager on its next frame (supervision tests).
     #[cfg(test)]
     fault: std::sync::atomic::AtomicBool,
@@ -306,6 +316,8 @@ impl HlsRendition {
             held_playlists: [AtomicUsize::new(0), AtomicUsize::new(0)],
             playlists_drained: Notify::new(),
             rendered: Mutex::new(Vec::new()),
+            boundaries: Mutex::new(BoundaryLog::default()),
+            boundaries_changed: watch::channel(0).0,
             #[cfg(test)]
             fault: std::sync::atomic::AtomicBool::new(false),
         }
@@ -383,6 +395,22 @@ impl HlsRendition {
     #[cfg(test)]
     pub(crate) fn publish_for_test(self: &Arc<Self>) {
         self.update(|w| w.codecs = "avc1.64001f".into());
+    }
+
+    /// Change the boundary log (the source packager) and wake followers.
+    fn log_boundaries(&self, f: impl FnOnce(&mut BoundaryLog)) {
+        f(&mut self.boundaries.lock().unwrap_or_else(|p| p.into_inner()));
+        self.boundaries_changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Read the boundary log (a follower).
+    pub(crate) fn with_boundaries<T>(&self, f: impl FnOnce(&BoundaryLog) -> T) -> T {
+        f(&self.boundaries.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Wakes when the boundary log changes.
+    pub(crate) fn subscribe_boundaries(&self) -> watch::Receiver<u64> {
+        self.boundaries_changed.subscribe()
     }
 
     /// Read access for rendering; held only while copying out what a response needs.
@@ -511,12 +539,22 @@ pub struct HlsPackager {
     pub rendition: Arc<HlsRendition>,
     pub settings: HlsSettings,
     pub clock: Clock,
+    /// Cut where this rendition's packager cuts, instead of by the segmenter's own rules: a
+    /// transcoded rung following the source (`follow.rs`).
+    pub follow: Option<Arc<HlsRendition>>,
 }
 
 impl HlsPackager {
     /// Package `reader` until its ring closes.
-    pub async fn run(self, mut reader: RingReader) {
-        let HlsPackager { channel, rendition, settings, clock } = self;
+    pub async fn run(self, reader: RingReader) {
+        match self.follow.clone() {
+            Some(source) => self.run_following(source, reader).await,
+            None => self.run_segmenting(reader).await,
+        }
+    }
+
+    async fn run_segmenting(self, mut reader: RingReader) {
+        let HlsPackager { channel, rendition, settings, clock, .. } = self;
         let cfg =
             SegmenterConfig { part_target: settings.part_target, segment_target: settings.segment_target };
         let resume = rendition.seal_for_resume(clock.now());
@@ -532,7 +570,8 @@ impl HlsPackager {
         let mut anchor: Option<(MediaTime, SystemTime)> = None;
         let dropped = metrics().frames_dropped.with_label_values(&["hls"]);
         let mut last_published: Option<Instant> = None;
-        let out = Publisher { rendition: &rendition, settings: &settings, clock };
+        let mut recorder = Recorder::default();
+        let out = Publisher { rendition: &rendition, settings: &settings, clock, target_from: None };
         debug!(%channel, rendition = %rendition.name, "packager started");
         loop {
             match reader.next().await {
@@ -542,7 +581,12 @@ impl HlsPackager {
                     if frame.discontinuity || anchor.is_none() {
                         anchor = Some((frame.dts, frame.received_at));
                     }
-                    segmenter.push(frame, &mut parts);
+                    let before = parts.len();
+                    segmenter.push(frame.clone(), &mut parts);
+                    rendition.log_boundaries(|log| {
+                        let pdt = |start| program_date_time(anchor, start, clock);
+                        recorder.after_push(&frame, &parts[before..], segmenter.open_part(), pdt, log)
+                    });
                 }
                 Some(Err(lag)) => {
                     // The packager fell a ring behind (CPU starvation): what it missed is gone,
@@ -553,8 +597,10 @@ impl HlsPackager {
                 }
                 None => {
                     segmenter.finish(&mut parts);
+                    rendition.log_boundaries(|log| log.end());
                     for part in parts.drain(..) {
-                        out.publish_part(&mut muxer, part, anchor, segmenter.frame_interval());
+                        let pdt = program_date_time(anchor, part.start, clock);
+                        out.publish_part(&mut muxer, part, pdt, segmenter.frame_interval());
                     }
                     rendition.update(|w| w.ended = true);
                     info!(%channel, rendition = %rendition.name, "packager finished");
@@ -573,7 +619,8 @@ impl HlsPackager {
                 if let Some(due) = due.filter(|d| *d > clock.now()) {
                     clock.sleep_until(due).await;
                 }
-                out.publish_part(&mut muxer, part, anchor, segmenter.frame_interval());
+                let pdt = program_date_time(anchor, part.start, clock);
+                out.publish_part(&mut muxer, part, pdt, segmenter.frame_interval());
                 last_published = Some(clock.now());
             }
         }
@@ -588,11 +635,30 @@ pub struct ResumePoint {
     pub fragment_sequence: u32,
 }
 
+/// `EXT-X-PROGRAM-DATE-TIME` of media decoded at `start`: the wall clock of the anchor frame
+/// (media time, arrival) plus the media time since; the current time without an anchor.
+fn program_date_time(anchor: Option<(MediaTime, SystemTime)>, start: MediaTime, clock: Clock) -> SystemTime {
+    match anchor {
+        Some((media, wall)) => {
+            let off = start.minus(media.rescale(start.timescale));
+            if off.ticks >= 0 {
+                wall + off.as_duration()
+            } else {
+                wall.checked_sub(MediaTime::new(-off.ticks, off.timescale).as_duration()).unwrap_or(wall)
+            }
+        }
+        None => clock.wall(),
+    }
+}
+
 /// What `publish_part` needs besides the part.
 struct Publisher<'a> {
     rendition: &'a Arc<HlsRendition>,
     settings: &'a HlsSettings,
     clock: Clock,
+    /// Take the target duration from this rendition (the source a rung follows), so every
+    /// rendition of the channel declares the same one.
+    target_from: Option<&'a HlsRendition>,
 }
 
 impl Publisher<'_> {
@@ -601,7 +667,7 @@ impl Publisher<'_> {
         &self,
         muxer: &mut CmafMuxer,
         part: Part,
-        anchor: Option<(MediaTime, SystemTime)>,
+        pdt: SystemTime,
         frame_interval: Option<Duration>,
     ) {
         let (rendition, settings, clock) = (self.rendition, self.settings, self.clock);
@@ -625,17 +691,10 @@ impl Publisher<'_> {
         if part.ends_segment {
             m.hls_segments.inc();
         }
-        let pdt = match anchor {
-            Some((media, wall)) => {
-                let off = part.start.minus(media.rescale(part.start.timescale));
-                if off.ticks >= 0 {
-                    wall + off.as_duration()
-                } else {
-                    wall.checked_sub(MediaTime::new(-off.ticks, off.timescale).as_duration()).unwrap_or(wall)
-                }
-            }
-            None => clock.wall(),
-        };
+        let source_target = self.target_from.map(|s| {
+            let w = s.window();
+            (w.target_fixed, w.target_duration)
+        });
         let init_version = muxer.init_version();
         let fragment_sequence = muxer.sequence();
         rendition.update(|w| {
@@ -664,6 +723,7 @@ impl Publisher<'_> {
                     bytes: 0,
                     video_frames: 0,
                     completed_at: None,
+                    gap: false,
                 });
             }
             let Some(seg) = w.segments.back_mut().filter(|s| s.msn == part.msn) else {
@@ -688,7 +748,10 @@ impl Publisher<'_> {
                 // player has seen a playlist (the first plain playlist request waits for this
                 // segment), and then stays.
                 let rounded = Duration::from_secs(secs.as_secs_f64().round() as u64);
-                if !w.target_fixed {
+                if let (false, Some((true, target))) = (w.target_fixed, source_target) {
+                    w.target_duration = target.max(rounded);
+                    w.target_fixed = true;
+                } else if !w.target_fixed {
                     w.target_duration = w.target_duration.max(rounded);
                     w.target_fixed = true;
                 } else if rounded > Duration::from_secs(w.target_duration.as_secs_f64().ceil() as u64)
@@ -844,8 +907,13 @@ pub(crate) mod tests {
             window: Duration::from_secs(30),
             block_timeout: Duration::from_secs(6),
         };
-        let packager =
-            HlsPackager { channel: "main".into(), rendition: r.clone(), settings, clock: Clock::system() };
+        let packager = HlsPackager {
+            channel: "main".into(),
+            rendition: r.clone(),
+            settings,
+            clock: Clock::system(),
+            follow: None,
+        };
         let packager = tokio::spawn(packager.run(ring.reader()));
         let mut seen = Vec::new();
         while seen.len() < 5 {
@@ -881,7 +949,7 @@ pub(crate) mod tests {
             segment_target: settings.segment_target,
         });
         let mut muxer = CmafMuxer::new();
-        let out = Publisher { rendition: &r, settings: &settings, clock: Clock::system() };
+        let out = Publisher { rendition: &r, settings: &settings, clock: Clock::system(), target_from: None };
         let mut parts = Vec::new();
         let mut targets = Vec::new();
         // 30 fps; key frames 3.33 s apart, then one 5 s gap, then 3.33 s again.
@@ -898,7 +966,7 @@ pub(crate) mod tests {
             );
             segmenter.push(Arc::new(frame), &mut parts);
             for part in parts.drain(..) {
-                out.publish_part(&mut muxer, part, None, segmenter.frame_interval());
+                out.publish_part(&mut muxer, part, SystemTime::now(), segmenter.frame_interval());
                 let w = r.window();
                 if w.segments.iter().any(|s| s.complete()) {
                     targets.push(w.target_duration);

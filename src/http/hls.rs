@@ -247,6 +247,7 @@ fn playlist_of(w: &Window, rendition: &HlsRendition, siblings: &[Arc<HlsRenditio
                     })
                     .collect(),
                 complete: s.complete(),
+                gap: s.gap,
             }
         })
         .collect();
@@ -464,7 +465,8 @@ async fn media_file(
     let found = |w: &Window| -> Option<bytes::Bytes> {
         match what {
             MediaFile::Init(v) => w.init(v).cloned(),
-            MediaFile::Segment(msn) => w.segment(msn).and_then(|s| s.data.clone()),
+            // A gap segment has no media (the playlist says so; players never ask).
+            MediaFile::Segment(msn) => w.segment(msn).filter(|s| !s.gap).and_then(|s| s.data.clone()),
             MediaFile::Part(msn, i) => {
                 w.segment(msn).and_then(|s| s.parts.get(i as usize)).map(|p| p.data.clone())
             }

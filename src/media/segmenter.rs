@@ -66,6 +66,19 @@ impl Part {
     }
 }
 
+/// The part a segmenter is making (`Segmenter::open_part`).
+#[derive(Clone, Copy, Debug)]
+pub struct OpenPart<'a> {
+    pub msn: u64,
+    pub index: u32,
+    /// Decode time of its first driver frame.
+    pub start: MediaTime,
+    /// Its segment follows a discontinuity.
+    pub discontinuity: bool,
+    /// Its frames so far.
+    pub frames: &'a [Arc<Frame>],
+}
+
 #[derive(Debug)]
 struct Open {
     msn: u64,
@@ -112,6 +125,18 @@ impl Segmenter {
     /// The MSN the next segment will get.
     pub fn next_msn(&self) -> u64 {
         self.open.as_ref().map_or(self.next_msn, |o| o.msn)
+    }
+
+    /// The part being made. The packager logs it for renditions cut in step with this one
+    /// (`media::follow`).
+    pub fn open_part(&self) -> Option<OpenPart<'_>> {
+        self.open.as_ref().map(|o| OpenPart {
+            msn: o.msn,
+            index: o.index,
+            start: o.start,
+            discontinuity: o.discontinuity,
+            frames: &o.frames,
+        })
     }
 
     /// Average driver frame interval (the frame duration on a regular stream).

@@ -42,6 +42,9 @@ pub struct SegmentEntry {
     pub parts: Vec<PartEntry>,
     /// False for the segment still being built: only its parts are listed, without `EXTINF`.
     pub complete: bool,
+    /// `EXT-X-GAP`: this rendition has no media for the segment (a transcoder restarting); a
+    /// player takes it from another rendition. Complete, without parts; its URI is never loaded.
+    pub gap: bool,
 }
 
 /// `EXT-X-PRELOAD-HINT:TYPE=PART,URI="..."`: the next part, which a client may request before it
@@ -128,6 +131,8 @@ pub struct VariantStream {
 pub(super) const VERSION_DECIMAL_EXTINF: u32 = 3;
 /// Minimum `EXT-X-VERSION` for `EXT-X-MAP` in a playlist without `EXT-X-I-FRAMES-ONLY` (§8).
 pub(super) const VERSION_MAP: u32 = 6;
+/// Minimum `EXT-X-VERSION` for `EXT-X-GAP` (§8).
+pub(super) const VERSION_GAP: u32 = 8;
 /// Minimum `EXT-X-VERSION` for `EXT-X-SKIP` (§8).
 pub(super) const VERSION_SKIP: u32 = 9;
 /// `CAN-SKIP-UNTIL` in target durations: the spec's minimum (§4.4.3.8 "at least six times").

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use super::model::{
     MediaPlaylist, RenderOptions, SegmentEntry, SkipRequest, VariantStream, VERSION_DECIMAL_EXTINF,
-    VERSION_MAP, VERSION_SKIP,
+    VERSION_GAP, VERSION_MAP, VERSION_SKIP,
 };
 use super::query::{encode_query, with_query};
 
@@ -78,6 +78,8 @@ pub fn render_media(pl: &MediaPlaylist, opts: &RenderOptions) -> String {
         || (skipped > 0 && segments[..skipped].iter().any(|s| s.map_uri.is_some()));
     let version = if skipped > 0 {
         VERSION_SKIP
+    } else if kept.iter().any(|s| s.gap) {
+        VERSION_GAP
     } else if uses_map {
         VERSION_MAP
     } else {
@@ -144,6 +146,9 @@ pub fn render_media(pl: &MediaPlaylist, opts: &RenderOptions) -> String {
             }
         }
         if seg.complete {
+            if seg.gap {
+                out.push_str("#EXT-X-GAP\n");
+            }
             let _ = writeln!(out, "#EXTINF:{},", fmt_secs(seg.duration));
             let _ = writeln!(out, "{}", uri(&seg.uri));
         }

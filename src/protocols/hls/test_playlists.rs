@@ -34,6 +34,7 @@ pub(super) fn seg(msn: u64, parts: &[u64], start_ms: u64) -> SegmentEntry {
         map_uri: None,
         parts: parts.iter().enumerate().map(|(i, &d)| part(msn, i, d)).collect(),
         complete: true,
+        gap: false,
     }
 }
 

@@ -14,7 +14,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::model::{VERSION_DECIMAL_EXTINF, VERSION_MAP, VERSION_SKIP};
+use super::model::{VERSION_DECIMAL_EXTINF, VERSION_GAP, VERSION_MAP, VERSION_SKIP};
 
 /// A media playlist as the validator read it. Sequence numbers are computed, not read: `msn` of a
 /// segment is `EXT-X-MEDIA-SEQUENCE + SKIPPED-SEGMENTS + index`.
@@ -54,6 +54,8 @@ pub struct ParsedSegment {
     pub map_uri: Option<String>,
     pub program_date_time: Option<SystemTime>,
     pub parts: Vec<ParsedPart>,
+    /// Marked `EXT-X-GAP`.
+    pub gap: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -229,6 +231,7 @@ struct Pending {
     pdt: Option<SystemTime>,
     parts: Vec<ParsedPart>,
     extinf: Option<(f64, usize)>,
+    gap: bool,
     /// A tag of this segment has been seen (tags must not dangle before the preload hint).
     any_tag: bool,
 }
@@ -463,12 +466,15 @@ impl MediaValidator {
                     self.pl.rendition_reports.push(report);
                 }
                 "#EXT-X-ENDLIST" => self.pl.ended = true,
+                "#EXT-X-GAP" => {
+                    self.body_tag();
+                    self.pending.gap = true;
+                }
                 "#EXT-X-INDEPENDENT-SEGMENTS"
                 | "#EXT-X-PLAYLIST-TYPE"
                 | "#EXT-X-START"
                 | "#EXT-X-DEFINE"
                 | "#EXT-X-DATERANGE"
-                | "#EXT-X-GAP"
                 | "#EXT-X-BITRATE"
                 | "#EXT-X-KEY"
                 | "#EXT-X-BYTERANGE" => {}
@@ -573,6 +579,7 @@ impl MediaValidator {
             map_uri: pending.map_uri,
             program_date_time: pending.pdt,
             parts: pending.parts,
+            gap: pending.gap,
         });
         self.segment_lines.push(extinf_line);
     }
@@ -706,6 +713,9 @@ impl MediaValidator {
         }
         if self.any_map {
             required = VERSION_MAP;
+        }
+        if self.pl.segments.iter().any(|s| s.gap) {
+            required = required.max(VERSION_GAP);
         }
         if self.saw_skip_line.is_some() {
             required = VERSION_SKIP;

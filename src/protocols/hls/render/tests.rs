@@ -21,6 +21,21 @@ fn renders_every_media_tag() {
 }
 
 #[test]
+fn a_gap_segment_is_marked_and_needs_version_8() {
+    let mut pl = small();
+    pl.segments[1].gap = true;
+    pl.segments[1].parts.clear();
+    let text = full(&pl);
+    assert!(text.contains("#EXT-X-VERSION:8\n"), "{text}");
+    assert!(text.contains("#EXT-X-GAP\n#EXTINF:1.980,\ns11.m4s\n"), "{text}");
+    let parsed = parse_media_playlist(&text).unwrap();
+    assert_eq!(parsed.segments.iter().map(|s| s.gap).collect::<Vec<_>>(), [false, true]);
+    // The validator holds the version to it.
+    let errors = parse_media_playlist(&text.replace("#EXT-X-VERSION:8", "#EXT-X-VERSION:6")).unwrap_err();
+    assert!(errors.iter().any(|e| e.starts_with("[version]")), "{errors:?}");
+}
+
+#[test]
 fn ended_playlist_drops_hint_and_unfinished_segment() {
     let mut pl = small();
     pl.ended = true;
@@ -303,6 +318,7 @@ fn arb_case() -> impl Strategy<Value = (MediaPlaylist, SkipRequest, &'static str
                     map_uri: (i == 0 || spec.new_map).then(|| format!("init{i}.mp4")),
                     parts,
                     complete: true,
+                    gap: false,
                 });
                 clock += duration;
             }
@@ -325,6 +341,7 @@ fn arb_case() -> impl Strategy<Value = (MediaPlaylist, SkipRequest, &'static str
                         })
                         .collect(),
                     complete: false,
+                    gap: false,
                 });
             }
             let next = segments.last().map_or(ms0, |s: &SegmentEntry| s.msn + u64::from(s.complete));
