@@ -33,6 +33,7 @@ pub mod pull;
 pub mod registry;
 pub mod restream;
 pub mod supervise;
+pub mod transcode;
 pub mod viewer;
 pub mod watch_history;
 

@@ -24,6 +24,7 @@ use crate::actors::pull::{PullSource, Pulls};
 use crate::actors::registry::{ChannelRegistry, StopAll, SupervisionSettings};
 use crate::actors::restream::Restream;
 use crate::actors::supervise::Backoff;
+use crate::actors::transcode::Transcoder;
 use crate::actors::viewer::ViewerPolicy;
 use crate::admission::PerAddressLimit;
 use crate::config::Config;
@@ -70,12 +71,14 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
     let hls_directory: HlsDirectory = Arc::new(DashMap::new());
     let clock = Clock::system();
     let restream = Restream::new(config.restream.settings()?);
+    let transcoder = Transcoder::new(config.transcode.settings());
     let deps = ChannelDeps {
         hls: hls_directory.clone(),
         media: media.clone(),
         clock,
         backoff: Backoff::default(),
         restream: restream.clone(),
+        transcoder: transcoder.clone(),
     };
     let supervision = SupervisionSettings {
         max_restarts: config.channel.max_restarts,

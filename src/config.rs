@@ -40,6 +40,7 @@ mod pull;
 mod restream;
 #[cfg(test)]
 mod tests;
+mod transcode;
 mod transport;
 mod units;
 
@@ -47,6 +48,7 @@ use env::EnvOverrides;
 pub use env::ENV_PREFIX;
 pub use pull::{RtspConfig, RtspSourceConfig};
 pub use restream::RestreamConfig;
+pub use transcode::TranscodeConfig;
 pub use transport::{SrtConfig, TlsConfig};
 use units::{duration_str, fmt_duration};
 pub use units::{ParseSizeError, Size};
@@ -109,6 +111,8 @@ pub struct Config {
     pub rtsp: RtspConfig,
     /// Pushing live channels to the owners' destinations (RTMP, RTMPS, SRT).
     pub restream: RestreamConfig,
+    /// The transcode ladder: lower renditions made by ffmpeg for every live channel.
+    pub transcode: TranscodeConfig,
     /// Where users, channels and videos are stored.
     pub database: DatabaseConfig,
     /// Life cycle and buffering of live channels.
@@ -796,6 +800,8 @@ impl Config {
         self.srt.validate(&mut check);
         // [rtsp]
         self.rtsp.validate(&mut check);
+        // [transcode]
+        self.transcode.validate(&mut check);
         // [rtmp]
         let r = &self.rtmp;
         check_listeners(&mut check, "rtmp", &r.listen, &r.tls_listen, tls);

@@ -23,9 +23,10 @@ use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::hls::{HlsChannel, HlsDirectory, HlsPackager, HlsRendition, HlsSettings, HlsViewers, SOURCE};
+use super::hls::{HlsChannel, HlsDirectory, HlsPackager, HlsRendition, HlsSettings, SOURCE};
 use super::restream::Restream;
 use super::supervise::{spawn_supervised, Backoff};
+use super::transcode::{run_ladder, LadderContext, Transcoder};
 use crate::error::{Error, ErrorKind, Result};
 use crate::media::clock::Clock;
 use crate::media::ring::{FrameRing, RingLimits, RingReader, RingWriter};
@@ -64,6 +65,8 @@ pub struct ChannelDeps {
     pub backoff: Backoff,
     /// Restream destinations and push status; a live session pushes the source ring to them.
     pub restream: Restream,
+    /// The transcode ladder (ffmpeg, the server-wide cap, ladder statuses).
+    pub transcoder: Transcoder,
 }
 
 impl ChannelDeps {
@@ -75,6 +78,7 @@ impl ChannelDeps {
             clock: Clock::system(),
             backoff: Backoff::default(),
             restream: Restream::default(),
+            transcoder: Transcoder::disabled(),
         }
     }
 }
@@ -101,8 +105,11 @@ struct Rendition {
 pub struct Channel {
     name: String,
     settings: ChannelSettings,
-    /// `source` (the publisher's own encoding) first; a transcode ladder adds the others.
+    /// `source` (the publisher's own encoding) first; a transcode ladder adds the others for
+    /// the length of a live session.
     renditions: Vec<Rendition>,
+    /// The live session's LL-HLS entry, where a ladder's rungs are added.
+    hls: Option<Arc<HlsChannel>>,
     publisher: Publisher,
     /// When the channel last had neither publisher nor readers.
     idle_since: Option<Instant>,
@@ -128,6 +135,7 @@ impl Channel {
             name,
             settings,
             renditions: vec![source],
+            hls: None,
             publisher: Publisher::Offline,
             idle_since: Some(Instant::now()),
             directory,
@@ -145,41 +153,18 @@ impl Channel {
         self.renditions.iter().map(|r| r.ring.reader_count()).sum()
     }
 
-    /// Start the outputs of a new live session: an LL-HLS packager per rendition and the
-    /// LL-HLS viewer sweep, all supervised. They read the rings like any viewer and end when
-    /// the rings close.
-    fn start_outputs(&mut self, visibility: Visibility) {
+    /// Start the outputs of a new live session: an LL-HLS packager per rendition, the LL-HLS
+    /// viewer sweep, restream and the transcode ladder, all supervised. They read the rings like
+    /// any viewer and end when the rings close.
+    fn start_outputs(&mut self, visibility: Visibility, me: Addr<Channel>) {
         let settings = self.settings.hls;
         let clock = self.deps.clock;
-        let hls_renditions: Vec<Arc<HlsRendition>> =
-            self.renditions.iter().map(|r| Arc::new(HlsRendition::new(&r.name, &settings))).collect();
-        let entry = Arc::new(HlsChannel {
-            visibility,
-            renditions: hls_renditions.clone(),
-            viewers: HlsViewers::default(),
-        });
+        let ladder = self.deps.transcoder.active();
+        let source_hls = Arc::new(HlsRendition::new(SOURCE, &settings));
+        let entry = Arc::new(HlsChannel::new(visibility, vec![source_hls.clone()], ladder));
         self.deps.hls.insert(self.name.clone(), entry.clone());
-        for (rendition, hls) in self.renditions.iter().zip(hls_renditions) {
-            let (name, ring) = (self.name.clone(), rendition.ring.clone());
-            spawn_supervised(
-                &self.deps.media,
-                "hls_packager",
-                self.name.clone(),
-                self.deps.backoff,
-                clock,
-                self.outputs.clone(),
-                move |_restarts| {
-                    let packager = HlsPackager {
-                        channel: name.clone(),
-                        rendition: hls.clone(),
-                        settings,
-                        clock,
-                        follow: None,
-                    };
-                    packager.run(ring.reader())
-                },
-            );
-        }
+        self.hls = Some(entry.clone());
+        self.start_packager(self.source().clone(), source_hls, None);
         let (name, directory, weak) = (self.name.clone(), self.deps.hls.clone(), Arc::downgrade(&entry));
         spawn_supervised(
             &self.deps.media,
@@ -201,6 +186,51 @@ impl Channel {
             self.outputs.clone(),
             move |_| restream.clone().run_channel(name.clone(), ring.clone()),
         );
+        if ladder {
+            let (name, source, transcoder) =
+                (self.name.clone(), self.source().clone(), self.deps.transcoder.clone());
+            spawn_supervised(
+                &self.deps.media,
+                "transcode",
+                self.name.clone(),
+                self.deps.backoff,
+                clock,
+                self.outputs.clone(),
+                move |_| {
+                    run_ladder(LadderContext {
+                        channel: name.clone(),
+                        source: source.clone(),
+                        hls: entry.clone(),
+                        addr: me.clone(),
+                        transcoder: transcoder.clone(),
+                        clock,
+                    })
+                },
+            );
+        }
+    }
+
+    /// A supervised LL-HLS packager for `ring`, cutting on its own or in step with `follow`.
+    fn start_packager(&self, ring: FrameRing, hls: Arc<HlsRendition>, follow: Option<Arc<HlsRendition>>) {
+        let (name, settings, clock) = (self.name.clone(), self.settings.hls, self.deps.clock);
+        spawn_supervised(
+            &self.deps.media,
+            "hls_packager",
+            self.name.clone(),
+            self.deps.backoff,
+            clock,
+            self.outputs.clone(),
+            move |_restarts| {
+                let packager = HlsPackager {
+                    channel: name.clone(),
+                    rendition: hls.clone(),
+                    settings,
+                    clock,
+                    follow: follow.clone(),
+                };
+                packager.run(ring.reader())
+            },
+        );
     }
 
     fn set_live(&mut self, live: bool) {
@@ -217,10 +247,13 @@ impl Channel {
     /// End the live session: close the rings so consumers drain and finish, and start fresh
     /// rings for whoever publishes next.
     fn end_session(&mut self) {
-        for r in &mut self.renditions {
+        for r in &self.renditions {
             r.ring.close();
-            r.ring = FrameRing::with_clock(self.settings.ring, self.deps.clock);
         }
+        // The ladder's renditions belong to the session; the next one plans its own.
+        self.renditions.truncate(1);
+        self.renditions[0].ring = FrameRing::with_clock(self.settings.ring, self.deps.clock);
+        self.hls = None;
         self.publisher = Publisher::Offline;
         self.set_live(false);
         info!(channel = %self.name, "live session ended");
@@ -244,7 +277,7 @@ async fn sweep_hls(
         tick.tick().await;
         let Some(e) = entry.upgrade() else { return };
         e.viewers.sweep();
-        if e.renditions.iter().all(|r| r.progress().ended) {
+        if e.renditions().iter().all(|r| r.progress().ended) {
             let since = *ended_at.get_or_insert_with(|| clock.now());
             if clock.since(since) >= linger {
                 directory.remove_if(&name, |_, current| Arc::ptr_eq(current, &e));
@@ -331,7 +364,7 @@ impl Handler<AddPublisher> for Channel {
         self.publisher = Publisher::Live { session_id: msg.session_id, cancel: msg.cancel };
         self.set_live(true);
         if !resumed {
-            self.start_outputs(msg.visibility);
+            self.start_outputs(msg.visibility, ctx.address());
         }
         info!(channel = %self.name, session = msg.session_id, resumed, "publisher attached");
         Ok(PublishGrant { writer: self.source().writer(resumed), resumed })
@@ -392,6 +425,48 @@ impl Handler<AddReader> for Channel {
         })?;
         self.idle_since = None;
         Ok(rendition.ring.reader())
+    }
+}
+
+/// A transcode ladder's renditions for the current live session: a ring each (and an LL-HLS
+/// packager cutting in step with the source's, for those in LL-HLS). Answers their writers; a
+/// rendition that exists already (a restarted ladder) gets a new writer of the same ring.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<RingWriter>>")]
+pub struct AddRenditions {
+    pub renditions: Vec<NewRendition>,
+}
+
+pub struct NewRendition {
+    pub name: String,
+    /// Listed in LL-HLS (the video rungs); the Opus track for WebRTC is not.
+    pub hls: bool,
+}
+
+impl Handler<AddRenditions> for Channel {
+    type Result = Result<Vec<RingWriter>>;
+
+    fn handle(&mut self, msg: AddRenditions, _: &mut Self::Context) -> Self::Result {
+        let Some(entry) = self.hls.clone().filter(|_| !matches!(self.publisher, Publisher::Offline)) else {
+            return Err(Error::not_found(format!("channel '{}' is offline", self.name)));
+        };
+        let source_hls = entry.rendition(SOURCE).expect("a session's LL-HLS entry has its source");
+        let mut writers = Vec::with_capacity(msg.renditions.len());
+        for r in msg.renditions {
+            if let Some(existing) = self.renditions.iter().find(|x| x.name == r.name) {
+                writers.push(existing.ring.writer(false));
+                continue;
+            }
+            let ring = FrameRing::with_clock(self.settings.ring, self.deps.clock);
+            writers.push(ring.writer(false));
+            if r.hls {
+                let hls = Arc::new(HlsRendition::new(&r.name, &self.settings.hls));
+                entry.add_rendition(hls.clone());
+                self.start_packager(ring.clone(), hls, Some(source_hls.clone()));
+            }
+            self.renditions.push(Rendition { name: r.name, ring });
+        }
+        Ok(writers)
     }
 }
 
@@ -573,7 +648,7 @@ mod tests {
         let (ch, _, hls) = start(10_000, 60_000);
         let grant = ch.send(publish(1)).await.unwrap().unwrap();
         let mut writer = grant.writer;
-        let rendition = hls.get("studio").expect("the session's LL-HLS entry").renditions[0].clone();
+        let rendition = hls.get("studio").expect("the session's LL-HLS entry").renditions()[0].clone();
         let restarts = || metrics().output_restarts.with_label_values(&["hls_packager"]).get();
         let before = restarts();
         let tracks = crate::actors::hls::tests::video_tracks();

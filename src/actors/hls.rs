@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use tokio::sync::{watch, Notify};
@@ -63,7 +64,12 @@ pub type HlsDirectory = Arc<DashMap<String, Arc<HlsChannel>>>;
 /// One channel's renditions for one live session.
 pub struct HlsChannel {
     pub visibility: Visibility,
-    pub renditions: Vec<Arc<HlsRendition>>,
+    /// `source` first; a transcode ladder adds its rungs once it knows the source's size.
+    renditions: ArcSwap<Vec<Arc<HlsRendition>>>,
+    /// True once the renditions are all there: no ladder, or the ladder has added its rungs or
+    /// given up. The multivariant playlist waits for it (bounded) so that a player arriving
+    /// at the start of a session sees the whole ladder.
+    settled: watch::Sender<bool>,
     pub viewers: HlsViewers,
 }
 
@@ -116,8 +122,41 @@ impl Drop for HlsViewers {
 }
 
 impl HlsChannel {
-    pub fn rendition(&self, name: &str) -> Option<&Arc<HlsRendition>> {
-        self.renditions.iter().find(|r| r.name == name)
+    /// A live session's LL-HLS entry; `ladder`: a transcode ladder will add renditions.
+    pub fn new(visibility: Visibility, renditions: Vec<Arc<HlsRendition>>, ladder: bool) -> Self {
+        HlsChannel {
+            visibility,
+            renditions: ArcSwap::from_pointee(renditions),
+            settled: watch::channel(!ladder).0,
+            viewers: HlsViewers::default(),
+        }
+    }
+
+    /// The renditions now (`source` first).
+    pub fn renditions(&self) -> Arc<Vec<Arc<HlsRendition>>> {
+        self.renditions.load_full()
+    }
+
+    pub fn rendition(&self, name: &str) -> Option<Arc<HlsRendition>> {
+        self.renditions.load().iter().find(|r| r.name == name).cloned()
+    }
+
+    /// Add a rendition (a ladder rung); one of the same name is replaced.
+    pub fn add_rendition(&self, r: Arc<HlsRendition>) {
+        self.renditions.rcu(|cur| {
+            let mut next: Vec<Arc<HlsRendition>> = cur.iter().filter(|c| c.name != r.name).cloned().collect();
+            next.push(r.clone());
+            next
+        });
+    }
+
+    /// Every rendition of the session is there (see `settled`).
+    pub fn settle(&self) {
+        self.settled.send_replace(true);
+    }
+
+    pub fn subscribe_settled(&self) -> watch::Receiver<bool> {
+        self.settled.subscribe()
     }
 }
 

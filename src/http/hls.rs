@@ -184,18 +184,25 @@ async fn multivariant(path: web::Path<String>, req: HttpRequest, state: web::Dat
     // A player may arrive before the first part exists: wait for it (bounded), since the
     // multivariant playlist needs the codecs.
     let deadline = Instant::now() + state.hls_settings.block_timeout;
-    for r in &entry.renditions {
-        if let Err(e) =
-            wait_until("playlist", None, &mut mirror::subscribe(r, mirror::Kind::Playlist), deadline, |p| {
-                Ok(p.msn.is_some())
-            })
-            .await
-        {
-            return fail(KIND, e);
+    let first_part = |r: &Arc<HlsRendition>| {
+        let mut rx = mirror::subscribe(r, mirror::Kind::Playlist);
+        async move { wait_until("playlist", None, &mut rx, deadline, |p| Ok(p.msn.is_some())).await }
+    };
+    if let Err(e) = first_part(&entry.renditions()[0]).await {
+        return fail(KIND, e);
+    }
+    // At the start of a session a transcode ladder is still adding its rungs: wait for them
+    // (bounded) so the player sees the whole ladder; a rung that has no part by the deadline is
+    // left out of this answer.
+    let mut settled = entry.subscribe_settled();
+    let _ = tokio::time::timeout_at(deadline.into(), settled.wait_for(|s| *s)).await;
+    let mut renditions = Vec::new();
+    for r in entry.renditions().iter() {
+        if renditions.is_empty() || (first_part(r).await.is_ok() && r.progress().msn.is_some()) {
+            renditions.push(r.clone());
         }
     }
-    let variants: Vec<VariantStream> = entry
-        .renditions
+    let variants: Vec<VariantStream> = renditions
         .iter()
         .map(|r| {
             let w = r.window();
@@ -304,7 +311,7 @@ async fn media_playlist(
         Ok(q) => q,
         Err(e) => return fail(kind, e),
     };
-    let Some(rendition) = entry.rendition(&rendition_name).cloned() else {
+    let Some(rendition) = entry.rendition(&rendition_name) else {
         return fail(kind, Error::not_found("no such rendition"));
     };
     entry.viewers.touch(client_key(&req));
@@ -348,7 +355,7 @@ async fn media_playlist(
         return fail(kind, e);
     }
     let render = |w: &Window| {
-        let pl = playlist_of(w, &rendition, &entry.renditions);
+        let pl = playlist_of(w, &rendition, &entry.renditions());
         render_media(&pl, &RenderOptions { skip: query.skip, uri_query: &uri_query })
     };
     let body = if uri_query.is_empty() {
@@ -456,7 +463,7 @@ async fn media_file(
     if let Err(e) = authorize(&state, &channel, &entry, &query).await {
         return fail(kind, e);
     }
-    let Some(rendition) = entry.rendition(&rendition_name).cloned() else {
+    let Some(rendition) = entry.rendition(&rendition_name) else {
         return fail(kind, Error::not_found("no such rendition"));
     };
     if rendition.window().session != session {
