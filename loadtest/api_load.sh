@@ -80,7 +80,7 @@ run_backend() {
         url="${PG_ADMIN_URL%/*}/$PG_DB"
     fi
     log "$backend: starting tidecast"
-    TIDECAST__SERVER__DATA_DIR="$dir" TIDECAST__DATABASE__URL="$url" \
+    TIDECAST__TRANSCODE__ENABLED=false TIDECAST__SERVER__DATA_DIR="$dir" TIDECAST__DATABASE__URL="$url" \
     TIDECAST__HTTP__LISTEN=127.0.0.1:0 TIDECAST__RTMP__LISTEN=127.0.0.1:0 \
     TIDECAST__DATABASE__MAX_CONNECTIONS=16 \
     TIDECAST__LOG__LEVEL="warn,tidecast::http=info,tidecast::app=info,tidecast::http::api=warn" \

@@ -2,6 +2,10 @@
 # them (only ours, by PID), free ports, and the cached 3 Mbps test stream.
 # Callers set CACHE and define `log`; lt_init sets WORK and PIDS.
 
+# The benchmarks of passthrough serving (fan-out, ingest, LL-HLS) measure the server without a
+# transcode ladder (one would take most of the CPU they measure); loadtest/ladder.sh turns it on.
+export TIDECAST__TRANSCODE__ENABLED=${TIDECAST__TRANSCODE__ENABLED:-false}
+
 # lt_init PREFIX: a work directory under /tmp and the EXIT trap that ends every process we start.
 lt_init() {
     WORK=$(mktemp -d "/tmp/$1.XXXXXX")

@@ -53,7 +53,7 @@ cleanup() {
 trap cleanup EXIT
 
 mkdir -p "$WORK/data"
-TIDECAST__SERVER__DATA_DIR="$WORK/data" \
+TIDECAST__TRANSCODE__ENABLED=false TIDECAST__SERVER__DATA_DIR="$WORK/data" \
 TIDECAST__DATABASE__URL="sqlite://$WORK/data/tidecast.db" \
 TIDECAST__HTTP__LISTEN=127.0.0.1:0 \
 TIDECAST__RTMP__LISTEN=127.0.0.1:0 \

@@ -158,6 +158,9 @@ impl TestServer {
             .env("TIDECAST__RTMP__LISTEN", "127.0.0.1:0")
             .env("TIDECAST__SRT__LISTEN", "127.0.0.1:0")
             .env("TIDECAST__HTTP__WORKERS", "1")
+            // The ladder (an ffmpeg per live channel) only where a test asks for it
+            // (tests/transcode_ladder.rs): the others test passthrough serving.
+            .env("TIDECAST__TRANSCODE__ENABLED", "false")
             .env_remove("RUST_LOG")
             .env_remove("TIDECAST_CONFIG");
         for (k, v) in &self.overrides {
