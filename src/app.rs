@@ -177,6 +177,7 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
     // destinations' editor (loaded from the store before any channel goes live).
     let mut api_ctx = crate::http::api::ApiContext::build(&config, store.clone()).await?;
     api_ctx.restream = restream.clone();
+    api_ctx.transcoder = transcoder.clone();
     api_ctx.pulls = Some(pulls.clone());
     crate::http::api::destinations::load_all(&store, &restream, &api_ctx.sealer).await?;
     crate::http::api::sources::load_all(&store, &pulls, &api_ctx.sealer).await?;

@@ -730,9 +730,9 @@ impl Publisher<'_> {
         if part.ends_segment {
             m.hls_segments.inc();
         }
-        let source_target = self.target_from.map(|s| {
+        let source = self.target_from.map(|s| {
             let w = s.window();
-            (w.target_fixed, w.target_duration)
+            (w.target_fixed, w.target_duration, w.frame_rate)
         });
         let init_version = muxer.init_version();
         let fragment_sequence = muxer.sequence();
@@ -743,7 +743,11 @@ impl Publisher<'_> {
                 w.codecs = codecs_of(&tracks);
                 w.resolution = tracks.video.as_ref().filter(|v| v.width > 0).map(|v| (v.width, v.height));
             }
-            if w.frame_rate.is_none() {
+            if let Some((_, _, Some(fps))) = source {
+                // A rung keeps the source's frames: it declares the source's rate, so the
+                // multivariant playlist never shows two rates for one stream.
+                w.frame_rate = Some(fps);
+            } else if w.frame_rate.is_none() {
                 // A first estimate until a whole segment gives a measured one.
                 if let Some(fi) = frame_interval.filter(|d| !d.is_zero()) {
                     w.frame_rate = Some((1.0 / fi.as_secs_f64() * 1000.0).round() / 1000.0);
@@ -776,7 +780,9 @@ impl Publisher<'_> {
             if part.ends_segment {
                 seg.seal(clock.now());
                 let secs = seg.duration;
-                if seg.video_frames > 0 && !secs.is_zero() {
+                if source.is_some() {
+                    // (set above, from the source)
+                } else if seg.video_frames > 0 && !secs.is_zero() {
                     let fps = seg.video_frames as f64 / secs.as_secs_f64();
                     w.frame_rate = Some((fps * 1000.0).round() / 1000.0);
                 }
@@ -787,7 +793,7 @@ impl Publisher<'_> {
                 // player has seen a playlist (the first plain playlist request waits for this
                 // segment), and then stays.
                 let rounded = Duration::from_secs(secs.as_secs_f64().round() as u64);
-                if let (false, Some((true, target))) = (w.target_fixed, source_target) {
+                if let (false, Some((true, target, _))) = (w.target_fixed, source) {
                     w.target_duration = target.max(rounded);
                     w.target_fixed = true;
                 } else if !w.target_fixed {

@@ -248,6 +248,7 @@ pub async fn run_ladder(ctx: LadderContext) {
             s.state = LadderState::Passthrough;
             s.reason = Some(reason);
         });
+        ctx.hls.settle();
         // Keep the status while the session lives.
         let mut reader = ctx.source.reader();
         while reader.next().await.is_some() {}
@@ -262,6 +263,7 @@ pub async fn run_ladder(ctx: LadderContext) {
             s.state = LadderState::Passthrough;
             s.reason = Some(format!("the source ({}p) is already at or below the lowest rung", info.height));
         });
+        ctx.hls.settle();
         let mut reader = ctx.source.reader();
         while reader.next().await.is_some() {}
         return;

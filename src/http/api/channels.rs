@@ -35,6 +35,10 @@ pub struct ChannelView {
     /// Expiry of `playback_token`, unix seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub playback_token_expires: Option<u64>,
+    /// The transcode ladder of the live session on this server (single-channel reads of a
+    /// channel that is live with the ladder on): its renditions, or why it runs passthrough.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ladder: Option<crate::actors::transcode::LadderStatus>,
 }
 
 impl ChannelView {
@@ -51,6 +55,7 @@ impl ChannelView {
             playback_url: None,
             playback_token: None,
             playback_token_expires: None,
+            ladder: None,
         }
     }
 }
@@ -221,6 +226,7 @@ pub async fn get_channel(
     let viewers = ctx.shared.viewers(&c.name).await;
     let mut view = ChannelView::new(c, viewers);
     view.can_play = Some(playable);
+    view.ladder = ctx.transcoder.status(&view.name);
     if playable {
         let url = format!("/live/{}/index.m3u8", view.name);
         if view.visibility == Visibility::Public {

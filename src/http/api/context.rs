@@ -45,6 +45,8 @@ pub struct ApiContext {
     /// per-channel limit from `[restream]`.
     pub restream: crate::actors::restream::Restream,
     pub max_destinations: usize,
+    /// Live channels' transcode ladders (set by `app::serve`), for their status.
+    pub transcoder: crate::actors::transcode::Transcoder,
     /// Pulled sources (RTSP cameras), set by `app::serve`; `None` (API-only test servers): the
     /// source routes answer 503.
     pub pulls: Option<crate::actors::pull::Pulls>,
@@ -112,6 +114,7 @@ impl ApiContext {
             Revocations::start(store.clone(), shared.clone(), config.database.revocation_sync_interval).await;
         Ok(ApiContext {
             restream: crate::actors::restream::Restream::default(),
+            transcoder: crate::actors::transcode::Transcoder::disabled(),
             max_destinations: config.restream.max_destinations_per_channel,
             pulls: None,
             sealer: crate::auth::sealed::Sealer::ephemeral(),
