@@ -181,6 +181,7 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
     api_ctx.pulls = Some(pulls.clone());
     crate::http::api::destinations::load_all(&store, &restream, &api_ctx.sealer).await?;
     crate::http::api::sources::load_all(&store, &pulls, &api_ctx.sealer).await?;
+    crate::http::api::ladder::load_all(&store, &transcoder).await?;
     let api = actix_web::web::Data::new(api_ctx);
 
     // SRT: bound the same way; refusals happen in the handshake, before any media.

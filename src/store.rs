@@ -56,6 +56,7 @@ pub mod cache;
 mod channels;
 mod comments;
 mod history;
+mod ladders;
 mod restream;
 mod revocations;
 mod search;

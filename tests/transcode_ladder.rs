@@ -328,3 +328,97 @@ fn over_the_transcode_cap_a_channel_runs_passthrough_and_says_why() {
     assert_eq!(server.metric("tidecast_transcodes_running"), 1.0);
     assert!(server.get("/api/v1/channels/main").body.contains(r#""state":"running""#));
 }
+
+#[test]
+fn an_owner_sets_the_channels_ladder_through_the_api_and_its_next_session_uses_it() {
+    use serde_json::json;
+    if !require_ffmpeg() {
+        return;
+    }
+    let server = TestServer::start(&[LADDER_ON]);
+    let owner = signed_in(&server, "owner@example.com");
+    let other = signed_in(&server, "other@example.com");
+    let (s, v) =
+        http_json(server.http, "POST", "/api/v1/channels", Some(&owner), Some(json!({"name": "studio"})));
+    assert_eq!(s, 201, "{v}");
+    let key = v["stream_key"].as_str().expect("stream_key").to_string();
+    let path = "/api/v1/channels/studio/ladder";
+
+    // The defaults, as the server's config says.
+    let (s, v) = http_json(server.http, "GET", path, Some(&owner), None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["enabled"], true);
+    assert_eq!(v["available"], true);
+    assert_eq!(v["custom"], false);
+    assert_eq!(v["codec"], "h264");
+    assert_eq!(v["preset"], "veryfast");
+    let heights: Vec<u64> =
+        v["rungs"].as_array().unwrap().iter().map(|r| r["height"].as_u64().unwrap()).collect();
+    assert_eq!(heights, [1080, 720, 480, 360]);
+
+    // Only the owner (or an admin) sees or changes it.
+    let (s, _) = http_json(server.http, "GET", path, Some(&other), None);
+    assert_eq!(s, 403);
+    let (s, _) = http_json(server.http, "PUT", path, None, Some(json!({"enabled": false})));
+    assert_eq!(s, 401);
+    // Bad input is a 400 that names the field, and changes nothing.
+    for bad in [
+        json!({"rungs": [{"height": 361, "video_kbps": 500}]}),
+        json!({"rungs": [{"height": 360, "video_kbps": 10}]}),
+        json!({"rungs": []}),
+        json!({"max_rungs": 0}),
+        json!({"preset": "warp"}),
+        json!({"codec": "vp8"}),
+        json!({"surprise": 1}),
+    ] {
+        let (s, v) = http_json(server.http, "PUT", path, Some(&owner), Some(bad.clone()));
+        assert_eq!(s, 400, "{bad} -> {v}");
+        assert!(v["error"]["message"].is_string(), "{v}");
+    }
+    let (_, v) = http_json(server.http, "GET", path, Some(&owner), None);
+    assert_eq!(v["custom"], false);
+
+    // One 240p rung (two of one height count once), ultrafast: the next session makes exactly that.
+    let body = json!({"rungs": [{"height": 240, "video_kbps": 300}, {"height": 240, "video_kbps": 400}], "preset": "ultrafast", "tune": "zerolatency"});
+    let (s, v) = http_json(server.http, "PUT", path, Some(&owner), Some(body));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["custom"], true);
+    assert_eq!(v["rungs"], json!([{"name": "240p", "height": 240, "video_kbps": 300}]));
+    assert_eq!(v["preset"], "ultrafast");
+    let mut publisher =
+        ffmpeg_publish_pattern(&server.publish_url(&key), 40, "854x480", 60, &["-tune", "zerolatency"]);
+    let text = multivariant_with(&server, "studio", 2, Duration::from_secs(40));
+    let vs = variants(&text);
+    assert_eq!(vs.keys().collect::<Vec<_>>(), ["240p", "source"], "{text}");
+    assert_eq!(vs["240p"]["RESOLUTION"], "428x240");
+    assert_eq!(decode_rendition(&server, "studio", "240p", 2), (428, 240));
+    let cmdline =
+        std::fs::read(format!("/proc/{}/cmdline", transcoder_pid(&server).unwrap())).unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(cmdline.contains("-preset ultrafast") && cmdline.contains("-b:v 300k"), "{cmdline}");
+    publisher.kill();
+
+    // Survives a restart (stored), and `enabled: false` makes the next session passthrough.
+    let (s, v) = http_json(server.http, "PUT", path, Some(&owner), Some(json!({"enabled": false})));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["enabled"], false);
+    let mut server = server;
+    server.restart();
+    let login = json!({"email": "owner@example.com", "password": "correct horse battery"});
+    let (s, v) = http_json(server.http, "POST", "/api/v1/auth/login", None, Some(login));
+    assert_eq!(s, 200, "{v}");
+    let owner = v["access_token"].as_str().unwrap().to_owned();
+    let (_, v) = http_json(server.http, "GET", path, Some(&owner), None);
+    assert_eq!((v["enabled"].clone(), v["custom"].clone()), (json!(false), json!(true)), "{v}");
+    let _publisher = ffmpeg_publish_pattern(&server.publish_url(&key), 30, "854x480", 60, &[]);
+    let text = multivariant_with(&server, "studio", 1, Duration::from_secs(30));
+    assert_eq!(variants(&text).len(), 1, "{text}");
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(variants(&server.get("/live/studio/index.m3u8").body).len(), 1);
+    assert_eq!(server.metric("tidecast_transcodes_running"), 0.0);
+
+    // DELETE: back to the defaults.
+    let (s, v) = http_json(server.http, "DELETE", path, Some(&owner), None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!((v["enabled"].clone(), v["custom"].clone()), (json!(true), json!(false)), "{v}");
+}

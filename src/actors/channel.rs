@@ -159,7 +159,7 @@ impl Channel {
     fn start_outputs(&mut self, visibility: Visibility, me: Addr<Channel>) {
         let settings = self.settings.hls;
         let clock = self.deps.clock;
-        let ladder = self.deps.transcoder.active();
+        let ladder = self.deps.transcoder.active(&self.name);
         let source_hls = Arc::new(HlsRendition::new(SOURCE, &settings));
         let entry = Arc::new(HlsChannel::new(visibility, vec![source_hls.clone()], ladder));
         self.deps.hls.insert(self.name.clone(), entry.clone());

@@ -36,7 +36,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-pub use command::{default_rungs, Encoder, Plan, RungSpec, SourceInfo};
+pub use command::{default_rungs, Codec, Encoder, Plan, RungSpec, SourceInfo};
 use command::{ffmpeg_args, plan, EncoderSettings};
 use process::Ffmpeg;
 
@@ -104,6 +104,37 @@ impl Default for TranscodeSettings {
     }
 }
 
+/// What a channel's owner changed from the server's `[transcode]` defaults (stored as JSON,
+/// `PUT /api/v1/channels/{name}/ladder`); unset fields keep the defaults. Applies from the
+/// channel's next live session: a running ladder's renditions are in players' playlists.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LadderOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rungs: Option<Vec<RungSpec>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rungs: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codec: Option<Codec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tune: Option<String>,
+}
+
+/// A channel's ladder as it will run: the server's defaults with the owner's changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EffectiveLadder {
+    pub enabled: bool,
+    pub rungs: Vec<RungSpec>,
+    pub max_rungs: usize,
+    pub codec: Codec,
+    pub preset: String,
+    pub tune: String,
+}
+
 /// Where a channel's ladder stands (`GET /api/v1/channels/{name}`, `ladder`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LadderStatus {
@@ -140,6 +171,8 @@ struct Inner {
     ffmpeg: Option<PathBuf>,
     slots: Arc<Semaphore>,
     status: DashMap<String, LadderStatus>,
+    /// Channel name -> its owner's changes to the defaults.
+    overrides: DashMap<String, LadderOverride>,
 }
 
 impl Transcoder {
@@ -160,19 +193,77 @@ impl Transcoder {
             _ => info!("transcode ladder off ([transcode] enabled = false)"),
         }
         let slots = Arc::new(Semaphore::new(settings.max_transcodes));
-        Transcoder { inner: Arc::new(Inner { settings, ffmpeg, slots, status: DashMap::new() }) }
+        Transcoder {
+            inner: Arc::new(Inner {
+                settings,
+                ffmpeg,
+                slots,
+                status: DashMap::new(),
+                overrides: DashMap::new(),
+            }),
+        }
     }
 
     /// Passthrough only (tests, and servers with the ladder off).
     pub fn disabled() -> Self {
         let settings = TranscodeSettings { enabled: false, ..TranscodeSettings::default() };
         let slots = Arc::new(Semaphore::new(0));
-        Transcoder { inner: Arc::new(Inner { settings, ffmpeg: None, slots, status: DashMap::new() }) }
+        Transcoder {
+            inner: Arc::new(Inner {
+                settings,
+                ffmpeg: None,
+                slots,
+                status: DashMap::new(),
+                overrides: DashMap::new(),
+            }),
+        }
     }
 
-    /// A live session should start a ladder.
-    pub fn active(&self) -> bool {
-        self.inner.settings.enabled && self.inner.ffmpeg.is_some()
+    /// A live session of `channel` should start a ladder: ffmpeg is there, and the ladder is
+    /// on for the channel (its owner's setting, else the server's).
+    pub fn active(&self, channel: &str) -> bool {
+        self.inner.ffmpeg.is_some() && self.effective(channel).enabled
+    }
+
+    /// Whether the server can transcode at all (ffmpeg found).
+    pub fn available(&self) -> bool {
+        self.inner.ffmpeg.is_some()
+    }
+
+    /// Set (or with `None`, clear) a channel's changes to the defaults.
+    pub fn set_override(&self, channel: &str, o: Option<LadderOverride>) {
+        match o {
+            Some(o) => {
+                self.inner.overrides.insert(channel.to_string(), o);
+            }
+            None => {
+                self.inner.overrides.remove(channel);
+            }
+        }
+    }
+
+    /// The owner's changes, if any.
+    pub fn override_of(&self, channel: &str) -> Option<LadderOverride> {
+        self.inner.overrides.get(channel).map(|o| o.clone())
+    }
+
+    /// The server's defaults with `channel`'s changes.
+    pub fn effective(&self, channel: &str) -> EffectiveLadder {
+        let s = &self.inner.settings;
+        let o = self.override_of(channel).unwrap_or_default();
+        EffectiveLadder {
+            enabled: o.enabled.unwrap_or(s.enabled),
+            rungs: o.rungs.unwrap_or_else(|| s.rungs.clone()),
+            max_rungs: o.max_rungs.unwrap_or(s.max_rungs),
+            codec: o.codec.unwrap_or_default(),
+            preset: o.preset.unwrap_or_else(|| s.preset.clone()),
+            tune: o.tune.unwrap_or_else(|| s.tune.clone()),
+        }
+    }
+
+    /// The server-wide settings.
+    pub fn settings(&self) -> &TranscodeSettings {
+        &self.inner.settings
     }
 
     /// The ladder status of a live channel.
@@ -257,7 +348,8 @@ pub async fn run_ladder(ctx: LadderContext) {
     t.set_status(&ctx.channel, |s| s.state = LadderState::Starting);
     let Some(info) = probe(&ctx.source).await else { return };
     let settings = &t.inner.settings;
-    let plan = plan(&settings.rungs, settings.max_rungs, settings.opus, &info);
+    let ladder = t.effective(&ctx.channel);
+    let plan = plan(&ladder.rungs, ladder.max_rungs, settings.opus, &info);
     if plan.is_empty() {
         t.set_status(&ctx.channel, |s| {
             s.state = LadderState::Passthrough;
@@ -288,8 +380,9 @@ pub async fn run_ladder(ctx: LadderContext) {
     let _running = GaugeGuard::new(metrics().transcodes_running.clone());
     let enc = EncoderSettings {
         encoder: settings.encoder,
-        preset: &settings.preset,
-        tune: &settings.tune,
+        codec: ladder.codec,
+        preset: &ladder.preset,
+        tune: &ladder.tune,
         vaapi_device: &settings.vaapi_device,
         aac_kbps: settings.aac_kbps,
         opus_kbps: settings.opus_kbps,

@@ -20,6 +20,7 @@ pub mod channels;
 mod context;
 pub mod destinations;
 mod document;
+pub mod ladder;
 pub mod search;
 pub mod sources;
 pub mod users;
@@ -256,7 +257,7 @@ macro_rules! api_routes {
         /// The OpenAPI 3.1 document of the Platform API.
         #[derive(OpenApi)]
         #[openapi(
-            info(title = "tidecast Platform API", description = "Users, channels, videos, subscriptions, watch history, search, comments, restream destinations and pulled (RTSP) sources."),
+            info(title = "tidecast Platform API", description = "Users, channels, videos, subscriptions, watch history, search, comments, restream destinations, pulled (RTSP) sources and transcode ladders."),
             paths($($module::$handler),*),
             modifiers(&BearerAuth),
         )]
@@ -287,6 +288,9 @@ api_routes!(
     sources::get_source,
     sources::set_source,
     sources::delete_source,
+    ladder::get_ladder,
+    ladder::set_ladder,
+    ladder::delete_ladder,
     videos::feed,
     videos::get_video,
     videos::record_watch,

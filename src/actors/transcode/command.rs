@@ -21,7 +21,7 @@ use crate::media::AudioCodec;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Encoder {
-    /// libx264, software.
+    /// Software: libx264 (libx265 for H.265 rungs).
     #[default]
     X264,
     /// Intel/AMD through VA-API (`h264_vaapi`), scaled on the GPU.
@@ -30,6 +30,16 @@ pub enum Encoder {
     Nvenc,
     /// Intel Quick Sync (`h264_qsv`).
     Qsv,
+}
+
+/// The rungs' video codec (a channel setting). H.264 plays everywhere (and over WebRTC);
+/// H.265 halves the bits for players that have it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    #[default]
+    H264,
+    H265,
 }
 
 /// One `[[transcode.rungs]]` table.
@@ -137,6 +147,7 @@ pub fn plan(specs: &[RungSpec], max_rungs: usize, opus: bool, source: &SourceInf
 #[derive(Clone, Debug)]
 pub struct EncoderSettings<'a> {
     pub encoder: Encoder,
+    pub codec: Codec,
     pub preset: &'a str,
     pub tune: &'a str,
     pub vaapi_device: &'a str,
@@ -210,8 +221,32 @@ pub fn ffmpeg_args(plan: &Plan, enc: &EncoderSettings<'_>) -> Vec<String> {
 
 fn video_codec(r: &Rung, enc: &EncoderSettings<'_>) -> Vec<String> {
     let kbps = r.video_kbps;
-    let mut v: Vec<String> = match enc.encoder {
-        Encoder::X264 => vec![
+    let strs = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+    let mut v: Vec<String> = match (enc.encoder, enc.codec) {
+        (Encoder::X264, Codec::H265) => {
+            let mut v = strs(&["-c:v", "libx265", "-preset", enc.preset]);
+            // x265 knows fewer tunes than x264 (no film, no stillimage): those are left out.
+            if ["zerolatency", "fastdecode", "animation", "grain", "psnr", "ssim"].contains(&enc.tune) {
+                v.extend(strs(&["-tune", enc.tune]));
+            }
+            // x265 takes key frame and B-frame rules in its own parameters; `hvc1` is what
+            // Apple's players want.
+            v.extend(strs(&[
+                "-x265-params",
+                "bframes=0:scenecut=0:keyint=600:repeat-headers=1:log-level=error",
+                "-pix_fmt",
+                "yuv420p",
+                "-tag:v",
+                "hvc1",
+            ]));
+            v
+        }
+        (Encoder::Vaapi, Codec::H265) => strs(&["-c:v", "hevc_vaapi"]),
+        (Encoder::Nvenc, Codec::H265) => {
+            strs(&["-c:v", "hevc_nvenc", "-tune", "ll", "-forced-idr", "1", "-no-scenecut", "1"])
+        }
+        (Encoder::Qsv, Codec::H265) => strs(&["-c:v", "hevc_qsv", "-forced_idr", "1"]),
+        (Encoder::X264, Codec::H264) => vec![
             "-c:v".into(),
             "libx264".into(),
             "-preset".into(),
@@ -225,8 +260,8 @@ fn video_codec(r: &Rung, enc: &EncoderSettings<'_>) -> Vec<String> {
             "-sc_threshold".into(),
             "0".into(),
         ],
-        Encoder::Vaapi => vec!["-c:v".into(), "h264_vaapi".into()],
-        Encoder::Nvenc => vec![
+        (Encoder::Vaapi, Codec::H264) => vec!["-c:v".into(), "h264_vaapi".into()],
+        (Encoder::Nvenc, Codec::H264) => vec![
             "-c:v".into(),
             "h264_nvenc".into(),
             "-tune".into(),
@@ -236,7 +271,9 @@ fn video_codec(r: &Rung, enc: &EncoderSettings<'_>) -> Vec<String> {
             "-no-scenecut".into(),
             "1".into(),
         ],
-        Encoder::Qsv => vec!["-c:v".into(), "h264_qsv".into(), "-forced_idr".into(), "1".into()],
+        (Encoder::Qsv, Codec::H264) => {
+            vec!["-c:v".into(), "h264_qsv".into(), "-forced_idr".into(), "1".into()]
+        }
     };
     v.extend(["-bf".into(), "0".into(), "-g".into(), MAX_GOP_FRAMES.into()]);
     v.extend(["-force_key_frames".into(), "source".into(), "-fps_mode".into(), "passthrough".into()]);
@@ -304,6 +341,7 @@ mod tests {
         let p = plan(&default_rungs(), 3, true, &source(720, 3000, Some(AudioCodec::Aac)));
         let enc = EncoderSettings {
             encoder: Encoder::X264,
+            codec: Codec::H264,
             preset: "veryfast",
             tune: "zerolatency",
             vaapi_device: "",
@@ -324,5 +362,11 @@ mod tests {
         assert!(text.contains("-vn -c:a libopus -ar 48000 -b:a 96k"));
         // Nothing but pipes: no file or URL an input could name.
         assert!(!args.iter().any(|a| a.contains("://") || a.starts_with('/')), "{text}");
+        // H.265 rungs: libx265 with the same alignment rules.
+        let h265 = ffmpeg_args(&p, &EncoderSettings { codec: Codec::H265, ..enc }).join(" ");
+        assert_eq!(h265.matches("-c:v libx265").count(), 2);
+        assert_eq!(h265.matches("bframes=0:scenecut=0").count(), 2);
+        assert_eq!(h265.matches("-force_key_frames source").count(), 2);
+        assert_eq!(h265.matches("-enc_time_base 1:90000").count(), 2);
     }
 }
