@@ -378,8 +378,9 @@ fn an_owner_sets_the_channels_ladder_through_the_api_and_its_next_session_uses_i
     let (_, v) = http_json(server.http, "GET", path, Some(&owner), None);
     assert_eq!(v["custom"], false);
 
-    // One 240p rung (two of one height count once), ultrafast: the next session makes exactly that.
-    let body = json!({"rungs": [{"height": 240, "video_kbps": 300}, {"height": 240, "video_kbps": 400}], "preset": "ultrafast", "tune": "zerolatency"});
+    // One 240p H.265 rung (two of one height count once), ultrafast: the next session makes
+    // exactly that.
+    let body = json!({"rungs": [{"height": 240, "video_kbps": 300}, {"height": 240, "video_kbps": 400}], "codec": "h265", "preset": "ultrafast", "tune": "zerolatency"});
     let (s, v) = http_json(server.http, "PUT", path, Some(&owner), Some(body));
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["custom"], true);
@@ -391,11 +392,12 @@ fn an_owner_sets_the_channels_ladder_through_the_api_and_its_next_session_uses_i
     let vs = variants(&text);
     assert_eq!(vs.keys().collect::<Vec<_>>(), ["240p", "source"], "{text}");
     assert_eq!(vs["240p"]["RESOLUTION"], "428x240");
+    assert!(vs["240p"]["CODECS"].starts_with("hvc1."), "{text}");
     assert_eq!(decode_rendition(&server, "studio", "240p", 2), (428, 240));
     let cmdline =
         std::fs::read(format!("/proc/{}/cmdline", transcoder_pid(&server).unwrap())).unwrap_or_default();
     let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-    assert!(cmdline.contains("-preset ultrafast") && cmdline.contains("-b:v 300k"), "{cmdline}");
+    assert!(cmdline.contains("-c:v libx265 -preset ultrafast") && cmdline.contains("-b:v 300k"), "{cmdline}");
     publisher.kill();
 
     // Survives a restart (stored), and `enabled: false` makes the next session passthrough.
@@ -421,4 +423,51 @@ fn an_owner_sets_the_channels_ladder_through_the_api_and_its_next_session_uses_i
     let (s, v) = http_json(server.http, "DELETE", path, Some(&owner), None);
     assert_eq!(s, 200, "{v}");
     assert_eq!((v["enabled"].clone(), v["custom"].clone()), (json!(true), json!(false)), "{v}");
+}
+
+#[test]
+fn an_opus_source_gets_aac_rungs() {
+    if !require_ffmpeg() {
+        return;
+    }
+    let server = TestServer::start(&[LADDER_ON]);
+    let url = format!("srt://{}?streamid=#!::r=live/{},m=publish&pkt_size=1316", server.srt, server.key);
+    let video = strings(&[
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-tune",
+        "zerolatency",
+        "-g",
+        "60",
+        "-c:a",
+        "libopus",
+        "-b:a",
+        "96k",
+    ]);
+    let _publisher = ffmpeg_test_source(&url, 40, "1280x720", &video, "mpegts");
+    let text = multivariant_with(&server, "main", 3, Duration::from_secs(40));
+    let v = variants(&text);
+    assert!(v["source"]["CODECS"].ends_with(",opus"), "{text}");
+    for rung in ["480p", "360p"] {
+        assert!(v[rung]["CODECS"].ends_with(",mp4a.40.2"), "{text}");
+    }
+    // An Opus source needs no Opus track made: only the two video rungs.
+    assert!(server.logs().contains(r#"renditions=["480p", "360p"]"#), "{}", server.logs());
+    let probe = run_tool(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+            &format!("http://{}/live/main/360p/index.m3u8", server.http),
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(probe.stdout.lines().any(|l| l.trim() == "aac"), "{}", probe.stdout);
+    decode_rendition(&server, "main", "360p", 2);
 }
