@@ -11,7 +11,9 @@
 //!  OBS/ffmpeg --RTMP(S)/SRT--> IngestSession --> FrameRing per rendition (Channel) --+--> HlsPackager --> LL-HLS
 //!  camera <--RTSP pull--     (ingest::rtmp, ::srt, ::rtsp)                          +--> ViewerSession --> RTMP(S) / SRT play
 //!                                                                                   +--> restream push --> rtmp:// rtmps:// srt:// destinations
-//!                                                                                   +--> (archive, transcode: later)
+//!                                                                                   +--> TranscodeLadder --> ffmpeg --> FrameRing per rung
+//!                                                                                   |     (each rung: an HlsPackager cut in step with the source's)
+//!                                                                                   +--> (archive: later)
 //! ```
 //!
 //! Bytes in, events out: protocol code in [`protocols`] is sans-IO (bytes and time in, typed
@@ -29,7 +31,8 @@
 //! │   └── Channel (one per live channel) renditions (a FrameRing each); grants RingWriter / RingReader
 //! │       ├── HlsPackager × rendition    supervised: ring -> segmenter -> CMAF -> LL-HLS window
 //! │       ├── LL-HLS viewer sweep        supervised: counts HLS viewers, retires ended windows
-//! │       └── restream                   supervised: one push task per enabled destination (own RingReader, retries with backoff)
+//! │       ├── restream                   supervised: one push task per enabled destination (own RingReader, retries with backoff)
+//! │       └── transcode ladder           supervised: one ffmpeg (rungs + Opus) fed from the source ring, restarted with backoff
 //! ├── RTMP/RTMPS listeners + connections × N   IngestSession (publish) or ViewerSession (play), a task each
 //! │   └── RTMP channel writer × ring     writes each frame to every plain-RTMP viewer that keeps up
 //! ├── SRT listener + connections × N    the same sessions; stream ids checked in the SRT handshake
@@ -43,6 +46,8 @@
 //! - **channel**: a named live stream owned by a user, published with its secret stream key.
 //! - **stream key**: the channel's publishing secret; stored only as a SHA-256 hash.
 //! - **rendition**: one encoding of a channel (`source` is the publisher's own).
+//! - **ladder** / **rung**: the lower renditions ffmpeg makes from the source (`480p`, `360p`),
+//!   cut at the source's part and segment boundaries (`media::follow`).
 //! - **track**: the video or audio elementary stream of a rendition ([`media::Tracks`]).
 //! - **frame**: one access unit of one track ([`media::Frame`]).
 //! - **GOP**: a key frame and the frames up to the next one; viewers start and resync on GOPs.
