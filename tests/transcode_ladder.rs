@@ -471,3 +471,57 @@ fn an_opus_source_gets_aac_rungs() {
     assert!(probe.stdout.lines().any(|l| l.trim() == "aac"), "{}", probe.stdout);
     decode_rendition(&server, "main", "360p", 2);
 }
+
+#[test]
+fn a_publisher_reconnecting_within_grace_keeps_the_ladder_aligned() {
+    if !require_ffmpeg() {
+        return;
+    }
+    let server = TestServer::start(&[LADDER_ON, ("TIDECAST__CHANNEL__RECONNECT_GRACE", "20s")]);
+    let url = server.publish_url(&server.key);
+    let mut first = ffmpeg_publish_pattern(&url, 60, "854x480", 60, &["-tune", "zerolatency"]);
+    multivariant_with(&server, "main", 2, Duration::from_secs(40));
+    std::thread::sleep(Duration::from_secs(4));
+    let before = media_playlist(&server, "main", "360p").0;
+    first.kill();
+    // A pause longer than the stall timeout (5 s): no input is no stall.
+    std::thread::sleep(Duration::from_secs(7));
+    let _second = ffmpeg_publish_pattern(&url, 60, "854x480", 60, &["-tune", "zerolatency"]);
+    server.wait_metric(
+        r#"tidecast_transcode_restarts_total{reason="source"}"#,
+        Duration::from_secs(20),
+        |v| v >= 1.0,
+    );
+    let ok = wait_until(Duration::from_secs(30), || {
+        let (_, p) = media_playlist(&server, "main", "360p");
+        p.segments.iter().position(|s| s.discontinuity).is_some_and(|i| p.segments.len() > i + 2)
+    });
+    let (after, p) = media_playlist(&server, "main", "360p");
+    assert!(ok, "360p did not go on after the reconnect:\n{after}\nlog:\n{}", server.logs());
+    assert_eq!(
+        server.metric(r#"tidecast_transcode_restarts_total{reason="stall"}"#),
+        0.0,
+        "{}",
+        server.logs()
+    );
+    // The same window (session id in the URIs), MSNs on from before.
+    let session = |text: &str| {
+        text.lines().find(|l| l.ends_with(".m4s")).and_then(|l| l.split('/').next()).map(str::to_owned)
+    };
+    assert_eq!(session(&before), session(&after));
+    // After the reconnect the rung is still cut as the source is.
+    let (_, source) = media_playlist(&server, "main", "source");
+    let first_after = p.segments.iter().position(|s| s.discontinuity).unwrap();
+    let mut compared = 0;
+    for seg in &p.segments[first_after..] {
+        if let Some(s) = source.segments.iter().find(|s| s.msn == seg.msn) {
+            if !seg.gap {
+                assert_eq!(s.program_date_time, seg.program_date_time, "segment {}", seg.msn);
+                assert!((s.duration - seg.duration).abs() < 0.002, "segment {}", seg.msn);
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared >= 2, "{after}");
+    decode_rendition(&server, "main", "360p", 2);
+}

@@ -511,7 +511,8 @@ async fn run_once(
         outputs.spawn(pump_output(index, rx, writer, restarted, last_output.clone(), epoch));
     }
     let stdin = proc.stdin.take().expect("ffmpeg's stdin is piped");
-    let feed = feed(ctx.source.clone(), stdin);
+    let fed = Arc::new(FeedState::default());
+    let feed = feed(ctx.source.clone(), stdin, fed.clone(), epoch);
     tokio::pin!(feed);
     let mut watchdog = tokio::time::interval(WATCHDOG_EVERY);
     let stall = ctx.transcoder.inner.settings.stall_timeout;
@@ -535,8 +536,13 @@ async fn run_once(
                 };
             }
             _ = watchdog.tick() => {
-                let since_output = epoch.elapsed().saturating_sub(Duration::from_millis(last_output.load(Ordering::Relaxed)));
-                if since_output > stall && !ctx.source.is_closed() {
+                // Stalled: no output for `stall` while ffmpeg had input to take (the feeder is
+                // blocked writing, or read media within that time). A source that paused (a
+                // publisher in its reconnect grace) gives no input, and is no stall.
+                let now = epoch.elapsed();
+                let since = |at: &AtomicU64| now.saturating_sub(Duration::from_millis(at.load(Ordering::Relaxed)));
+                let input = fed.writing.load(Ordering::Relaxed) || since(&fed.last_read) < stall;
+                if since(&last_output) > stall && input {
                     break Outcome::Stalled;
                 }
             }
@@ -559,6 +565,15 @@ async fn run_once(
     (outcome, writers)
 }
 
+/// What the watchdog knows of the feeder.
+#[derive(Default)]
+struct FeedState {
+    /// Milliseconds after the run's start when a frame was last read from the source.
+    last_read: AtomicU64,
+    /// A write to ffmpeg's stdin is under way (blocked while ffmpeg does not read).
+    writing: std::sync::atomic::AtomicBool,
+}
+
 enum Fed {
     SourceEnded,
     SourceChanged,
@@ -567,7 +582,12 @@ enum Fed {
 }
 
 /// Write the source into ffmpeg's stdin as MPEG-TS until the source ends or changes.
-async fn feed(source: FrameRing, mut stdin: tokio::net::unix::pipe::Sender) -> Fed {
+async fn feed(
+    source: FrameRing,
+    mut stdin: tokio::net::unix::pipe::Sender,
+    state: Arc<FeedState>,
+    epoch: Instant,
+) -> Fed {
     let mut reader = source.reader();
     let mut mux = TsMuxer::new();
     let mut video: Option<(u32, u32, crate::media::VideoCodec)> = None;
@@ -579,6 +599,7 @@ async fn feed(source: FrameRing, mut stdin: tokio::net::unix::pipe::Sender) -> F
             Some(Err(_)) => continue,
             Some(Ok(f)) => f,
         };
+        state.last_read.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
         let now = frame.tracks.video.as_ref().map(|v| (v.width, v.height, v.codec));
         if !first && (frame.discontinuity || (now.is_some() && video.is_some() && now != video)) {
             // A publisher came back (maybe with other settings): a fresh ffmpeg takes it.
@@ -589,7 +610,10 @@ async fn feed(source: FrameRing, mut stdin: tokio::net::unix::pipe::Sender) -> F
         }
         first = false;
         let Some(bytes) = mux.frame(&frame) else { continue };
-        if stdin.write_all(&bytes).await.is_err() {
+        state.writing.store(true, Ordering::Relaxed);
+        let written = stdin.write_all(&bytes).await;
+        state.writing.store(false, Ordering::Relaxed);
+        if written.is_err() {
             return Fed::Closed;
         }
     }

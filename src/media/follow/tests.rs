@@ -244,3 +244,65 @@ fn a_missing_forced_key_frame_ends_the_segment_and_waits_for_the_next() {
     assert_eq!(gaps, vec![2]);
     assert!(parts.iter().find(|p| p.msn == 3).unwrap().discontinuity);
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever a rung loses (encoder restarts, missing forced key frames), what the follower
+        /// emits is a valid LL-HLS timeline: segments in consecutive MSNs (media or gap), each
+        /// starting on a key frame, parts numbered from 0 without holes, never ending before
+        /// they start.
+        #[test]
+        fn a_rung_with_losses_still_makes_a_consecutive_timeline(
+            gop in prop::sample::select(vec![30i64, 60, 90]),
+            cuts in prop::collection::vec((0i64..600, 1i64..200), 0..4),
+            unforced in prop::collection::vec(0i64..20, 0..3),
+        ) {
+            let src = source_frames(600, gop);
+            let (_, log) = source_log(&src);
+            let mut frames = Vec::new();
+            let mut resumed = false;
+            for f in rung_frames(&src) {
+                let i = ((f.pts.as_millis() - 100) as f64 * 30.0 / 1000.0).round() as i64;
+                if cuts.iter().any(|&(at, len)| (at..at + len).contains(&i)) {
+                    resumed = true;
+                    continue;
+                }
+                let key = f.keyframe && !unforced.contains(&(i / gop));
+                let mut g = Frame::new(f.track, f.dts, f.pts, key, f.data.clone(), f.tracks.clone());
+                g.discontinuity = std::mem::take(&mut resumed);
+                frames.push(Arc::new(g));
+            }
+            let (mut out, mut follower) = follow_all(&frames, &log);
+            follower.finish(&log, &mut out);
+            let mut last: Option<(u64, u32)> = None;
+            for o in &out {
+                match o {
+                    Followed::Gap { msn, .. } => {
+                        if let Some((m, _)) = last { prop_assert_eq!(*msn, m + 1); }
+                        last = Some((*msn, u32::MAX));
+                    }
+                    Followed::Part { part, .. } => {
+                        prop_assert!(part.end >= part.start);
+                        match last {
+                            Some((m, i)) if m == part.msn => prop_assert_eq!(part.index, i + 1),
+                            Some((m, _)) => {
+                                prop_assert_eq!(part.msn, m + 1);
+                                prop_assert_eq!(part.index, 0);
+                            }
+                            None => prop_assert_eq!(part.index, 0),
+                        }
+                        if part.index == 0 {
+                            prop_assert!(part.frames[0].keyframe && part.frames[0].track == TrackKind::Video);
+                        }
+                        last = Some((part.msn, part.index));
+                    }
+                }
+            }
+        }
+    }
+}
