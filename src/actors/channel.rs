@@ -161,6 +161,9 @@ impl Channel {
         let clock = self.deps.clock;
         let ladder = self.deps.transcoder.active(&self.name);
         let source_hls = Arc::new(HlsRendition::new(SOURCE, &settings));
+        if ladder {
+            source_hls.enable_boundary_log();
+        }
         let entry = Arc::new(HlsChannel::new(visibility, vec![source_hls.clone()], ladder));
         self.deps.hls.insert(self.name.clone(), entry.clone());
         self.hls = Some(entry.clone());

@@ -318,8 +318,10 @@ pub struct HlsRendition {
     /// instead of rendering the same text a thousand times.
     rendered: Mutex<Vec<(u64, SkipRequest, Bytes)>>,
     /// Where this rendition's packager cut, for renditions cut in step with it (the transcode
-    /// ladder's rungs follow the source's: `media::follow`).
+    /// ladder's rungs follow the source's: `media::follow`). Kept only when `logs_boundaries`:
+    /// a session with a ladder (a few hundred kB per channel otherwise spent for nothing).
     boundaries: Mutex<BoundaryLog>,
+    logs_boundaries: std::sync::atomic::AtomicBool,
     /// Bumped whenever `boundaries` changes.
     boundaries_changed: watch::Sender<u64>,
     /// Test-only: panic the packager on its next frame (supervision tests).
@@ -356,6 +358,7 @@ impl HlsRendition {
             playlists_drained: Notify::new(),
             rendered: Mutex::new(Vec::new()),
             boundaries: Mutex::new(BoundaryLog::default()),
+            logs_boundaries: std::sync::atomic::AtomicBool::new(false),
             boundaries_changed: watch::channel(0).0,
             #[cfg(test)]
             fault: std::sync::atomic::AtomicBool::new(false),
@@ -436,8 +439,17 @@ impl HlsRendition {
         self.update(|w| w.codecs = "avc1.64001f".into());
     }
 
-    /// Change the boundary log (the source packager) and wake followers.
+    /// Keep the boundary log from now on (a transcode ladder will follow this rendition).
+    pub fn enable_boundary_log(&self) {
+        self.logs_boundaries.store(true, Ordering::Release);
+    }
+
+    /// Change the boundary log (the source packager) and wake followers; nothing when no ladder
+    /// follows.
     fn log_boundaries(&self, f: impl FnOnce(&mut BoundaryLog)) {
+        if !self.logs_boundaries.load(Ordering::Acquire) {
+            return;
+        }
         f(&mut self.boundaries.lock().unwrap_or_else(|p| p.into_inner()));
         self.boundaries_changed.send_modify(|n| *n = n.wrapping_add(1));
     }

@@ -474,7 +474,9 @@ async fn probe(source: &FrameRing) -> Option<SourceInfo> {
         }
     }
     let tracks = tracks.unwrap_or_default();
-    let (width, height) = tracks.video.as_ref().map_or((0, 0), |v| (v.width, v.height));
+    // AV1 does not travel in our MPEG-TS to ffmpeg: such a source gets no video rungs.
+    let video = tracks.video.as_ref().filter(|v| v.codec != crate::media::VideoCodec::Av1);
+    let (width, height) = video.map_or((0, 0), |v| (v.width, v.height));
     let video_kbps =
         if span.is_zero() { 0 } else { (video_bytes as f64 * 8.0 / span.as_secs_f64() / 1000.0) as u32 };
     Some(SourceInfo { width, height, video_kbps, audio: tracks.audio.as_ref().map(|a| a.codec) })

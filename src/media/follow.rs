@@ -25,8 +25,9 @@ use super::frame::{Frame, TrackKind};
 use super::segmenter::{OpenPart, Part};
 use super::time::MediaTime;
 
-/// Boundaries kept (about 13 minutes of 200 ms parts): far more than a rung ever lags.
-const LOG_CAPACITY: usize = 4096;
+/// Boundaries kept (about 3 minutes of 200 ms parts, 64 kB): more than a rung lags, or misses
+/// while its ffmpeg restarts after the longest backoff.
+const LOG_CAPACITY: usize = 1024;
 /// Frames a follower holds while it waits for the source (a stuck source packager).
 const MAX_PENDING: usize = 2048;
 /// Timestamps travel through MPEG-TS (90 kHz) and back; an FLV source is in whole milliseconds.
