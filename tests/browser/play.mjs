@@ -235,6 +235,7 @@ function percentile(values, p) {
 const r3 = (x) => (x === null || x === undefined ? null : Math.round(x * 1000) / 1000);
 const stats = (xs) => ({
   p50: r3(percentile(xs, 50)),
+  p90: r3(percentile(xs, 90)),
   p95: r3(percentile(xs, 95)),
   min: r3(percentile(xs, 0)),
   max: r3(percentile(xs, 100)),
