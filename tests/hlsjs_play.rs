@@ -15,10 +15,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::browser::*;
 use common::*;
 
 /// How long the player samples once playing.
@@ -38,49 +38,6 @@ const STARTUP_GRACE_S: f64 = 2.0;
 /// The browser tests of this file run one at a time: each drives a 720p x264 encoder and a
 /// Chromium decoding it, and two at once on a 2-core machine stall both players.
 static ONE_PLAYER: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-fn chromium_path() -> PathBuf {
-    std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
-/// Whether node, Chromium and tests/browser/node_modules are there. Missing: a failure in CI
-/// (`CI` set), else a loud SKIP and `false`.
-fn require_browser_player() -> bool {
-    let mut missing = Vec::new();
-    let node_ok = Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !node_ok {
-        missing.push("node".to_string());
-    }
-    if !chromium_path().is_file() {
-        missing.push(format!("chromium ({})", chromium_path().display()));
-    }
-    let modules = browser_dir().join("node_modules");
-    for needed in ["playwright-core/package.json", "hls.js/dist/hls.min.js"] {
-        if !modules.join(needed).is_file() {
-            missing.push(format!("tests/browser/node_modules/{needed} (npm ci)"));
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("missing in CI: {}; tests/run.sh installs them", missing.join(", "));
-    }
-    eprintln!(
-        "\n*** SKIP: {} missing; the hls.js playback test did NOT run. `bash tests/run.sh` installs them. ***\n",
-        missing.join(", ")
-    );
-    false
-}
 
 /// ffmpeg publishing 1280x720 30 fps plus AAC, in real time: x264's defaults (veryfast: three
 /// B-frames with pyramid, so parts carry composition offsets) with a 2 s GOP.
@@ -108,43 +65,9 @@ fn run_player(url: &str, seconds: u32) -> (serde_json::Value, String) {
 
 /// `run_player` with extra play.mjs arguments.
 fn run_player_with(url: &str, seconds: u32, extra: &[&str]) -> (serde_json::Value, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let (out_path, err_path) = (dir.path().join("stdout.txt"), dir.path().join("stderr.txt"));
-    let mut child = Command::new("node")
-        .arg(browser_dir().join("play.mjs"))
-        .arg(url)
-        .arg(seconds.to_string())
-        .args(extra)
-        .env("CHROMIUM", chromium_path())
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).unwrap())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .expect("spawning node");
-    let status = wait_child(&mut child, PLAYER_TIMEOUT);
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
-    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-    assert!(status.is_some(), "play.mjs did not finish within {PLAYER_TIMEOUT:?}; stderr:\n{stderr}");
-    let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or_else(|| {
-        panic!("play.mjs printed no JSON ({status:?}); stdout:\n{stdout}\nstderr:\n{stderr}")
-    });
-    let report = serde_json::from_str(line).unwrap_or_else(|e| panic!("play.mjs JSON: {e}: {line}"));
-    (report, stderr)
-}
-
-fn f64_at(report: &serde_json::Value, pointer: &str) -> f64 {
-    report.pointer(pointer).and_then(|v| v.as_f64()).unwrap_or(f64::NAN)
-}
-
-/// The last `n` lines of the server log, for failure messages.
-fn log_tail(server: &TestServer, n: usize) -> String {
-    let log = server.logs();
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    let seconds = seconds.to_string();
+    let args: Vec<&str> = [url, seconds.as_str()].into_iter().chain(extra.iter().copied()).collect();
+    run_node_report("play.mjs", &args, PLAYER_TIMEOUT)
 }
 
 #[test]
@@ -153,7 +76,7 @@ fn hlsjs_plays_ll_hls_in_chromium_without_stalls() {
         return;
     }
     let _one = ONE_PLAYER.lock().unwrap_or_else(|p| p.into_inner());
-    let static_dir = browser_dir().join("node_modules/hls.js/dist");
+    let static_dir = hlsjs_dist_dir();
     let static_dir = static_dir.to_str().expect("UTF-8 repository path");
     let server = TestServer::start(&[
         ("TIDECAST__HTTP__STATIC_DIR", static_dir),
@@ -273,7 +196,7 @@ fn hlsjs_plays_ll_hls_over_https() {
     let certs = tempfile::tempdir().unwrap();
     certs::make_cert(certs.path(), "tidecast-browser");
     let spki = certs::spki_sha256_base64(certs.path());
-    let static_dir = browser_dir().join("node_modules/hls.js/dist");
+    let static_dir = hlsjs_dist_dir();
     let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
     let server = TestServer::start(&[
         ("TIDECAST__HTTP__STATIC_DIR", static_dir.to_str().expect("UTF-8 repository path")),

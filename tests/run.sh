@@ -19,8 +19,9 @@ command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
 # tests/srt_live.rs: libsrt's own sender.
 command -v srt-live-transmit >/dev/null 2>&1 || missing+=(srt-tools)
-# tests/hlsjs_play.rs: hls.js in headless Chromium. Debian's Chromium only: playwright's own
-# browser download cannot work on these machines. node 20 is usually there already.
+# tests/hlsjs_play.rs, tests/hlsjs_ladder.rs: hls.js in headless Chromium. Debian's Chromium
+# only: playwright's own browser download cannot work on these machines. node 20 is usually
+# there already.
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
 # tests/rtsp_pull.rs: a camera of our own, GStreamer's RTSP server from Debian's Python (x264enc

@@ -9,6 +9,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod certs;
 
 use std::io::{BufRead, BufReader, Read, Write};

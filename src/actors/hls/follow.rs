@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{HlsPackager, HlsRendition, Publisher, SegmentData};
@@ -30,6 +31,7 @@ impl HlsPackager {
             Publisher { rendition: &rendition, settings: &settings, clock, target_from: Some(&source) };
         let dropped = metrics().frames_dropped.with_label_values(&["hls"]);
         let mut reported = follower.stats();
+        let mut last_published = None;
         debug!(%channel, rendition = %rendition.name, following = %source.name, "packager started");
         loop {
             tokio::select! {
@@ -42,7 +44,7 @@ impl HlsPackager {
                     }
                     None => {
                         source.with_boundaries(|log| follower.finish(log, &mut out));
-                        publish(&publisher, &mut muxer, &mut out, follower.frame_interval());
+                        publish(&publisher, &mut muxer, &mut out, follower.frame_interval(), None).await;
                         rendition.update(|w| w.ended = true);
                         info!(%channel, rendition = %rendition.name, "packager finished");
                         return;
@@ -56,7 +58,8 @@ impl HlsPackager {
                 }
             }
             source.with_boundaries(|log| follower.drive(log, &mut out));
-            publish(&publisher, &mut muxer, &mut out, follower.frame_interval());
+            publish(&publisher, &mut muxer, &mut out, follower.frame_interval(), Some(&mut last_published))
+                .await;
             let stats = follower.stats();
             if stats.misaligned > reported.misaligned {
                 warn!(
@@ -71,15 +74,27 @@ impl HlsPackager {
     }
 }
 
-fn publish(
+/// Publish what the follower emitted: parts at least half a part target apart, as the source's
+/// packager does (hls.js 1.7.4 mishandles a segment completing while it still appends the
+/// previous part; see `HlsPackager::run_segmenting`), since a rung catching up after its ffmpeg
+/// restarted sends a burst. At the session's end (`pace` is `None`) all at once.
+async fn publish(
     p: &Publisher<'_>,
     muxer: &mut CmafMuxer,
     out: &mut Vec<Followed>,
     frame_interval: Option<Duration>,
+    mut pace: Option<&mut Option<Instant>>,
 ) {
-    for o in out.drain(..) {
+    for o in std::mem::take(out) {
         match o {
             Followed::Part { part, program_date_time } => {
+                if let Some(last) = pace.as_deref_mut() {
+                    let due = last.map(|at| at + p.settings.part_target / 2);
+                    if let Some(due) = due.filter(|d| *d > p.clock.now()) {
+                        p.clock.sleep_until(due).await;
+                    }
+                    *last = Some(p.clock.now());
+                }
                 p.publish_part(muxer, part, program_date_time, frame_interval)
             }
             Followed::Gap { msn, duration, program_date_time } => {

@@ -35,9 +35,10 @@ const MAX_PASSWORD_LEN: usize = 1024;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
-    /// `name@domain`, stored lowercased. The schema describes printable ASCII addresses;
-    /// internationalized ones are accepted too, up to 254 bytes once lowercased.
-    #[schema(format = Email, max_length = 254, pattern = r"^ *[!-?A-~][ -?A-~]*@[ -~]*[!-~] *$")]
+    /// `name@domain`, stored lowercased and trimmed (so it is not declared `format: email`,
+    /// which refuses the spaces a pasted address brings). The schema describes printable ASCII
+    /// addresses; internationalized ones are accepted too, up to 254 bytes once lowercased.
+    #[schema(max_length = 254, pattern = r"^ *[!-?A-~][ -?A-~]*@[ -~]*[!-~] *$")]
     pub email: String,
     /// `auth.min_password_len` (default 8) to 1024 characters, no NUL.
     #[schema(min_length = 8, max_length = 1024, pattern = r"^[^\u0000]*$")]
