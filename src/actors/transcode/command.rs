@@ -176,7 +176,9 @@ pub fn ffmpeg_args(plan: &Plan, enc: &EncoderSettings<'_>) -> Vec<String> {
     // The input: our own MPEG-TS, with the parameter sets at every key frame; probe little.
     // (`-fflags +nobuffer` would drop the first seconds of frames.)
     push(&["-protocol_whitelist", "pipe", "-probesize", "500000"]);
-    push(&["-analyzeduration", "500000", "-f", "mpegts", "-i", "pipe:0", "-copyts"]);
+    // The decoder uses slice threads only: frame threads hold one frame per thread (two at
+    // least here), and every frame held is that much more latency on every rung.
+    push(&["-analyzeduration", "500000", "-thread_type", "slice", "-f", "mpegts", "-i", "pipe:0", "-copyts"]);
     let n = plan.rungs.len();
     if n > 0 {
         let scale = |r: &Rung| match enc.encoder {
@@ -351,7 +353,7 @@ mod tests {
         let args = ffmpeg_args(&p, &enc);
         let text = args.join(" ");
         assert!(text.contains("-protocol_whitelist pipe"));
-        assert!(text.contains("-f mpegts -i pipe:0 -copyts"));
+        assert!(text.contains("-thread_type slice -f mpegts -i pipe:0 -copyts"));
         assert!(text.contains("[0:v:0]split=2[s0][s1];[s0]scale=854:480[v0];[s1]scale=640:360[v1]"));
         assert_eq!(text.matches("-force_key_frames source").count(), 2);
         assert_eq!(text.matches("-bf 0").count(), 2);
