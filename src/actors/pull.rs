@@ -14,8 +14,9 @@
 //! once.
 //!
 //! On demand: a source with `on_demand` connects only while someone watches. Viewers declare
-//! demand: LL-HLS requests [`touch`](Pulls::touch) it (an HLS viewer has no connection to hold),
-//! RTMP and SRT viewers hold a [`DemandGuard`] while connected. The first viewer of an idle
+//! demand with a [`DemandGuard`] ([`Pulls::hold`]): an LL-HLS request while it is handled (an HLS
+//! viewer has no connection to hold; its requests follow each other within a part), RTMP and
+//! SRT viewers while connected; the linger counts from a guard's drop. The first viewer of an idle
 //! on-demand channel waits (at most `rtsp.start_timeout`) for the camera's first media; the pull
 //! stops `rtsp.linger` after the last viewer left.
 //!
@@ -294,15 +295,6 @@ impl Pulls {
     /// Channels with a source (for tests and the start-up log).
     pub fn channels(&self) -> Vec<String> {
         self.inner.entries.iter().map(|e| e.key().clone()).collect()
-    }
-
-    /// A viewer request for `channel` (LL-HLS): keeps an on-demand pull running for `linger`.
-    pub fn touch(&self, channel: &str) {
-        if let Some(e) = self.inner.entries.get(channel) {
-            if e.source.on_demand {
-                e.touch();
-            }
-        }
     }
 
     /// A connected viewer of `channel` (RTMP, SRT): the pull keeps running while the guard lives.

@@ -24,6 +24,7 @@ use super::error::error_response;
 use super::mirror;
 use super::AppState;
 use crate::actors::hls::{HlsChannel, HlsRendition, Progress, Window};
+use crate::actors::pull::DemandGuard;
 use crate::error::Error;
 use crate::metrics::metrics;
 use crate::protocols::hls::{
@@ -90,11 +91,18 @@ async fn authorize(
     }
 }
 
-/// The live channel's LL-HLS window. Every request counts as demand for an on-demand pulled
-/// source; the first viewer of such a channel that is not live yet (and may watch it) starts
-/// the camera and waits for it (`rtsp.start_timeout`).
-async fn lookup(state: &AppState, channel: &str, query: &HlsQuery) -> Result<Arc<HlsChannel>, Error> {
-    state.pulls.touch(channel);
+/// The live channel's LL-HLS window. Every request is demand for an on-demand pulled source
+/// while it is handled (the guard; a blocked request can wait longer than the linger, as the
+/// first one does while a camera's first sender report comes) and for the linger after; the
+/// first viewer of such a channel that is not live yet (and may watch it) starts the camera and
+/// waits for it (`rtsp.start_timeout`).
+async fn lookup(
+    state: &AppState,
+    channel: &str,
+    query: &HlsQuery,
+    demand: &mut Option<DemandGuard>,
+) -> Result<Arc<HlsChannel>, Error> {
+    *demand = state.pulls.hold(channel);
     if let Some(e) = state.hls.get(channel) {
         return Ok(e.value().clone());
     }
@@ -173,7 +181,8 @@ async fn multivariant(path: web::Path<String>, req: HttpRequest, state: web::Dat
         Ok(q) => q,
         Err(e) => return fail(KIND, Error::invalid(e.to_string())),
     };
-    let entry = match lookup(&state, &channel, &query).await {
+    let mut _demand = None;
+    let entry = match lookup(&state, &channel, &query, &mut _demand).await {
         Ok(e) => e,
         Err(e) => return fail(KIND, e),
     };
@@ -301,7 +310,8 @@ async fn media_playlist(
         Err(e) => return fail("playlist", Error::invalid(e.to_string())),
     };
     let kind = if query.msn.is_some() { "blocking_playlist" } else { "playlist" };
-    let entry = match lookup(&state, &channel, &query).await {
+    let mut _demand = None;
+    let entry = match lookup(&state, &channel, &query, &mut _demand).await {
         Ok(e) => e,
         Err(e) => return fail(kind, e),
     };
@@ -456,7 +466,8 @@ async fn media_file(
         Ok(q) => q,
         Err(e) => return fail(kind, Error::invalid(e.to_string())),
     };
-    let entry = match lookup(&state, &channel, &query).await {
+    let mut _demand = None;
+    let entry = match lookup(&state, &channel, &query, &mut _demand).await {
         Ok(e) => e,
         Err(e) => return fail(kind, e),
     };
