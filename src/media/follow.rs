@@ -209,6 +209,10 @@ pub struct Follower {
     last_driver: Option<MediaTime>,
     frame_interval: Option<Duration>,
     stats: FollowStats,
+    /// No part ends later than this after its start unless a frame in it does (the source's
+    /// rule): an end predicted from the frame interval, or at a key frame after a gap, is cut to
+    /// it. `None`: no cap.
+    part_target: Option<Duration>,
 }
 
 fn is_driver(f: &Frame) -> bool {
@@ -218,6 +222,11 @@ fn is_driver(f: &Frame) -> bool {
 impl Follower {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A follower whose parts never exceed `part_target` (`hls.part_target`) past their last frame.
+    pub fn with_part_target(part_target: Duration) -> Self {
+        Follower { part_target: Some(part_target), ..Self::default() }
     }
 
     pub fn stats(&self) -> FollowStats {
@@ -386,7 +395,13 @@ impl Follower {
             return;
         }
         let last = o.frames.iter().rev().find(|f| is_driver(f)).map_or(o.start, |f| f.dts);
-        let end = end.unwrap_or(last).max(o.start);
+        let mut end = end.unwrap_or(last).max(o.start);
+        if let Some(target) = self.part_target {
+            let cap = o.start.plus(MediaTime::new(target.as_micros() as i64, 1_000_000));
+            if end > cap && last < cap {
+                end = cap;
+            }
+        }
         out.push(Followed::Part {
             part: Part {
                 msn: o.msn,

@@ -24,7 +24,7 @@ impl HlsPackager {
             Some(r) => CmafMuxer::resume(r.fragment_sequence, r.init_version),
             None => CmafMuxer::new(),
         };
-        let mut follower = Follower::new();
+        let mut follower = Follower::with_part_target(settings.part_target);
         let mut out = Vec::new();
         let mut changes = source.subscribe_boundaries();
         let publisher =

@@ -221,6 +221,32 @@ fn a_frame_waits_until_the_source_has_reached_it() {
 }
 
 #[test]
+fn a_part_cut_short_never_ends_past_the_part_target() {
+    let src = source_frames(200, 60);
+    let (_, log) = source_log(&src);
+    let mut f = Follower::with_part_target(Duration::from_millis(200));
+    let mut out = Vec::new();
+    // Frames until 1.1 s, then a jump of 0.5 s with no frames: the open part ends, predicted
+    // or at the next frame, at most one part target after it started.
+    for fr in
+        rung_frames(&src).into_iter().filter(|fr| fr.dts.as_millis() < 1100 || fr.dts.as_millis() >= 1600)
+    {
+        f.push(fr, &mut out);
+        f.drive(&log, &mut out);
+    }
+    f.finish(&log, &mut out);
+    for p in parts_of(&out) {
+        assert!(
+            p.duration() <= Duration::from_millis(200) + Duration::from_micros(20),
+            "part {}.{} {:?}",
+            p.msn,
+            p.index,
+            p.duration()
+        );
+    }
+}
+
+#[test]
 fn a_missing_forced_key_frame_ends_the_segment_and_waits_for_the_next() {
     let src = source_frames(400, 60);
     let (_, log) = source_log(&src);
