@@ -25,6 +25,7 @@
 //! Adding a protocol: a listener in `listen/`, an ingest adapter in `ingest/` and/or an egress
 //! adapter in `viewer/`, each driving the shared session; the codec lives in `protocols`.
 
+pub mod archive;
 pub mod channel;
 pub mod hls;
 pub mod ingest;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::actors::archive::Archive;
 use crate::actors::channel::{ChannelDeps, ChannelSettings};
 use crate::actors::hls::{HlsDirectory, HlsSettings};
 use crate::actors::listen::rtmp::{self, RtmpContext, PROTOCOL, PROTOCOL_TLS};
@@ -72,6 +73,22 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
     let clock = Clock::system();
     let restream = Restream::new(config.restream.settings()?);
     let transcoder = Transcoder::new(config.transcode.settings());
+    // Live-to-VOD. Recordings a crash left unfinished are finished in the background (their
+    // videos become playable); new sessions record meanwhile.
+    let archive = if config.archive.enabled {
+        let archive = Archive::new(config.archive.settings(&config.server.data_dir), store.clone());
+        let recovering = archive.clone();
+        media.spawn(async move {
+            match recovering.recover().await {
+                Ok(0) => {}
+                Ok(n) => info!(recordings = n, "finished the recordings an earlier run left unfinished"),
+                Err(e) => warn!(error = %e, "cannot look for unfinished recordings"),
+            }
+        });
+        archive
+    } else {
+        Archive::disabled()
+    };
     let deps = ChannelDeps {
         hls: hls_directory.clone(),
         media: media.clone(),
@@ -79,6 +96,7 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         backoff: Backoff::default(),
         restream: restream.clone(),
         transcoder: transcoder.clone(),
+        archive: archive.clone(),
     };
     let supervision = SupervisionSettings {
         max_restarts: config.channel.max_restarts,
@@ -230,6 +248,7 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         hlsjs_url: config.http.hlsjs_url.clone(),
         api: api.clone(),
         pulls: pulls.clone(),
+        archive: archive.clone(),
     };
     let https = cert.as_ref().filter(|_| !config.http.tls_listen.is_empty()).map(|cert| {
         crate::http::HttpsOptions { listen: config.http.tls_listen.clone(), tls: cert.server_config(&[]) }

@@ -35,6 +35,7 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+mod archive;
 mod env;
 mod pull;
 mod restream;
@@ -44,6 +45,7 @@ mod transcode;
 mod transport;
 mod units;
 
+pub use archive::ArchiveConfig;
 use env::EnvOverrides;
 pub use env::ENV_PREFIX;
 pub use pull::{RtspConfig, RtspSourceConfig};
@@ -113,6 +115,8 @@ pub struct Config {
     pub restream: RestreamConfig,
     /// The transcode ladder: lower renditions made by ffmpeg for every live channel.
     pub transcode: TranscodeConfig,
+    /// Live-to-VOD: every live session recorded as a video.
+    pub archive: ArchiveConfig,
     /// Where users, channels and videos are stored.
     pub database: DatabaseConfig,
     /// Life cycle and buffering of live channels.
@@ -802,6 +806,8 @@ impl Config {
         self.rtsp.validate(&mut check);
         // [transcode]
         self.transcode.validate(&mut check);
+        // [archive]
+        self.archive.validate(&mut check);
         // [rtmp]
         let r = &self.rtmp;
         check_listeners(&mut check, "rtmp", &r.listen, &r.tls_listen, tls);

@@ -17,6 +17,7 @@ pub mod health;
 pub mod hls;
 pub mod mirror;
 pub mod routes;
+pub mod vod;
 pub mod watch;
 
 use std::any::Any;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub api: web::Data<api::ApiContext>,
     /// Pulled sources: LL-HLS requests keep on-demand cameras pulled, and start them.
     pub pulls: crate::actors::pull::Pulls,
+    /// Recordings: the VOD routes serve them (`vod.rs`).
+    pub archive: crate::actors::archive::Archive,
 }
 
 /// HTTP settings that shape the app rather than a handler.
@@ -197,6 +200,10 @@ pub const SITE_ROUTES: &[(&str, Methods)] = &[
     ("/live/{channel}/index.m3u8", Methods::GET),
     ("/live/{channel}/{rendition}/index.m3u8", Methods::GET),
     ("/live/{channel}/{rendition}/{session}/{file}", Methods::GET),
+    // `vod::configure`.
+    ("/vod/{video}/index.m3u8", Methods::GET),
+    ("/vod/{video}/{rendition}/index.m3u8", Methods::GET),
+    ("/vod/{video}/{rendition}/{file}", Methods::GET),
     ("/metrics", Methods::GET),
     ("/healthz", Methods::GET),
     ("/readyz", Methods::GET),
@@ -218,6 +225,7 @@ pub fn route_table(static_files: bool) -> RouteTable {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // LL-HLS first: it carries almost all requests (see `hls::configure`).
     cfg.configure(hls::configure)
+        .configure(vod::configure)
         .route("/metrics", web::get().to(health::metrics_text))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))

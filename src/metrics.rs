@@ -94,6 +94,16 @@ pub struct Metrics {
     pub transcode_refused: IntCounterVec,
     /// Source segments a rung had no aligned key frame for (published as gaps).
     pub transcode_misaligned_segments: IntCounter,
+    /// Live sessions being recorded now.
+    pub archive_recordings_active: IntGauge,
+    /// Media bytes the archive wrote, by storage backend (`local`).
+    pub archive_bytes: IntCounterVec,
+    /// Time one batch of archive writes took (a part, or a segment's end with its flushes).
+    pub archive_write_seconds: Histogram,
+    /// Stretches a recording could not record (storage errors, falling behind the live window).
+    pub archive_gaps: IntCounter,
+    /// Unfinished recordings (a crash) finished at start.
+    pub archive_recoveries: IntCounter,
     /// Time from a viewer's play request to its first media byte written.
     pub first_frame_seconds: HistogramVec,
     /// HTTP requests by route pattern and status.
@@ -393,6 +403,41 @@ impl Metrics {
                 "tidecast_transcode_refused_total",
                 "Live sessions served passthrough although their ladder is on, by reason",
                 &["reason"],
+            ),
+            archive_recordings_active: {
+                let g =
+                    IntGauge::new("tidecast_archive_recordings_active", "Live sessions being recorded now")
+                        .expect("valid");
+                r.register(Box::new(g.clone())).expect("registered once");
+                g
+            },
+            archive_bytes: counter_vec(
+                &r,
+                "tidecast_archive_bytes_total",
+                "Media bytes the archive wrote, by storage backend",
+                &["backend"],
+            ),
+            archive_write_seconds: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "tidecast_archive_write_seconds",
+                        "Time one batch of archive writes took (a part, or a segment end with its flushes)",
+                    )
+                    .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+                )
+                .expect("valid");
+                r.register(Box::new(h.clone())).expect("registered once");
+                h
+            },
+            archive_gaps: counter(
+                &r,
+                "tidecast_archive_gaps_total",
+                "Stretches a recording could not record (storage errors, falling behind the live window)",
+            ),
+            archive_recoveries: counter(
+                &r,
+                "tidecast_archive_recoveries_total",
+                "Unfinished recordings (left by a crash) finished at start",
             ),
             transcode_misaligned_segments: counter(
                 &r,

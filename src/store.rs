@@ -57,6 +57,7 @@ mod channels;
 mod comments;
 mod history;
 mod ladders;
+mod recordings;
 mod restream;
 mod revocations;
 mod search;
@@ -76,6 +77,7 @@ pub use channels::{
 };
 pub use comments::Comment;
 pub use history::{HistoryEntry, WatchUpdate};
+pub use recordings::{NewRecording, Recording, RecordingProgress, RecordingState};
 pub use restream::{DestinationRecord, DestinationUpdate};
 pub use revocations::Revocation;
 pub use search::search_terms;

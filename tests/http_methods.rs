@@ -141,6 +141,7 @@ async fn start() -> (Site, actix_web::dev::ServerHandle) {
         hlsjs_url: "/static/hls.min.js".to_owned(),
         api: env.ctx.clone(),
         pulls: tidecast::actors::pull::Pulls::none(),
+        archive: tidecast::actors::archive::Archive::disabled(),
     };
     let opts = HttpOptions {
         listen: "127.0.0.1:0".to_owned(),

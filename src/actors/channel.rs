@@ -10,9 +10,10 @@
 //!
 //! Outputs: a live session starts one `HlsPackager` per rendition and the LL-HLS viewer sweep,
 //! each a supervised child (`actors::supervise`): a panic is counted and the child restarts
-//! with backoff (the packager resumes its window after a discontinuity). Later outputs (the
-//! archive writer, the transcode ladder) join them the same way; so does the `restream` output
-//! (`actors::restream`), which pushes the source ring to the owner's destinations. Consumers attach with
+//! with backoff (the packager resumes its window after a discontinuity). The archive writer
+//! (`actors::archive`, recording the session from the LL-HLS windows) and the transcode ladder
+//! join them the same way; so does the `restream` output (`actors::restream`), which pushes the
+//! source ring to the owner's destinations. Consumers attach with
 //! `AddReader { rendition }`.
 
 use std::sync::{Arc, Weak};
@@ -23,6 +24,7 @@ use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use super::archive::Archive;
 use super::hls::{HlsChannel, HlsDirectory, HlsPackager, HlsRendition, HlsSettings, SOURCE};
 use super::restream::Restream;
 use super::supervise::{spawn_supervised, Backoff};
@@ -67,6 +69,8 @@ pub struct ChannelDeps {
     pub restream: Restream,
     /// The transcode ladder (ffmpeg, the server-wide cap, ladder statuses).
     pub transcoder: Transcoder,
+    /// Live-to-VOD: each live session recorded as a video.
+    pub archive: Archive,
 }
 
 impl ChannelDeps {
@@ -79,6 +83,7 @@ impl ChannelDeps {
             backoff: Backoff::default(),
             restream: Restream::default(),
             transcoder: Transcoder::disabled(),
+            archive: Archive::disabled(),
         }
     }
 }
@@ -189,6 +194,20 @@ impl Channel {
             self.outputs.clone(),
             move |_| restream.clone().run_channel(name.clone(), ring.clone()),
         );
+        if self.deps.archive.enabled() {
+            // One recording per live session: a restarted archive output continues it.
+            let (name, archive, hls) = (self.name.clone(), self.deps.archive.clone(), entry.clone());
+            let recording = Arc::new(tokio::sync::OnceCell::new());
+            spawn_supervised(
+                &self.deps.media,
+                "archive",
+                self.name.clone(),
+                self.deps.backoff,
+                clock,
+                self.outputs.clone(),
+                move |_| archive.clone().run_session(name.clone(), hls.clone(), recording.clone()),
+            );
+        }
         if ladder {
             let (name, source, transcoder) =
                 (self.name.clone(), self.source().clone(), self.deps.transcoder.clone());

@@ -27,7 +27,8 @@
 //!   `_HLS_msn=M&_HLS_part=N` waits for part N (0-based) of segment M, where N past the last part
 //!   of a complete segment means part 0 of M+1 (§6.2.5.2).
 //!
-//! Layout: `model` (the playlist types), `render` (text out), `query` (delivery directives in,
+//! Layout: `model` (the playlist types), `render` (text out), `recorded` (an archived session's
+//! EVENT/VOD playlist), `query` (delivery directives in,
 //! URI queries out), `blocking` (the blocking-reload decision), `validate` (the checker used by
 //! unit and integration tests). Everything public is re-exported here, so callers name
 //! `protocols::hls::Item` whatever file it lives in.
@@ -40,6 +41,7 @@
 mod blocking;
 mod model;
 mod query;
+mod recorded;
 mod render;
 #[cfg(test)]
 mod test_playlists;
@@ -51,6 +53,7 @@ pub use model::{
     VariantStream,
 };
 pub use query::{parse_query, HlsQuery, HlsQueryError};
+pub use recorded::{render_recorded, RecordedKind, RecordedPlaylist, RecordedSegment};
 pub use render::{render_media, render_multivariant};
 pub use validate::{
     check_reload_continuity, parse_media_playlist, validate_media_playlist, validate_multivariant,

@@ -39,7 +39,7 @@ pub enum VideoStatus {
     Failed,
 }
 
-fn enum_str<T: Serialize>(v: T) -> String {
+pub(super) fn enum_str<T: Serialize>(v: T) -> String {
     serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 

@@ -232,6 +232,14 @@ impl TestServer {
         }
     }
 
+    /// SIGKILL, as a crash would end it (nothing flushed, no shutdown), and reap it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Start again after `stop` (same data dir and overrides; port-0 listeners get new ports).
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "start_again while running");

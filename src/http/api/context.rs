@@ -316,6 +316,44 @@ impl ApiContext {
         Ok(true)
     }
 
+    /// Whether a player may play video `id` (the VOD routes), by the rules of `authorize_play`:
+    /// a public video needs nothing; others a playback token for the video (`PlaybackScope::Video`,
+    /// which `GET /api/v1/videos/{id}` hands to entitled callers), whose holder must still be
+    /// entitled (owner, admin, or an active subscription to its channel for `subscribers`). A
+    /// private video is refused as an unknown one. Returns the video and whether the token must
+    /// ride on every URI.
+    pub async fn authorize_video_play(&self, id: i64, token: Option<&str>) -> crate::Result<(Video, bool)> {
+        let unknown = || Error::not_found(format!("video {id} not found"));
+        let video = self.video(id).await?.ok_or_else(unknown)?;
+        if video.visibility == Visibility::Public {
+            return Ok((video, false));
+        }
+        let hide = |e: Error| {
+            if video.visibility == Visibility::Private && e.kind == ErrorKind::PermissionDenied {
+                unknown()
+            } else {
+                e
+            }
+        };
+        let token = token.ok_or_else(|| {
+            hide(Error::new(ErrorKind::PermissionDenied, "a playback token is required for this video"))
+        })?;
+        let claims = self
+            .playback
+            .verify(token, &PlaybackScope::Video(id), crate::http::api::unix_now())
+            .map_err(hide)?;
+        if let Some(user_id) = claims.user_id {
+            let viewer = Viewer { user_id, is_admin: self.is_admin(user_id).await? };
+            if !self.can_play_video(Some(&viewer), &video).await? {
+                return Err(hide(Error::new(
+                    ErrorKind::PermissionDenied,
+                    "the playback token's holder is no longer entitled",
+                )));
+            }
+        }
+        Ok((video, true))
+    }
+
     /// Whether the holder of a valid playback token for channel `name` is still entitled:
     /// tokens naming a user are re-checked against the channel's current owner and visibility,
     /// the user's admin flag and their active plans (all cached for `CACHE_TTL`), so a revoked,

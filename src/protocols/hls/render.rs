@@ -243,7 +243,7 @@ fn extrapolate_pdt(segments: &[SegmentEntry], index: usize) -> Option<SystemTime
 
 /// Seconds with five decimals, truncated (never above the true value), trailing zeros trimmed to
 /// three decimals: `2s` -> `2.000`, `200ms` -> `0.200`, `1/3 s` -> `0.33333`.
-fn fmt_secs(d: Duration) -> String {
+pub(super) fn fmt_secs(d: Duration) -> String {
     let scale = 10u32.pow(9 - DURATION_DECIMALS);
     let mut frac = format!("{:05}", d.subsec_nanos() / scale);
     while frac.len() > 3 && frac.ends_with('0') {

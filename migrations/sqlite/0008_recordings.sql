@@ -1,0 +1,23 @@
+-- Live-to-VOD recordings (sqlite dialect): one row per recorded live session, beside its row in
+-- `videos` (source 'live'). The video's status is 'live' while recording, then 'ready' or
+-- 'failed'; this row says where the media is and how the recording went. Keep in step with the
+-- other dialect's 0008.
+
+CREATE TABLE recordings (
+    video_id       INTEGER PRIMARY KEY REFERENCES videos (id) ON DELETE CASCADE,
+    channel_id     INTEGER REFERENCES channels (id) ON DELETE SET NULL,
+    state          TEXT    NOT NULL CHECK (state IN ('recording', 'ready', 'failed')),
+    -- Where the media is: 'local' (under the archive directory) or 's3'.
+    backend        TEXT    NOT NULL DEFAULT 'local',
+    -- The recording's directory under the archive root (or key prefix in a bucket).
+    location       TEXT    NOT NULL,
+    started_at_ms  INTEGER NOT NULL,
+    ended_at_ms    INTEGER,
+    size_bytes     INTEGER NOT NULL DEFAULT 0,
+    -- Stretches the archive could not record (storage errors, falling behind the live window).
+    gaps           INTEGER NOT NULL DEFAULT 0,
+    failure_reason TEXT,
+    updated_at_ms  INTEGER NOT NULL
+);
+CREATE INDEX recordings_state_idx ON recordings (state);
+CREATE INDEX recordings_channel_idx ON recordings (channel_id, started_at_ms);

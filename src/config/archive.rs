@@ -1,0 +1,58 @@
+//! `[archive]`: live-to-VOD. Every live session is recorded as a video while it streams
+//! (`actors::archive`), from the same CMAF media the LL-HLS output made.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::units::duration_str;
+use crate::actors::archive::{ArchiveSettings, SyncPolicy};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveConfig {
+    /// Record every live session as a video. Off: nothing is recorded.
+    pub enabled: bool,
+    /// Where recordings are written. Empty: `<server.data_dir>/archive`.
+    pub dir: String,
+    /// When written media is forced to the disk (`fsync`): `segment` (each segment as it
+    /// completes, and its journal), `part` (every part: at most one part is lost even on a power
+    /// cut, at many more flushes) or `none` (the kernel's own pace). A crash of the server alone
+    /// never loses a completed part, whatever this says: the kernel has it.
+    pub sync: SyncPolicy,
+    /// How often a recording's duration and size are written to its video while it records.
+    #[serde(with = "duration_str")]
+    pub progress_interval: Duration,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        let s = ArchiveSettings::default();
+        ArchiveConfig {
+            enabled: s.enabled,
+            dir: String::new(),
+            sync: s.sync,
+            progress_interval: s.progress_interval,
+        }
+    }
+}
+
+impl ArchiveConfig {
+    /// The settings, with the archive directory resolved against `data_dir`.
+    pub fn settings(&self, data_dir: &Path) -> ArchiveSettings {
+        let dir =
+            if self.dir.trim().is_empty() { data_dir.join("archive") } else { PathBuf::from(&self.dir) };
+        ArchiveSettings {
+            enabled: self.enabled,
+            dir,
+            sync: self.sync,
+            progress_interval: self.progress_interval,
+        }
+    }
+
+    /// Report every problem of `[archive]`.
+    pub(super) fn validate(&self, check: &mut impl FnMut(bool, String)) {
+        check(!self.progress_interval.is_zero(), "archive.progress_interval: must be greater than 0".into());
+    }
+}
