@@ -12,6 +12,7 @@
 //! refuses a request head over 128 KiB, with 431, and at most 96 headers.)
 
 pub mod api;
+pub mod dvr;
 pub mod error;
 pub mod health;
 pub mod hls;
@@ -200,14 +201,20 @@ pub const SITE_ROUTES: &[(&str, Methods)] = &[
     ("/live/{channel}/index.m3u8", Methods::GET),
     ("/live/{channel}/{rendition}/index.m3u8", Methods::GET),
     ("/live/{channel}/{rendition}/{session}/{file}", Methods::GET),
+    // `dvr` (in the `/live` scope of `hls::configure`).
+    ("/live/{channel}/dvr.m3u8", Methods::GET),
+    ("/live/{channel}/{rendition}/dvr.m3u8", Methods::GET),
+    ("/live/{channel}/{rendition}/dvr/{file}", Methods::GET),
     // `vod::configure`.
     ("/vod/{video}/index.m3u8", Methods::GET),
+    ("/vod/{video}/manifest.mpd", Methods::GET),
     ("/vod/{video}/{rendition}/index.m3u8", Methods::GET),
     ("/vod/{video}/{rendition}/{file}", Methods::GET),
     ("/metrics", Methods::GET),
     ("/healthz", Methods::GET),
     ("/readyz", Methods::GET),
     // `watch::configure`.
+    ("/watch/v/{video}", Methods::GET),
     ("/watch/{channel}", Methods::GET),
 ];
 

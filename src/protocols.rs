@@ -1,5 +1,6 @@
 //! Sans-IO wire formats and thin adapters over the design-card protocol crates.
 
+pub mod dash;
 pub mod flv;
 pub mod fmp4;
 pub mod hls;

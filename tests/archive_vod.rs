@@ -95,7 +95,7 @@ fn base(server: &TestServer) -> String {
 
 #[test]
 fn a_live_session_is_recorded_as_it_streams_and_plays_as_vod_after() {
-    if !require_ffmpeg() || !require_tool("curl") {
+    if !require_ffmpeg() || !require_tool_with("curl", "--version") {
         return;
     }
     let server = TestServer::start(&[("TIDECAST__CHANNEL__RECONNECT_GRACE", "1s")]);

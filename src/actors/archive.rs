@@ -41,6 +41,7 @@ use crate::protocols::hls::{
 use crate::store::{NewRecording, Recording, RecordingProgress, RecordingState, Store};
 
 pub mod journal;
+mod manifest;
 pub mod storage;
 mod writer;
 
@@ -67,6 +68,8 @@ pub struct ArchiveSettings {
     pub dir: std::path::PathBuf,
     pub sync: SyncPolicy,
     pub progress_interval: Duration,
+    /// How far back a live channel's DVR playlist reaches.
+    pub dvr_window: Duration,
 }
 
 impl Default for ArchiveSettings {
@@ -76,6 +79,7 @@ impl Default for ArchiveSettings {
             dir: std::path::PathBuf::from("./data/archive"),
             sync: SyncPolicy::Segment,
             progress_interval: Duration::from_secs(10),
+            dvr_window: Duration::from_secs(2 * 3600),
         }
     }
 }
@@ -162,30 +166,45 @@ impl RecordingIndex {
     /// The media playlist of one rendition: EVENT while recording (complete segments only), VOD
     /// after. URIs are relative to the rendition's directory.
     pub fn media_playlist(&self, name: &str, uri_query: &str) -> Option<String> {
-        let recording = self.is_recording();
-        self.with_rendition(name, |r| render_media_playlist(r, !recording, uri_query))
+        let view = View { finished: !self.is_recording(), window: None, prefix: "" };
+        self.with_rendition(name, |r| render_media_playlist(r, &view, uri_query))
+    }
+
+    /// The DVR playlist of one rendition of a recording in progress: its newest `window` of
+    /// complete segments (all of them, as an EVENT playlist, while it is shorter), media URIs
+    /// under `dvr/` beside the live playlist.
+    pub fn dvr_playlist(&self, name: &str, window: Duration, uri_query: &str) -> Option<String> {
+        let view = View { finished: !self.is_recording(), window: Some(window), prefix: "dvr/" };
+        self.with_rendition(name, |r| render_media_playlist(r, &view, uri_query))
     }
 
     /// The multivariant playlist; URIs `<rendition>/index.m3u8`.
     pub fn multivariant(&self, uri_query: &str) -> String {
+        self.variants("index.m3u8", uri_query)
+    }
+
+    /// The DASH manifest (MPEG-DASH over the same CMAF files); `None` without video.
+    pub fn mpd(&self, uri_query: &str) -> Option<String> {
+        manifest::render(self, uri_query, SystemTime::now())
+    }
+
+    /// The DVR multivariant playlist; URIs `<rendition>/dvr.m3u8`.
+    pub fn dvr_multivariant(&self, uri_query: &str) -> String {
+        self.variants("dvr.m3u8", uri_query)
+    }
+
+    /// One variant per rendition with video (the source always), `playlist` in its directory.
+    fn variants(&self, playlist: &str, uri_query: &str) -> String {
+        let is_video = |codecs: &str| ["avc1", "avc3", "hvc1", "hev1"].iter().any(|c| codecs.contains(c));
         let variants: Vec<VariantStream> = self
             .rendition_names()
             .iter()
             .filter_map(|name| {
                 self.with_rendition(name, |r| {
-                    let init = r.current_init()?;
-                    if !init.codecs.contains("avc1")
-                        && !init.codecs.contains("hvc1")
-                        && !init.codecs.contains("hev1")
-                    {
-                        // An audio-only rendition is not a variant of its own here.
-                        if name != SOURCE {
-                            return None;
-                        }
-                    }
+                    let init = r.current_init().filter(|i| name == SOURCE || is_video(&i.codecs))?;
                     let (peak, avg) = r.bandwidth();
                     Some(VariantStream {
-                        uri: format!("{name}/index.m3u8"),
+                        uri: format!("{name}/{playlist}"),
                         bandwidth: peak.max(1),
                         average_bandwidth: (avg > 0).then_some(avg),
                         codecs: init.codecs.clone(),
@@ -220,20 +239,48 @@ impl RecordingIndex {
     }
 }
 
+/// Which playlist of a recording.
+struct View<'a> {
+    /// The recording ended: VOD, and a trailing segment that never completed is listed.
+    finished: bool,
+    /// Only the newest this long (DVR).
+    window: Option<Duration>,
+    /// Before every media URI (`dvr/`).
+    prefix: &'a str,
+}
+
 /// A media playlist from a rendition's index: the listed segments with their maps,
 /// discontinuities and dates.
-fn render_media_playlist(r: &RecordedRendition, finished: bool, uri_query: &str) -> String {
+fn render_media_playlist(r: &RecordedRendition, view: &View, uri_query: &str) -> String {
+    let listed: Vec<&journal::SegmentInfo> = r.listed(view.finished).collect();
+    // A window keeps the newest segments that fit in it; the rest slid off its start.
+    let skip = match view.window {
+        Some(window) => {
+            let mut kept = Duration::ZERO;
+            let fit = listed
+                .iter()
+                .rev()
+                .take_while(|s| {
+                    kept += s.duration;
+                    kept <= window
+                })
+                .count();
+            listed.len() - fit
+        }
+        None => 0,
+    };
+    let discontinuity_sequence = listed[..skip].iter().filter(|s| s.discontinuity).count() as u64;
     let mut current_init = None;
-    let segments = r
-        .listed(finished)
+    let segments = listed[skip..]
+        .iter()
         .map(|s| {
             let map_uri = (!s.gap && current_init != Some(s.init_version)).then(|| {
                 current_init = Some(s.init_version);
-                init_file(s.init_version)
+                format!("{}{}", view.prefix, init_file(s.init_version))
             });
             RecordedSegment {
                 duration: s.duration,
-                uri: segment_file(s.msn),
+                uri: format!("{}{}", view.prefix, segment_file(s.msn)),
                 program_date_time: Some(s.program_date_time),
                 discontinuity: s.discontinuity,
                 map_uri,
@@ -241,9 +288,16 @@ fn render_media_playlist(r: &RecordedRendition, finished: bool, uri_query: &str)
             }
         })
         .collect();
+    let kind = match (view.finished, skip) {
+        (true, 0) => RecordedKind::Vod,
+        (false, 0) => RecordedKind::Event,
+        _ => RecordedKind::Sliding,
+    };
     let pl = RecordedPlaylist {
-        kind: if finished { RecordedKind::Vod } else { RecordedKind::Event },
+        kind,
         target_duration: r.longest_segment(),
+        media_sequence: skip as u64,
+        discontinuity_sequence,
         segments,
     };
     render_recorded(&pl, &RenderOptions { uri_query, ..Default::default() })
@@ -261,6 +315,8 @@ struct Inner {
     backend: &'static str,
     store: Option<Store>,
     active: DashMap<i64, Arc<RecordingIndex>>,
+    /// The recording of each live channel's session (DVR).
+    by_channel: DashMap<String, i64>,
     finished: DashMap<i64, Arc<RecordingIndex>>,
 }
 
@@ -284,6 +340,7 @@ impl Archive {
                 backend,
                 store,
                 active: DashMap::new(),
+                by_channel: DashMap::new(),
                 finished: DashMap::new(),
             }),
         }
@@ -339,6 +396,7 @@ impl Archive {
         };
         let index =
             self.inner.active.entry(video_id).or_insert_with(|| Arc::new(RecordingIndex::new(true))).clone();
+        self.inner.by_channel.insert(channel.clone(), video_id);
         metrics().archive_recordings_active.inc();
         let _active = scopeguard(|| metrics().archive_recordings_active.dec());
         let mut writers = tokio::task::JoinSet::new();
@@ -506,6 +564,19 @@ impl Archive {
         }
         self.inner.finished.insert(video_id, index.clone());
         self.inner.active.remove(&video_id);
+        self.inner.by_channel.remove_if(channel, |_, id| *id == video_id);
+    }
+
+    /// The recording of `channel`'s live session, if it is being recorded: its video id and
+    /// index (the DVR routes).
+    pub fn live_recording(&self, channel: &str) -> Option<(i64, Arc<RecordingIndex>)> {
+        let id = *self.inner.by_channel.get(channel)?;
+        Some((id, self.inner.active.get(&id)?.clone()))
+    }
+
+    /// How far back DVR playlists reach.
+    pub fn dvr_window(&self) -> Duration {
+        self.inner.settings.dvr_window
     }
 
     /// Finish every recording a crash (or a lost store) left unfinished: make its files agree
@@ -622,7 +693,8 @@ fn load_index_repairing(storage: &dyn Storage, video_id: i64) -> std::io::Result
 /// reading the directory itself), each written atomically.
 fn write_playlists(storage: &dyn Storage, video_id: i64, index: &RecordingIndex) -> std::io::Result<()> {
     for name in index.rendition_names() {
-        if let Some(text) = index.with_rendition(&name, |r| render_media_playlist(r, true, "")) {
+        let view = View { finished: true, window: None, prefix: "" };
+        if let Some(text) = index.with_rendition(&name, |r| render_media_playlist(r, &view, "")) {
             storage.write_atomic(&format!("{video_id}/{name}/index.m3u8"), text.as_bytes())?;
         }
     }

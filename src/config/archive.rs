@@ -24,6 +24,9 @@ pub struct ArchiveConfig {
     /// How often a recording's duration and size are written to its video while it records.
     #[serde(with = "duration_str")]
     pub progress_interval: Duration,
+    /// How far back a live channel's DVR playlist (`/live/<channel>/dvr.m3u8`) reaches.
+    #[serde(with = "duration_str")]
+    pub dvr_window: Duration,
 }
 
 impl Default for ArchiveConfig {
@@ -34,6 +37,7 @@ impl Default for ArchiveConfig {
             dir: String::new(),
             sync: s.sync,
             progress_interval: s.progress_interval,
+            dvr_window: s.dvr_window,
         }
     }
 }
@@ -48,11 +52,13 @@ impl ArchiveConfig {
             dir,
             sync: self.sync,
             progress_interval: self.progress_interval,
+            dvr_window: self.dvr_window,
         }
     }
 
     /// Report every problem of `[archive]`.
     pub(super) fn validate(&self, check: &mut impl FnMut(bool, String)) {
         check(!self.progress_interval.is_zero(), "archive.progress_interval: must be greater than 0".into());
+        check(!self.dvr_window.is_zero(), "archive.dvr_window: must be greater than 0".into());
     }
 }

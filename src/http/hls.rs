@@ -42,7 +42,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/live")
             .route("/{channel}/index.m3u8", web::get().to(multivariant))
+            .route("/{channel}/dvr.m3u8", web::get().to(super::dvr::multivariant))
             .route("/{channel}/{rendition}/index.m3u8", web::get().to(media_playlist))
+            .route("/{channel}/{rendition}/dvr.m3u8", web::get().to(super::dvr::media_playlist))
+            // Before the LL-HLS media route, which would take `dvr` for a session id.
+            .route("/{channel}/{rendition}/dvr/{file}", web::get().to(super::dvr::media_file))
             .route("/{channel}/{rendition}/{session}/{file}", web::get().to(media_file)),
     );
 }
@@ -53,7 +57,7 @@ fn count(kind: &str, status: u16) {
 
 /// An error is never cached: an offline channel may be live a second later, and a 503 is a
 /// timeout, not an answer.
-fn fail(kind: &str, err: Error) -> HttpResponse {
+pub(super) fn fail(kind: &str, err: Error) -> HttpResponse {
     count(kind, err.kind.http_status());
     let mut res = error_response(err.kind, &err.msg);
     res.headers_mut().insert(
@@ -78,7 +82,7 @@ pub(crate) fn offline() -> Error {
 /// Who may play (`ApiContext::authorize_play`: public, or a playback token in the `token` query
 /// parameter). Returns the query to append to every URI we write, so players that never resend
 /// headers keep the token on parts and segments.
-async fn authorize(
+pub(super) async fn authorize(
     state: &AppState,
     channel: &str,
     entry: &HlsChannel,
@@ -96,7 +100,7 @@ async fn authorize(
 /// first one does while a camera's first sender report comes) and for the linger after; the
 /// first viewer of such a channel that is not live yet (and may watch it) starts the camera and
 /// waits for it (`rtsp.start_timeout`).
-async fn lookup(
+pub(super) async fn lookup(
     state: &AppState,
     channel: &str,
     query: &HlsQuery,

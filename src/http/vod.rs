@@ -1,6 +1,7 @@
 //! VOD delivery of recorded live sessions (`actors::archive`): `/vod/<video_id>/index.m3u8`
 //! (multivariant), `/vod/<video_id>/<rendition>/index.m3u8` (EVENT while the session records,
-//! VOD after) and the media files beside them (`init-<v>.mp4`, `seg-<msn>.m4s`).
+//! VOD after), the DASH manifest `/vod/<video_id>/manifest.mpd` over the same files, and the
+//! media files (`<rendition>/init-<v>.mp4`, `<rendition>/seg-<msn>.m4s`).
 //!
 //! Access is the video's (`ApiContext::authorize_video_play`): public, or a playback token for
 //! the video in the `token` query parameter, which every URI we write carries on (players do
@@ -26,6 +27,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/vod")
             .route("/{video}/index.m3u8", web::get().to(multivariant))
+            .route("/{video}/manifest.mpd", web::get().to(manifest))
             .route("/{video}/{rendition}/index.m3u8", web::get().to(media_playlist))
             .route("/{video}/{rendition}/{file}", web::get().to(media_file)),
     );
@@ -81,6 +83,24 @@ async fn multivariant(path: web::Path<String>, req: HttpRequest, state: web::Dat
     }
 }
 
+/// The DASH manifest over the same files (`application/dash+xml`).
+async fn manifest(path: web::Path<String>, req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let (index, query) = match open(&state, &path, &req).await {
+        Ok(found) => found,
+        Err(e) => return fail(e),
+    };
+    match index.mpd(&query) {
+        Some(xml) => {
+            let max_age = if index.is_recording() { 1 } else { 60 };
+            HttpResponse::Ok()
+                .content_type("application/dash+xml")
+                .insert_header(CacheControl(vec![CacheDirective::Public, CacheDirective::MaxAge(max_age)]))
+                .body(xml)
+        }
+        None => fail(Error::not_found("the video has no DASH presentation (no video track)")),
+    }
+}
+
 async fn media_playlist(
     path: web::Path<(String, String)>,
     req: HttpRequest,
@@ -112,14 +132,24 @@ async fn media_file(
     if !index.serves(&rendition, &file) {
         return fail(Error::not_found("no such media file"));
     }
-    let Some(local) = state.archive.local_path(id.parse().unwrap_or_default(), &rendition, &file) else {
-        return fail(Error::not_found("no such media file"));
-    };
+    serve_file(&state, id.parse().unwrap_or_default(), &rendition, &file, &req).await.unwrap_or_else(fail)
+}
+
+/// Serve a recorded file the caller checked with `RecordingIndex::serves` (VOD and DVR).
+pub(super) async fn serve_file(
+    state: &AppState,
+    video_id: i64,
+    rendition: &str,
+    file: &str,
+    req: &HttpRequest,
+) -> Result<HttpResponse, Error> {
+    let missing = || Error::not_found("no such media file");
+    let local = state.archive.local_path(video_id, rendition, file).ok_or_else(missing)?;
     let named = match actix_files::NamedFile::open_async(&local).await {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(file = %local.display(), error = %e, "a recorded file the journal names is missing");
-            return fail(Error::not_found("no such media file"));
+            return Err(missing());
         }
     };
     let mime: actix_web::mime::Mime =
@@ -129,10 +159,10 @@ async fn media_file(
         .disable_content_disposition()
         .use_etag(true)
         .use_last_modified(true)
-        .into_response(&req);
+        .into_response(req);
     if res.status().is_success() || res.status() == actix_web::http::StatusCode::NOT_MODIFIED {
         res.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
     }
-    res
+    Ok(res)
 }

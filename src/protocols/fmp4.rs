@@ -540,5 +540,37 @@ fn clamp_u16(v: u32) -> u16 {
     u16::try_from(v).unwrap_or(u16::MAX)
 }
 
+/// The base media decode time (`tfdt`) of track `track_id` in the first `moof` of `fragment`
+/// (ISO/IEC 14496-12 §8.8.12), in that track's timescale. `None` when the bytes hold no such
+/// box (or are not a fragment). Reads only box headers: a recorded segment's timeline for DASH.
+pub fn first_decode_time(fragment: &[u8], track_id: u32) -> Option<u64> {
+    /// (type, body) of each box in `b`, stopping at the first that does not fit.
+    fn boxes(mut b: &[u8]) -> impl Iterator<Item = ([u8; 4], &[u8])> {
+        std::iter::from_fn(move || {
+            let size = u32::from_be_bytes(b.get(..4)?.try_into().ok()?) as usize;
+            let kind: [u8; 4] = b.get(4..8)?.try_into().ok()?;
+            if size < 8 || size > b.len() {
+                return None;
+            }
+            let body = &b[8..size];
+            b = &b[size..];
+            Some((kind, body))
+        })
+    }
+    let (_, moof) = boxes(fragment).find(|(k, _)| k == b"moof")?;
+    for (_, traf) in boxes(moof).filter(|(k, _)| k == b"traf") {
+        let tfhd = boxes(traf).find(|(k, _)| k == b"tfhd")?.1;
+        if u32::from_be_bytes(tfhd.get(4..8)?.try_into().ok()?) != track_id {
+            continue;
+        }
+        let tfdt = boxes(traf).find(|(k, _)| k == b"tfdt")?.1;
+        return match tfdt.first()? {
+            1 => Some(u64::from_be_bytes(tfdt.get(4..12)?.try_into().ok()?)),
+            _ => Some(u64::from(u32::from_be_bytes(tfdt.get(4..8)?.try_into().ok()?))),
+        };
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests;

@@ -7,8 +7,10 @@
 //! Lines (space-separated, ASCII):
 //! - `I <version> <codecs> <width>x<height>|- <fps>|-`: init segment `init-<version>.mp4` is
 //!   written (to a temporary name, then renamed).
-//! - `S <msn> <program date time, unix ms> <discontinuity 0|1> <init version> <gap 0|1>`: segment
-//!   `seg-<msn>.m4s` starts (a gap segment has no file).
+//! - `S <msn> <program date time, unix ms> <discontinuity 0|1> <init version> <gap 0|1> <start>|-`:
+//!   segment `seg-<msn>.m4s` starts (a gap segment has no file); `start` is the decode time of
+//!   its first video sample (`tfdt`, 90 kHz; the audio's, in its sample rate, without video), the
+//!   timeline of the DASH manifest.
 //! - `P <msn> <duration ns> <independent 0|1> <end offset>`: a part of segment `msn` is appended;
 //!   the segment file is `end offset` bytes long with it.
 //! - `E <msn> <video frames>`: the segment is complete (and flushed, under `sync = "segment"`).
@@ -34,7 +36,7 @@ pub fn segment_file(msn: u64) -> String {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Entry {
     Init { version: u32, codecs: String, resolution: Option<(u32, u32)>, frame_rate: Option<f64> },
-    Segment { msn: u64, pdt_ms: i64, discontinuity: bool, init_version: u32, gap: bool },
+    Segment { msn: u64, pdt_ms: i64, discontinuity: bool, init_version: u32, gap: bool, start: Option<u64> },
     Part { msn: u64, duration: Duration, independent: bool, end: u64 },
     End { msn: u64, video_frames: u32 },
 }
@@ -51,8 +53,9 @@ impl Entry {
                 // Codec strings never hold spaces (RFC 6381); be safe anyway.
                 writeln!(s, "I {version} {} {res} {fps}", codecs.replace(' ', ""))
             }
-            Entry::Segment { msn, pdt_ms, discontinuity, init_version, gap } => {
-                writeln!(s, "S {msn} {pdt_ms} {} {init_version} {}", b(*discontinuity), b(*gap))
+            Entry::Segment { msn, pdt_ms, discontinuity, init_version, gap, start } => {
+                let start = start.map_or("-".to_owned(), |t| t.to_string());
+                writeln!(s, "S {msn} {pdt_ms} {} {init_version} {} {start}", b(*discontinuity), b(*gap))
             }
             Entry::Part { msn, duration, independent, end } => {
                 writeln!(s, "P {msn} {} {} {end}", duration.as_nanos(), b(*independent))
@@ -86,12 +89,16 @@ impl Entry {
                     r => Some(r.parse().ok().filter(|v: &f64| v.is_finite())?),
                 },
             }),
-            ("S", 6) => Some(Entry::Segment {
+            ("S", 7) => Some(Entry::Segment {
                 msn: f[1].parse().ok()?,
                 pdt_ms: f[2].parse().ok()?,
                 discontinuity: flag(f[3])?,
                 init_version: f[4].parse().ok()?,
                 gap: flag(f[5])?,
+                start: match f[6] {
+                    "-" => None,
+                    t => Some(t.parse().ok()?),
+                },
             }),
             ("P", 5) => Some(Entry::Part {
                 msn: f[1].parse().ok()?,
@@ -122,6 +129,8 @@ pub struct SegmentInfo {
     pub discontinuity: bool,
     pub init_version: u32,
     pub gap: bool,
+    /// Decode time of its first video sample (`tfdt`), when known.
+    pub start: Option<u64>,
     /// The sum of its parts' durations.
     pub duration: Duration,
     /// Bytes in its file (the last part's end offset).
@@ -171,7 +180,7 @@ impl RecordedRendition {
                     frame_rate: *frame_rate,
                 });
             }
-            Entry::Segment { msn, pdt_ms, discontinuity, init_version, gap } => {
+            Entry::Segment { msn, pdt_ms, discontinuity, init_version, gap, start } => {
                 if self.segments.last().is_some_and(|s| s.msn >= *msn) {
                     return false;
                 }
@@ -186,6 +195,7 @@ impl RecordedRendition {
                     discontinuity: *discontinuity,
                     init_version: *init_version,
                     gap: *gap,
+                    start: *start,
                     duration: Duration::ZERO,
                     bytes: 0,
                     parts: 0,
@@ -276,6 +286,7 @@ mod tests {
             discontinuity: disc,
             init_version: 0,
             gap: false,
+            start: Some(msn * 180_000),
         }
     }
 
@@ -299,6 +310,15 @@ mod tests {
                 discontinuity: true,
                 init_version: 2,
                 gap: false,
+                start: Some(1 << 33),
+            },
+            Entry::Segment {
+                msn: 8,
+                pdt_ms: 1,
+                discontinuity: false,
+                init_version: 2,
+                gap: true,
+                start: None,
             },
             Entry::Part {
                 msn: 7,
@@ -313,7 +333,7 @@ mod tests {
             assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
             assert_eq!(Entry::parse(line.trim_end_matches('\n')), Some(e));
         }
-        for bad in ["", "S 1 2 3", "P 1 x 1 5", "E 1 2 3", "S 1 2 2 0 0", "I 0 avc1 12x 30.000", "Z 1"] {
+        for bad in ["", "S 1 2 3", "P 1 x 1 5", "E 1 2 3", "S 1 2 2 0 0 -", "I 0 avc1 12x 30.000", "Z 1"] {
             assert_eq!(Entry::parse(bad), None, "{bad:?}");
         }
     }

@@ -184,7 +184,14 @@ fn recovery_cuts_a_torn_journal_line_and_unnamed_bytes() {
             resolution: Some((640, 360)),
             frame_rate: Some(30.0),
         },
-        journal::Entry::Segment { msn: 0, pdt_ms: 1, discontinuity: false, init_version: 0, gap: false },
+        journal::Entry::Segment {
+            msn: 0,
+            pdt_ms: 1,
+            discontinuity: false,
+            init_version: 0,
+            gap: false,
+            start: Some(0),
+        },
         journal::Entry::Part { msn: 0, duration: Duration::from_millis(500), independent: true, end: 10 },
     ];
     for e in &lines {

@@ -17,6 +17,7 @@ use super::storage::Storage;
 use super::SyncPolicy;
 use crate::actors::hls::{HlsRendition, Window};
 use crate::metrics::metrics;
+use crate::protocols::fmp4::{first_decode_time, AUDIO_TRACK_ID, VIDEO_TRACK_ID};
 
 /// One write the window asks for.
 enum Op {
@@ -179,6 +180,10 @@ impl RenditionWriter {
                 discontinuity: seg.discontinuity,
                 init_version: seg.init_version,
                 gap: seg.gap,
+                start: seg.parts.first().and_then(|p| {
+                    first_decode_time(&p.data, VIDEO_TRACK_ID)
+                        .or_else(|| first_decode_time(&p.data, AUDIO_TRACK_ID))
+                }),
             }));
             next = Some(seg.msn + 1);
             if seg.gap {

@@ -10,7 +10,7 @@ use crate::actors::watch_history::{Peek, Record};
 use crate::auth::entitlements::Viewer;
 use crate::auth::playback::PlaybackScope;
 use crate::error::{Error, ErrorKind};
-use crate::store::{now_ms, Comment, Video, Visibility, WatchUpdate};
+use crate::store::{now_ms, Comment, Recording, Video, VideoSource, Visibility, WatchUpdate};
 
 /// Largest position accepted: ten days, far beyond any video or live archive.
 const MAX_POSITION_SECONDS: f64 = 10.0 * 86400.0;
@@ -24,6 +24,12 @@ pub struct VideoView {
     /// HLS playlist, with the token in the query when one is needed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub playback_url: Option<String>,
+    /// The DASH manifest over the same media (recorded live sessions), token as above.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dash_url: Option<String>,
+    /// How the recording of a live session went (videos of source `live`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording: Option<Recording>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub playback_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -70,6 +76,8 @@ pub async fn get_video(
     let mut view = VideoView {
         can_play,
         playback_url: None,
+        dash_url: None,
+        recording: None,
         playback_token: None,
         playback_token_expires: None,
         resume_position_seconds: None,
@@ -77,11 +85,15 @@ pub async fn get_video(
     };
     if can_play {
         let url = format!("/vod/{}/index.m3u8", view.video.id);
+        let dash = format!("/vod/{}/manifest.mpd", view.video.id);
+        let live = view.video.source == VideoSource::Live;
         if view.video.visibility == Visibility::Public {
             view.playback_url = Some(url);
+            view.dash_url = live.then_some(dash);
         } else {
             let (token, expires) = ctx.playback_token(&PlaybackScope::Video(view.video.id), viewer.as_ref());
             view.playback_url = Some(format!("{url}?token={token}"));
+            view.dash_url = live.then(|| format!("{dash}?token={token}"));
             view.playback_token = Some(token);
             view.playback_token_expires = Some(expires);
         }
@@ -94,6 +106,9 @@ pub async fn get_video(
             };
             view.resume_position_seconds = pos.map(|ms| ms as f64 / 1000.0);
         }
+    }
+    if view.video.source == VideoSource::Live {
+        view.recording = ctx.store.recording(view.video.id).await?;
     }
     Ok(HttpResponse::Ok().json(view))
 }

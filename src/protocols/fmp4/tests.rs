@@ -443,6 +443,12 @@ fn fragment_layout() {
     assert_eq!(&frag[trafs[1].data_offset..][..4], b"aac1");
     assert_eq!(mdat.body, b"key framebp frameaac1aac22");
     assert_payloads(&frag, &trafs, &mdat, &runs);
+    // The archive reads a segment's timeline from its first fragment.
+    assert_eq!(super::first_decode_time(&frag, VIDEO_TRACK_ID), Some(1 << 33));
+    assert_eq!(super::first_decode_time(&frag, AUDIO_TRACK_ID), Some(96_000));
+    assert_eq!(super::first_decode_time(&frag, 7), None, "no traf for the empty run");
+    assert_eq!(super::first_decode_time(&frag[..40], VIDEO_TRACK_ID), None, "a torn fragment");
+    assert_eq!(super::first_decode_time(b"", VIDEO_TRACK_ID), None);
 }
 
 #[test]

@@ -15,11 +15,13 @@ use super::model::{RenderOptions, VERSION_DECIMAL_EXTINF, VERSION_GAP, VERSION_M
 use super::query::{encode_query, with_query};
 use super::render::fmt_secs;
 
-/// EVENT (still recording) or VOD (finished).
+/// EVENT (still recording), VOD (finished), or a window of the newest segments (a DVR playlist
+/// of a session longer than the window: no playlist type, since segments leave its start).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecordedKind {
     Event,
     Vod,
+    Sliding,
 }
 
 /// One recorded segment.
@@ -40,6 +42,10 @@ pub struct RecordedPlaylist {
     pub kind: RecordedKind,
     /// Written rounded up to whole seconds; at least every segment's duration rounded.
     pub target_duration: Duration,
+    /// `EXT-X-MEDIA-SEQUENCE`: segments that left the start of a sliding playlist (0 otherwise).
+    pub media_sequence: u64,
+    /// `EXT-X-DISCONTINUITY-SEQUENCE`: discontinuities among them.
+    pub discontinuity_sequence: u64,
     pub segments: Vec<RecordedSegment>,
 }
 
@@ -63,15 +69,16 @@ pub fn render_recorded(pl: &RecordedPlaylist, opts: &RenderOptions) -> String {
     out.push_str("#EXTM3U\n");
     let _ = writeln!(out, "#EXT-X-VERSION:{version}");
     let _ = writeln!(out, "#EXT-X-TARGETDURATION:{target}");
-    let _ = writeln!(
-        out,
-        "#EXT-X-PLAYLIST-TYPE:{}",
-        match pl.kind {
-            RecordedKind::Event => "EVENT",
-            RecordedKind::Vod => "VOD",
-        }
-    );
-    out.push_str("#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    match pl.kind {
+        RecordedKind::Event => out.push_str("#EXT-X-PLAYLIST-TYPE:EVENT\n"),
+        RecordedKind::Vod => out.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n"),
+        RecordedKind::Sliding => {}
+    }
+    let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", pl.media_sequence);
+    if pl.discontinuity_sequence > 0 {
+        let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{}", pl.discontinuity_sequence);
+    }
+    out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
     for seg in &pl.segments {
         if let Some(m) = &seg.map_uri {
             let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", uri(m));
@@ -121,6 +128,8 @@ mod tests {
         let pl = RecordedPlaylist {
             kind: RecordedKind::Vod,
             target_duration: Duration::from_secs(2),
+            media_sequence: 0,
+            discontinuity_sequence: 0,
             segments: vec![first, seg(1_999, "seg-1.m4s"), after_reconnect],
         };
         let text = render_recorded(&pl, &RenderOptions { uri_query: "token=a b", ..Default::default() });
@@ -143,6 +152,8 @@ mod tests {
         let pl = RecordedPlaylist {
             kind: RecordedKind::Event,
             target_duration: Duration::from_millis(1_500),
+            media_sequence: 0,
+            discontinuity_sequence: 0,
             segments: vec![seg(2_000, "seg-0.m4s"), gap],
         };
         let text = render_recorded(&pl, &RenderOptions::default());
@@ -152,5 +163,15 @@ mod tests {
         );
         assert!(text.contains("#EXT-X-GAP\n#EXTINF:2.000,\nseg-1.m4s\n"), "{text}");
         assert!(!text.contains("ENDLIST"), "{text}");
+        // A DVR window that slid: no type, the sequences of what left it.
+        let pl = RecordedPlaylist {
+            kind: RecordedKind::Sliding,
+            media_sequence: 40,
+            discontinuity_sequence: 2,
+            ..pl
+        };
+        let text = render_recorded(&pl, &RenderOptions::default());
+        assert!(!text.contains("PLAYLIST-TYPE"), "{text}");
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:40\n#EXT-X-DISCONTINUITY-SEQUENCE:2\n"), "{text}");
     }
 }
