@@ -89,6 +89,10 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
     } else {
         Archive::disabled()
     };
+    if config.archive.enabled {
+        crate::actors::archive::retention::load_all(&store, &archive).await?;
+        media.spawn(archive.clone().run_retention(shutdown.clone()));
+    }
     let deps = ChannelDeps {
         hls: hls_directory.clone(),
         media: media.clone(),
@@ -196,6 +200,7 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
     let mut api_ctx = crate::http::api::ApiContext::build(&config, store.clone()).await?;
     api_ctx.restream = restream.clone();
     api_ctx.transcoder = transcoder.clone();
+    api_ctx.archive = archive.clone();
     api_ctx.pulls = Some(pulls.clone());
     crate::http::api::destinations::load_all(&store, &restream, &api_ctx.sealer).await?;
     crate::http::api::sources::load_all(&store, &pulls, &api_ctx.sealer).await?;

@@ -18,6 +18,9 @@ pub enum ErrorKind {
     PermissionDenied,
     NotFound,
     AlreadyExists,
+    /// The resource is busy in a way that conflicts with the request (a video still being
+    /// recorded cannot be deleted): HTTP 409.
+    Conflict,
     FailedPrecondition,
     ResourceExhausted,
     Unavailable,
@@ -33,6 +36,7 @@ impl ErrorKind {
             ErrorKind::PermissionDenied => "permission_denied",
             ErrorKind::NotFound => "not_found",
             ErrorKind::AlreadyExists => "already_exists",
+            ErrorKind::Conflict => "conflict",
             ErrorKind::FailedPrecondition => "failed_precondition",
             ErrorKind::ResourceExhausted => "resource_exhausted",
             ErrorKind::Unavailable => "unavailable",
@@ -48,6 +52,7 @@ impl ErrorKind {
             ErrorKind::PermissionDenied => 403,
             ErrorKind::NotFound => 404,
             ErrorKind::AlreadyExists => 409,
+            ErrorKind::Conflict => 409,
             ErrorKind::FailedPrecondition => 412,
             ErrorKind::ResourceExhausted => 429,
             ErrorKind::Unavailable => 503,

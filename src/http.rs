@@ -208,6 +208,7 @@ pub const SITE_ROUTES: &[(&str, Methods)] = &[
     // `vod::configure`.
     ("/vod/{video}/index.m3u8", Methods::GET),
     ("/vod/{video}/manifest.mpd", Methods::GET),
+    ("/vod/{video}/poster.jpg", Methods::GET),
     ("/vod/{video}/{rendition}/index.m3u8", Methods::GET),
     ("/vod/{video}/{rendition}/{file}", Methods::GET),
     ("/metrics", Methods::GET),

@@ -104,6 +104,8 @@ pub struct Metrics {
     pub archive_gaps: IntCounter,
     /// Unfinished recordings (a crash) finished at start.
     pub archive_recoveries: IntCounter,
+    /// Recordings deleted by retention (age or size).
+    pub archive_retention_deletions: IntCounter,
     /// Time from a viewer's play request to its first media byte written.
     pub first_frame_seconds: HistogramVec,
     /// HTTP requests by route pattern and status.
@@ -438,6 +440,11 @@ impl Metrics {
                 &r,
                 "tidecast_archive_recoveries_total",
                 "Unfinished recordings (left by a crash) finished at start",
+            ),
+            archive_retention_deletions: counter(
+                &r,
+                "tidecast_archive_retention_deletions_total",
+                "Recordings deleted by retention (older than keep_days, or past keep_bytes)",
             ),
             transcode_misaligned_segments: counter(
                 &r,

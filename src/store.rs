@@ -77,7 +77,7 @@ pub use channels::{
 };
 pub use comments::Comment;
 pub use history::{HistoryEntry, WatchUpdate};
-pub use recordings::{NewRecording, Recording, RecordingProgress, RecordingState};
+pub use recordings::{NewRecording, Recording, RecordingProgress, RecordingSettings, RecordingState};
 pub use restream::{DestinationRecord, DestinationUpdate};
 pub use revocations::Revocation;
 pub use search::search_terms;

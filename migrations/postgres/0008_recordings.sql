@@ -21,3 +21,13 @@ CREATE TABLE recordings (
 );
 CREATE INDEX recordings_state_idx ON recordings (state);
 CREATE INDEX recordings_channel_idx ON recordings (channel_id, started_at_ms);
+
+-- A channel owner's recording settings (absent: the server's [archive] defaults): whether its
+-- live sessions are recorded, and how long recordings are kept (NULL: the default; 0: forever).
+CREATE TABLE channel_recording (
+    channel_id    BIGINT PRIMARY KEY REFERENCES channels (id) ON DELETE CASCADE,
+    record        BOOLEAN NOT NULL,
+    keep_days     BIGINT,
+    keep_bytes    BIGINT,
+    updated_at_ms BIGINT NOT NULL
+);

@@ -38,10 +38,11 @@ use crate::protocols::hls::{
     render_multivariant, render_recorded, RecordedKind, RecordedPlaylist, RecordedSegment, RenderOptions,
     VariantStream,
 };
-use crate::store::{NewRecording, Recording, RecordingProgress, RecordingState, Store};
+use crate::store::{NewRecording, Recording, RecordingProgress, RecordingSettings, RecordingState, Store};
 
 pub mod journal;
 mod manifest;
+pub mod retention;
 pub mod storage;
 mod writer;
 
@@ -70,6 +71,16 @@ pub struct ArchiveSettings {
     pub progress_interval: Duration,
     /// How far back a live channel's DVR playlist reaches.
     pub dvr_window: Duration,
+    /// Default retention: days a recording is kept (0: forever).
+    pub keep_days: u64,
+    /// Default retention: a channel's newest recordings up to this many bytes (0: no limit).
+    pub keep_bytes: u64,
+    /// How often retention runs.
+    pub retention_interval: Duration,
+    /// A poster (JPEG of the first key frame) per recording, when ffmpeg is found.
+    pub posters: bool,
+    /// ffmpeg (for posters): a path or a name on `PATH`.
+    pub ffmpeg: String,
 }
 
 impl Default for ArchiveSettings {
@@ -80,6 +91,11 @@ impl Default for ArchiveSettings {
             sync: SyncPolicy::Segment,
             progress_interval: Duration::from_secs(10),
             dvr_window: Duration::from_secs(2 * 3600),
+            keep_days: 0,
+            keep_bytes: 0,
+            retention_interval: Duration::from_secs(600),
+            posters: true,
+            ffmpeg: "ffmpeg".to_owned(),
         }
     }
 }
@@ -317,6 +333,10 @@ struct Inner {
     active: DashMap<i64, Arc<RecordingIndex>>,
     /// The recording of each live channel's session (DVR).
     by_channel: DashMap<String, i64>,
+    /// Channel owners' own recording settings, by channel name.
+    channels: DashMap<String, RecordingSettings>,
+    /// ffmpeg for posters, found at start.
+    ffmpeg: Option<std::path::PathBuf>,
     finished: DashMap<i64, Arc<RecordingIndex>>,
 }
 
@@ -333,6 +353,11 @@ impl Archive {
         storage: Arc<dyn Storage>,
         backend: &'static str,
     ) -> Self {
+        let ffmpeg = if settings.enabled && settings.posters {
+            crate::actors::transcode::find_binary(&settings.ffmpeg)
+        } else {
+            None
+        };
         Archive {
             inner: Arc::new(Inner {
                 settings,
@@ -341,6 +366,8 @@ impl Archive {
                 store,
                 active: DashMap::new(),
                 by_channel: DashMap::new(),
+                channels: DashMap::new(),
+                ffmpeg,
                 finished: DashMap::new(),
             }),
         }
@@ -552,6 +579,7 @@ impl Archive {
         if let Ok(Err(e)) | Err(e) = written.map_err(std::io::Error::other) {
             warn!(%channel, video_id, error = %e, "cannot write the recording's playlists (it is served from its journal)");
         }
+        self.make_poster(video_id, index).await;
         let p = index.progress(gaps);
         let (state, reason) = outcome(index, &p);
         match store.finish_recording(video_id, state, &p, crate::store::now_ms(), reason).await {
@@ -636,7 +664,9 @@ impl Archive {
             Err(e) => warn!(video_id = id, error = %e, "cannot finish the recovered recording"),
         }
         if let Ok(index) = repaired {
-            self.inner.finished.insert(id, Arc::new(index));
+            let index = Arc::new(index);
+            self.make_poster(id, &index).await;
+            self.inner.finished.insert(id, index);
         }
     }
 }

@@ -194,7 +194,7 @@ impl Channel {
             self.outputs.clone(),
             move |_| restream.clone().run_channel(name.clone(), ring.clone()),
         );
-        if self.deps.archive.enabled() {
+        if self.deps.archive.records(&self.name) {
             // One recording per live session: a restarted archive output continues it.
             let (name, archive, hls) = (self.name.clone(), self.deps.archive.clone(), entry.clone());
             let recording = Arc::new(tokio::sync::OnceCell::new());

@@ -283,7 +283,7 @@ impl Transcoder {
 }
 
 /// `name` as given when it holds a `/`, else the first executable of that name on `PATH`.
-fn find_binary(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_binary(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let executable =
         |p: &Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);

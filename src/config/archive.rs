@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::units::duration_str;
+use super::units::{duration_str, Size};
 use crate::actors::archive::{ArchiveSettings, SyncPolicy};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -27,6 +27,17 @@ pub struct ArchiveConfig {
     /// How far back a live channel's DVR playlist (`/live/<channel>/dvr.m3u8`) reaches.
     #[serde(with = "duration_str")]
     pub dvr_window: Duration,
+    /// Keep recordings this many days (0: forever); channel owners may set their own.
+    pub keep_days: u64,
+    /// Keep each channel's newest recordings up to this size in all (0: no limit).
+    pub keep_bytes: Size,
+    /// How often the retention job runs.
+    #[serde(with = "duration_str")]
+    pub retention_interval: Duration,
+    /// Make a poster (a JPEG of the first key frame) for each recording, with ffmpeg.
+    pub posters: bool,
+    /// ffmpeg for posters: a path, or a name on `PATH`. Never downloaded.
+    pub ffmpeg: String,
 }
 
 impl Default for ArchiveConfig {
@@ -38,6 +49,11 @@ impl Default for ArchiveConfig {
             sync: s.sync,
             progress_interval: s.progress_interval,
             dvr_window: s.dvr_window,
+            keep_days: s.keep_days,
+            keep_bytes: Size::b(s.keep_bytes),
+            retention_interval: s.retention_interval,
+            posters: s.posters,
+            ffmpeg: s.ffmpeg,
         }
     }
 }
@@ -53,6 +69,11 @@ impl ArchiveConfig {
             sync: self.sync,
             progress_interval: self.progress_interval,
             dvr_window: self.dvr_window,
+            keep_days: self.keep_days,
+            keep_bytes: self.keep_bytes.bytes(),
+            retention_interval: self.retention_interval,
+            posters: self.posters,
+            ffmpeg: self.ffmpeg.clone(),
         }
     }
 
@@ -60,5 +81,10 @@ impl ArchiveConfig {
     pub(super) fn validate(&self, check: &mut impl FnMut(bool, String)) {
         check(!self.progress_interval.is_zero(), "archive.progress_interval: must be greater than 0".into());
         check(!self.dvr_window.is_zero(), "archive.dvr_window: must be greater than 0".into());
+        check(
+            !self.retention_interval.is_zero(),
+            "archive.retention_interval: must be greater than 0".into(),
+        );
+        check(!self.ffmpeg.trim().is_empty(), "archive.ffmpeg: must name a binary".into());
     }
 }

@@ -21,6 +21,7 @@ mod context;
 pub mod destinations;
 mod document;
 pub mod ladder;
+pub mod recordings;
 pub mod search;
 pub mod sources;
 pub mod users;
@@ -55,7 +56,7 @@ pub struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// `invalid_argument`, `unauthenticated`, `permission_denied`, `not_found`,
-    /// `already_exists`, `failed_precondition`, `resource_exhausted`, `unavailable`,
+    /// `already_exists`, `conflict` (409), `failed_precondition`, `resource_exhausted`, `unavailable`,
     /// `internal`, `payload_too_large`, `unsupported_media_type` (415), or
     /// `method_not_allowed` (405, with an `Allow` header).
     pub code: String,
@@ -291,8 +292,12 @@ api_routes!(
     ladder::get_ladder,
     ladder::set_ladder,
     ladder::delete_ladder,
+    recordings::get_recording,
+    recordings::set_recording,
+    recordings::delete_recording,
     videos::feed,
     videos::get_video,
+    videos::delete_video,
     videos::record_watch,
     videos::list_comments,
     videos::create_comment,

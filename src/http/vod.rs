@@ -28,6 +28,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/vod")
             .route("/{video}/index.m3u8", web::get().to(multivariant))
             .route("/{video}/manifest.mpd", web::get().to(manifest))
+            .route("/{video}/poster.jpg", web::get().to(poster))
             .route("/{video}/{rendition}/index.m3u8", web::get().to(media_playlist))
             .route("/{video}/{rendition}/{file}", web::get().to(media_file)),
     );
@@ -80,6 +81,25 @@ async fn multivariant(path: web::Path<String>, req: HttpRequest, state: web::Dat
     match open(&state, &path, &req).await {
         Ok((index, query)) => playlist(index.multivariant(&query), index.is_recording()),
         Err(e) => fail(e),
+    }
+}
+
+/// The recording's poster (a JPEG of its first key frame), when it has one.
+async fn poster(path: web::Path<String>, req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let id: i64 = match open(&state, &path, &req).await {
+        Ok(_) => path.parse().unwrap_or_default(),
+        Err(e) => return fail(e),
+    };
+    let Some(file) = state.archive.poster_path(id) else {
+        return fail(Error::not_found("the video has no poster"));
+    };
+    match actix_files::NamedFile::open_async(&file).await {
+        Ok(f) => {
+            let mut res = f.disable_content_disposition().use_etag(true).into_response(&req);
+            res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+            res
+        }
+        Err(_) => fail(Error::not_found("the video has no poster")),
     }
 }
 

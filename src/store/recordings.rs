@@ -118,7 +118,83 @@ pub struct RecordingProgress {
     pub gaps: i64,
 }
 
+/// A channel owner's recording settings (`channel_recording`); `None` fields take the server's
+/// `[archive]` defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecordingSettings {
+    pub record: bool,
+    /// Keep recordings this many days (0: forever).
+    pub keep_days: Option<i64>,
+    /// Keep the channel's newest recordings up to this many bytes in all (0: no limit).
+    pub keep_bytes: Option<i64>,
+}
+
 impl Store {
+    /// Every channel's own recording settings, with the channel's name (server start).
+    pub async fn all_recording_settings(&self) -> crate::Result<Vec<(String, RecordingSettings)>> {
+        let sql = "SELECT c.name, r.record, r.keep_days, r.keep_bytes FROM channel_recording r \
+                   JOIN channels c ON c.id = r.channel_id ORDER BY c.name";
+        let rows: Vec<(String, bool, Option<i64>, Option<i64>)> =
+            with_pool!(self, |pool| sqlx::query_as(sql).fetch_all(pool).await)?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, record, keep_days, keep_bytes)| {
+                (name, RecordingSettings { record, keep_days, keep_bytes })
+            })
+            .collect())
+    }
+
+    /// Insert or replace a channel's recording settings.
+    pub async fn set_recording_settings(&self, channel_id: i64, s: &RecordingSettings) -> crate::Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO channel_recording (channel_id, record, keep_days, keep_bytes, updated_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (channel_id) DO UPDATE SET record = excluded.record, \
+                 keep_days = excluded.keep_days, keep_bytes = excluded.keep_bytes, \
+                 updated_at_ms = excluded.updated_at_ms",
+            )
+            .bind(channel_id)
+            .bind(s.record)
+            .bind(s.keep_days)
+            .bind(s.keep_bytes)
+            .bind(now_ms())
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })?;
+        Ok(())
+    }
+
+    /// Back to the server's defaults; `false` when the channel had no settings of its own.
+    pub async fn delete_recording_settings(&self, channel_id: i64) -> crate::Result<bool> {
+        let n = with_pool!(self, |pool| {
+            sqlx::query("DELETE FROM channel_recording WHERE channel_id = $1")
+                .bind(channel_id)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(n > 0)
+    }
+
+    /// A channel's finished recordings (ready or failed), newest first (retention).
+    pub async fn finished_recordings(&self, channel_id: i64) -> crate::Result<Vec<Recording>> {
+        let sql = format!(
+            "SELECT {RECORDING_COLUMNS} FROM recordings WHERE channel_id = $1 AND state <> 'recording' \
+             ORDER BY started_at_ms DESC, video_id DESC"
+        );
+        let rows: Vec<RecordingRow> =
+            with_pool!(self, |pool| sqlx::query_as(&sql).bind(channel_id).fetch_all(pool).await)?;
+        rows.into_iter().map(Recording::try_from).collect()
+    }
+
+    /// Channels (id, name) that have finished recordings (retention).
+    pub async fn channels_with_recordings(&self) -> crate::Result<Vec<(i64, String)>> {
+        let sql = "SELECT DISTINCT c.id, c.name FROM recordings r JOIN channels c ON c.id = r.channel_id \
+                   WHERE r.state <> 'recording' ORDER BY c.id";
+        Ok(with_pool!(self, |pool| sqlx::query_as(sql).fetch_all(pool).await)?)
+    }
+
     /// A new video (source `live`, status `live`) and its recording (`recording`, located in a
     /// directory named after the video's id), in one transaction. Returns the recording.
     pub async fn create_recording(&self, new: NewRecording) -> crate::Result<Recording> {
@@ -330,6 +406,24 @@ mod tests {
                 .await
                 .unwrap_err();
             assert_eq!(err.kind, ErrorKind::NotFound);
+
+            // Retention sees finished recordings newest first; deleting the video takes the row.
+            let newest: Vec<i64> =
+                store.finished_recordings(channel.id).await.unwrap().iter().map(|r| r.video_id).collect();
+            assert_eq!(newest, vec![second.video_id, rec.video_id]);
+            assert_eq!(store.channels_with_recordings().await.unwrap(), vec![(channel.id, "rec".to_owned())]);
+            assert!(store.delete_video(rec.video_id).await.unwrap());
+            assert!(store.recording(rec.video_id).await.unwrap().is_none(), "the recording row goes with it");
+            assert!(!store.delete_video(rec.video_id).await.unwrap());
+
+            // Per-channel settings: set, replace, list, delete.
+            let s = RecordingSettings { record: false, keep_days: Some(7), keep_bytes: None };
+            store.set_recording_settings(channel.id, &s).await.unwrap();
+            let s2 = RecordingSettings { record: true, keep_days: None, keep_bytes: Some(1 << 30) };
+            store.set_recording_settings(channel.id, &s2).await.unwrap();
+            assert_eq!(store.all_recording_settings().await.unwrap(), vec![("rec".to_owned(), s2)]);
+            assert!(store.delete_recording_settings(channel.id).await.unwrap());
+            assert!(store.all_recording_settings().await.unwrap().is_empty());
         }
     }
 }

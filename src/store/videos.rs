@@ -202,6 +202,19 @@ impl Store {
         row.map(Video::try_from).transpose()
     }
 
+    /// Delete a video and everything that hangs off it (its recording row, comments, watch
+    /// history); `false` when there was no such video. Its media are the caller's to remove.
+    pub async fn delete_video(&self, id: i64) -> crate::Result<bool> {
+        let n = with_pool!(self, |pool| {
+            sqlx::query("DELETE FROM videos WHERE id = $1")
+                .bind(id)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(n > 0)
+    }
+
     /// Sets a video's processing state (archive writer, transcoder).
     pub async fn set_video_status(&self, id: i64, status: VideoStatus) -> crate::Result<()> {
         let affected = with_pool!(self, |pool| {

@@ -27,6 +27,8 @@ pub trait Storage: Send + Sync + 'static {
     fn list(&self, dir: &str) -> io::Result<Vec<String>>;
     /// Remove a file; no error when it is missing.
     fn remove(&self, path: &str) -> io::Result<()>;
+    /// Remove a directory and everything in it; no error when it is missing.
+    fn remove_dir(&self, dir: &str) -> io::Result<()>;
     /// The local file behind `path`, when there is one (the VOD routes serve it with ranges).
     fn local_path(&self, path: &str) -> Option<PathBuf>;
 }
@@ -126,6 +128,13 @@ impl Storage for LocalStorage {
         }
     }
 
+    fn remove_dir(&self, dir: &str) -> io::Result<()> {
+        match fs::remove_dir_all(self.path(dir)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     fn local_path(&self, path: &str) -> Option<PathBuf> {
         Some(self.path(path))
     }
@@ -175,6 +184,9 @@ impl Storage for FullDisk {
     }
     fn remove(&self, path: &str) -> io::Result<()> {
         self.inner.remove(path)
+    }
+    fn remove_dir(&self, dir: &str) -> io::Result<()> {
+        self.inner.remove_dir(dir)
     }
     fn local_path(&self, path: &str) -> Option<PathBuf> {
         self.inner.local_path(path)

@@ -16,7 +16,7 @@ use crate::media::frame::{Frame, TrackKind};
 use crate::media::ring::{RingLimits, RingWriter};
 use crate::media::time::MediaTime;
 use crate::store::testing::TestDb;
-use crate::store::{NewChannel, Visibility};
+use crate::store::{NewChannel, NewRecording, RecordingSettings, Visibility};
 
 fn settings() -> ChannelSettings {
     ChannelSettings {
@@ -214,4 +214,67 @@ fn recovery_cuts_a_torn_journal_line_and_unnamed_bytes() {
     let pl = String::from_utf8(storage.read("5/source/index.m3u8").unwrap()).unwrap();
     assert!(pl.contains("#EXTINF:0.500,\nseg-0.m4s\n#EXT-X-ENDLIST\n"), "{pl}");
     assert!(String::from_utf8(storage.read("5/index.m3u8").unwrap()).unwrap().contains("RESOLUTION=640x360"));
+}
+
+#[tokio::test]
+async fn retention_deletes_recordings_past_the_channels_age_or_size_media_first() {
+    let db = TestDb::sqlite().await;
+    let store = &db.store;
+    let (channel, _) = store
+        .create_channel(NewChannel {
+            name: "keep".into(),
+            title: None,
+            owner_id: None,
+            visibility: Visibility::Public,
+        })
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let archive =
+        Archive::new(ArchiveSettings { dir: dir.path().into(), ..ArchiveSettings::default() }, store.clone());
+    // Three finished recordings of 400 bytes each, oldest first, with media on disk.
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let rec = store
+            .create_recording(NewRecording {
+                channel_id: channel.id,
+                owner_id: None,
+                title: "t".into(),
+                visibility: Visibility::Public,
+                backend: "local".into(),
+            })
+            .await
+            .unwrap();
+        let p = RecordingProgress { duration_ms: 1000, size_bytes: 400, gaps: 0 };
+        store.finish_recording(rec.video_id, RecordingState::Ready, &p, 1, None).await.unwrap();
+        std::fs::create_dir_all(dir.path().join(format!("{}/source", rec.video_id))).unwrap();
+        std::fs::write(dir.path().join(format!("{}/source/seg-0.m4s", rec.video_id)), [0u8; 400]).unwrap();
+        ids.push(rec.video_id);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let now = crate::store::now_ms();
+    assert_eq!(archive.enforce_retention(store, now).await.unwrap(), 0, "the defaults keep everything");
+
+    // Size: the newest 900 bytes stay (two recordings); the oldest goes, media and row.
+    let own = |days, bytes| RecordingSettings { record: true, keep_days: days, keep_bytes: bytes };
+    archive.set_channel("keep", Some(own(None, Some(900))));
+    assert_eq!(archive.enforce_retention(store, now).await.unwrap(), 1);
+    assert!(!dir.path().join(ids[0].to_string()).exists(), "its media are gone");
+    assert!(store.video_by_id(ids[0]).await.unwrap().is_none(), "and its video");
+    assert!(dir.path().join(ids[1].to_string()).exists() && dir.path().join(ids[2].to_string()).exists());
+
+    // Age: two days on, a one-day policy takes the rest.
+    archive.set_channel("keep", Some(own(Some(1), None)));
+    assert_eq!(archive.enforce_retention(store, now).await.unwrap(), 0, "younger than a day");
+    assert_eq!(archive.enforce_retention(store, now + 2 * 86_400_000).await.unwrap(), 2);
+    assert!(store.finished_recordings(channel.id).await.unwrap().is_empty());
+    assert!(metrics().archive_retention_deletions.get() >= 3);
+
+    // The settings in force: the owner's over the defaults, and back.
+    let s = archive.channel_settings("keep");
+    assert_eq!((s.record, s.keep_days, s.keep_bytes, s.custom), (true, 1, 0, true));
+    archive.set_channel("keep", Some(RecordingSettings { record: false, keep_days: None, keep_bytes: None }));
+    assert!(!archive.records("keep"), "the owner turned recording off");
+    archive.set_channel("keep", None);
+    assert!(archive.records("keep") && !archive.channel_settings("keep").custom);
 }

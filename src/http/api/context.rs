@@ -47,6 +47,8 @@ pub struct ApiContext {
     pub max_destinations: usize,
     /// Live channels' transcode ladders (set by `app::serve`), for their status.
     pub transcoder: crate::actors::transcode::Transcoder,
+    /// Recordings: per-channel settings, deleting a video's media.
+    pub archive: crate::actors::archive::Archive,
     /// Pulled sources (RTSP cameras), set by `app::serve`; `None` (API-only test servers): the
     /// source routes answer 503.
     pub pulls: Option<crate::actors::pull::Pulls>,
@@ -115,6 +117,7 @@ impl ApiContext {
         Ok(ApiContext {
             restream: crate::actors::restream::Restream::default(),
             transcoder: crate::actors::transcode::Transcoder::disabled(),
+            archive: crate::actors::archive::Archive::disabled(),
             max_destinations: config.restream.max_destinations_per_channel,
             pulls: None,
             sealer: crate::auth::sealed::Sealer::ephemeral(),
@@ -181,6 +184,11 @@ impl ApiContext {
                 None
             }
         }
+    }
+
+    /// Forget a video's cached record (after a change on this node).
+    pub fn invalidate_video(&self, id: i64) {
+        self.videos.invalidate(&id);
     }
 
     /// Forget a channel's cached record (after a change on this node).

@@ -27,6 +27,9 @@ pub struct VideoView {
     /// The DASH manifest over the same media (recorded live sessions), token as above.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dash_url: Option<String>,
+    /// A still of the video (recorded live sessions, once finished), token as above.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poster_url: Option<String>,
     /// How the recording of a live session went (videos of source `live`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recording: Option<Recording>,
@@ -77,6 +80,7 @@ pub async fn get_video(
         can_play,
         playback_url: None,
         dash_url: None,
+        poster_url: None,
         recording: None,
         playback_token: None,
         playback_token_expires: None,
@@ -87,13 +91,17 @@ pub async fn get_video(
         let url = format!("/vod/{}/index.m3u8", view.video.id);
         let dash = format!("/vod/{}/manifest.mpd", view.video.id);
         let live = view.video.source == VideoSource::Live;
+        let poster =
+            ctx.archive.poster_path(view.video.id).map(|_| format!("/vod/{}/poster.jpg", view.video.id));
         if view.video.visibility == Visibility::Public {
             view.playback_url = Some(url);
             view.dash_url = live.then_some(dash);
+            view.poster_url = poster;
         } else {
             let (token, expires) = ctx.playback_token(&PlaybackScope::Video(view.video.id), viewer.as_ref());
             view.playback_url = Some(format!("{url}?token={token}"));
             view.dash_url = live.then(|| format!("{dash}?token={token}"));
+            view.poster_url = poster.map(|p| format!("{p}?token={token}"));
             view.playback_token = Some(token);
             view.playback_token_expires = Some(expires);
         }
@@ -111,6 +119,44 @@ pub async fn get_video(
         view.recording = ctx.store.recording(view.video.id).await?;
     }
     Ok(HttpResponse::Ok().json(view))
+}
+
+/// Delete a video (its owner or an admin): its media (a recording's files), its comments and
+/// watch history. A recording in progress cannot be deleted (409).
+#[utoipa::path(
+    context_path = API_PREFIX,
+    tag = "videos",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody),
+    )
+)]
+#[delete("/videos/{id}")]
+pub async fn delete_video(
+    ctx: web::Data<ApiContext>,
+    caller: Caller,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, Error> {
+    let viewer = caller.viewer();
+    let video = find_visible(&ctx, Some(&viewer), *id).await?;
+    if !(caller.is_admin || video.owner_id == Some(caller.user_id)) {
+        return Err(Error::new(ErrorKind::PermissionDenied, "only the video's owner may delete it"));
+    }
+    if ctx.archive.is_recording(video.id) {
+        return Err(Error::new(ErrorKind::Conflict, "the video's live session is still being recorded"));
+    }
+    ctx.archive
+        .delete_media(video.id)
+        .await
+        .map_err(|e| Error::with_source(ErrorKind::Internal, "cannot delete the video's media", e))?;
+    ctx.store.delete_video(video.id).await?;
+    ctx.invalidate_video(video.id);
+    tracing::info!(video_id = video.id, by = caller.user_id, "video deleted");
+    Ok(HttpResponse::NoContent().finish())
 }
 
 #[derive(Deserialize, ToSchema)]
