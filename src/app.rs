@@ -49,6 +49,9 @@ pub async fn open_store(config: &Config) -> Result<Store> {
 /// Run the server until SIGINT/SIGTERM. Must be called inside an actix `System`; connection
 /// tasks run on `media`, a multi-threaded tokio runtime.
 pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> {
+    // The object store's HTTP client (reqwest 0.13, `rustls-no-provider`) takes rustls's process
+    // default: ring, as everything else here. A second call (tests) finds it installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let store = open_store(&config).await?;
     info!(backend = ?store.backend(), "store ready");
 
@@ -76,7 +79,8 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
     // Live-to-VOD. Recordings a crash left unfinished are finished in the background (their
     // videos become playable); new sessions record meanwhile.
     let archive = if config.archive.enabled {
-        let archive = Archive::new(config.archive.settings(&config.server.data_dir), store.clone());
+        let archive = Archive::new(config.archive.settings(&config.server.data_dir), store.clone())?;
+        media.spawn(archive.clone().run_mover(shutdown.clone()));
         let recovering = archive.clone();
         media.spawn(async move {
             match recovering.recover().await {

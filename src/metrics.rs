@@ -106,6 +106,8 @@ pub struct Metrics {
     pub archive_recoveries: IntCounter,
     /// Recordings deleted by retention (age or size).
     pub archive_retention_deletions: IntCounter,
+    /// Finished recordings moved to the object store, by result (`ok`, `error`: retried).
+    pub archive_moves: IntCounterVec,
     /// Time from a viewer's play request to its first media byte written.
     pub first_frame_seconds: HistogramVec,
     /// HTTP requests by route pattern and status.
@@ -440,6 +442,12 @@ impl Metrics {
                 &r,
                 "tidecast_archive_recoveries_total",
                 "Unfinished recordings (left by a crash) finished at start",
+            ),
+            archive_moves: counter_vec(
+                &r,
+                "tidecast_archive_moves_total",
+                "Finished recordings moved to the object store, by result (error: retried later)",
+                &["result"],
             ),
             archive_retention_deletions: counter(
                 &r,

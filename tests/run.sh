@@ -64,6 +64,11 @@ if ! "$TIDECAST_VENV/bin/schemathesis" --version >/dev/null 2>&1; then
   python3 -m venv "$TIDECAST_VENV"
   "$TIDECAST_VENV/bin/pip" install -q 'schemathesis>=4,<5'
 fi
+# moto's standalone S3 server (PyPI) for tests/archive_s3.rs, in the same virtualenv.
+if ! "$TIDECAST_VENV/bin/moto_server" --help >/dev/null 2>&1; then
+  echo "tests/run.sh: installing moto[server] into $TIDECAST_VENV" >&2
+  "$TIDECAST_VENV/bin/pip" install -q 'moto[server]>=5,<6'
+fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -42,6 +42,7 @@ use crate::store::{NewRecording, Recording, RecordingProgress, RecordingSettings
 
 pub mod journal;
 mod manifest;
+pub mod remote;
 pub mod retention;
 pub mod storage;
 mod writer;
@@ -81,6 +82,10 @@ pub struct ArchiveSettings {
     pub posters: bool,
     /// ffmpeg (for posters): a path or a name on `PATH`.
     pub ffmpeg: String,
+    /// Where finished recordings move, when configured.
+    pub s3: Option<remote::S3Settings>,
+    /// How often a move that failed (the object store away) is tried again.
+    pub move_retry: Duration,
 }
 
 impl Default for ArchiveSettings {
@@ -96,6 +101,8 @@ impl Default for ArchiveSettings {
             retention_interval: Duration::from_secs(600),
             posters: true,
             ffmpeg: "ffmpeg".to_owned(),
+            s3: None,
+            move_retry: Duration::from_secs(30),
         }
     }
 }
@@ -337,14 +344,20 @@ struct Inner {
     channels: DashMap<String, RecordingSettings>,
     /// ffmpeg for posters, found at start.
     ffmpeg: Option<std::path::PathBuf>,
+    /// The object store finished recordings move to.
+    remote: Option<Arc<remote::Remote>>,
     finished: DashMap<i64, Arc<RecordingIndex>>,
 }
 
 impl Archive {
-    /// The archive on the local filesystem under `settings.dir`.
-    pub fn new(settings: ArchiveSettings, store: Store) -> Self {
+    /// The archive on the local filesystem under `settings.dir`, moving finished recordings to
+    /// the object store of `settings.s3` when there is one.
+    pub fn new(settings: ArchiveSettings, store: Store) -> crate::Result<Self> {
+        let remote = settings.s3.as_ref().map(remote::Remote::new).transpose()?.map(Arc::new);
         let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(settings.dir.clone()));
-        Self::with_storage(settings, Some(store), storage, "local")
+        let mut archive = Self::with_storage(settings, Some(store), storage, "local");
+        Arc::get_mut(&mut archive.inner).expect("not shared yet").remote = remote;
+        Ok(archive)
     }
 
     pub(crate) fn with_storage(
@@ -368,6 +381,7 @@ impl Archive {
                 by_channel: DashMap::new(),
                 channels: DashMap::new(),
                 ffmpeg,
+                remote: None,
                 finished: DashMap::new(),
             }),
         }
@@ -394,8 +408,12 @@ impl Archive {
             return Some(i.clone());
         }
         let storage = self.inner.storage.clone();
-        let loaded =
-            tokio::task::spawn_blocking(move || load_index(storage.as_ref(), video_id)).await.ok()??;
+        let local = tokio::task::spawn_blocking(move || load_index(storage.as_ref(), video_id)).await.ok()?;
+        let loaded = match (local, &self.inner.remote) {
+            (Some(i), _) => i,
+            (None, Some(remote)) => remote.load_index(video_id).await?,
+            (None, None) => return None,
+        };
         let loaded = Arc::new(loaded);
         if self.inner.finished.len() >= FINISHED_CACHE_MAX {
             self.inner.finished.clear();
@@ -408,9 +426,78 @@ impl Archive {
         Some(loaded)
     }
 
-    /// The local file behind a recording's file, for serving with ranges.
-    pub fn local_path(&self, video_id: i64, rendition: &str, file: &str) -> Option<std::path::PathBuf> {
-        self.inner.storage.local_path(&format!("{video_id}/{rendition}/{file}"))
+    /// Where a recording's file (`<rendition>/<file>`, or `<file>` for the poster) is: on the
+    /// local disk, or in the object store it moved to.
+    pub fn locate(&self, video_id: i64, rel: &str) -> Located {
+        let rel = format!("{video_id}/{rel}");
+        if let Some(p) = self.inner.storage.local_path(&rel).filter(|p| p.is_file()) {
+            return Located::Local(p);
+        }
+        match &self.inner.remote {
+            Some(r) => Located::Remote(r.clone(), rel),
+            None => Located::Missing,
+        }
+    }
+
+    /// Move finished recording `video_id` to the object store (if there is one): upload, mark
+    /// its row, remove the local copy. Returns whether it moved.
+    pub async fn move_to_remote(&self, store: &Store, video_id: i64) -> bool {
+        let Some(remote) = self.inner.remote.clone() else { return false };
+        let started = std::time::Instant::now();
+        match remote.upload(self.inner.storage.clone(), video_id).await {
+            Ok(bytes) => {
+                if let Err(e) = store.set_recording_backend(video_id, "s3").await {
+                    warn!(video_id, error = %e, "cannot mark the recording moved; the move will be repeated");
+                    return false;
+                }
+                metrics().archive_bytes.with_label_values(&["s3"]).inc_by(bytes);
+                metrics().archive_moves.with_label_values(&["ok"]).inc();
+                let storage = self.inner.storage.clone();
+                let removed =
+                    tokio::task::spawn_blocking(move || storage.remove_dir(&video_id.to_string())).await;
+                if let Ok(Err(e)) | Err(e) = removed.map_err(std::io::Error::other) {
+                    warn!(video_id, error = %e, "moved to the object store; cannot remove the local copy");
+                }
+                info!(
+                    video_id,
+                    bytes,
+                    ms = started.elapsed().as_millis() as u64,
+                    "recording moved to the object store"
+                );
+                true
+            }
+            Err(e) => {
+                metrics().archive_moves.with_label_values(&["error"]).inc();
+                warn!(video_id, error = %e, "cannot move the recording to the object store yet; it plays from the local disk meanwhile");
+                false
+            }
+        }
+    }
+
+    /// Move every ready recording still on the local disk, every `move_retry`, until
+    /// `shutdown` (nothing without an object store).
+    pub async fn run_mover(self, shutdown: tokio_util::sync::CancellationToken) {
+        let (Some(store), Some(_)) = (self.inner.store.clone(), self.inner.remote.clone()) else { return };
+        let mut tick = tokio::time::interval(self.inner.settings.move_retry);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let waiting = match store.recordings_on(self.inner.backend).await {
+                Ok(list) => list,
+                Err(e) => {
+                    warn!(error = %e, "cannot list recordings to move");
+                    continue;
+                }
+            };
+            for rec in waiting {
+                if !self.move_to_remote(&store, rec.video_id).await {
+                    break;
+                }
+            }
+        }
     }
 
     /// Record one live session of `channel` (a supervised output of the channel: a restart
@@ -582,7 +669,8 @@ impl Archive {
         self.make_poster(video_id, index).await;
         let p = index.progress(gaps);
         let (state, reason) = outcome(index, &p);
-        match store.finish_recording(video_id, state, &p, crate::store::now_ms(), reason).await {
+        let finished = store.finish_recording(video_id, state, &p, crate::store::now_ms(), reason).await;
+        match &finished {
             Ok(()) => {
                 info!(%channel, video_id, duration_ms = p.duration_ms, bytes = p.size_bytes, gaps, state = state.as_str(), "recording finished")
             }
@@ -593,6 +681,9 @@ impl Archive {
         self.inner.finished.insert(video_id, index.clone());
         self.inner.active.remove(&video_id);
         self.inner.by_channel.remove_if(channel, |_, id| *id == video_id);
+        if finished.is_ok() && state == RecordingState::Ready {
+            self.move_to_remote(store, video_id).await;
+        }
     }
 
     /// The recording of `channel`'s live session, if it is being recorded: its video id and
@@ -650,6 +741,9 @@ impl Archive {
                 (RecordingState::Failed, RecordingProgress::default(), Some(format!("recovery failed: {e}")))
             }
         };
+        if let Ok(index) = &repaired {
+            self.make_poster(id, index).await;
+        }
         let ended = rec.started_at_ms + p.duration_ms;
         match store.finish_recording(id, state, &p, ended, reason.as_deref()).await {
             Ok(()) => {
@@ -664,11 +758,20 @@ impl Archive {
             Err(e) => warn!(video_id = id, error = %e, "cannot finish the recovered recording"),
         }
         if let Ok(index) = repaired {
-            let index = Arc::new(index);
-            self.make_poster(id, &index).await;
-            self.inner.finished.insert(id, index);
+            self.inner.finished.insert(id, Arc::new(index));
+            if state == RecordingState::Ready {
+                self.move_to_remote(store, id).await;
+            }
         }
     }
+}
+
+/// Where a recording's file is (`Archive::locate`).
+pub enum Located {
+    Local(std::path::PathBuf),
+    /// In the object store, under this name relative to its prefix.
+    Remote(Arc<remote::Remote>, String),
+    Missing,
 }
 
 /// Ready with media, failed without.

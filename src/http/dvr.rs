@@ -86,5 +86,8 @@ pub(super) async fn media_file(
     if !index.serves(&rendition, &file) {
         return fail("dvr", Error::not_found("no such media file"));
     }
-    super::vod::serve_file(&state, id, &rendition, &file, &req).await.unwrap_or_else(|e| fail("dvr", e))
+    let rel = format!("{rendition}/{file}");
+    super::vod::serve_file(&state, id, &rel, &req, super::vod::IMMUTABLE)
+        .await
+        .unwrap_or_else(|e| fail("dvr", e))
 }

@@ -16,10 +16,15 @@
 use actix_web::http::header::{self, CacheControl, CacheDirective, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use actix_web::http::StatusCode;
+use futures_util::TryStreamExt as _;
+
 use super::error::error_response;
 use super::AppState;
-use crate::actors::archive::RecordingIndex;
-use crate::error::Error;
+use crate::actors::archive::remote::{Delivery, Remote};
+use crate::actors::archive::retention::POSTER;
+use crate::actors::archive::{Located, RecordingIndex};
+use crate::error::{Error, ErrorKind};
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 
@@ -90,17 +95,7 @@ async fn poster(path: web::Path<String>, req: HttpRequest, state: web::Data<AppS
         Ok(_) => path.parse().unwrap_or_default(),
         Err(e) => return fail(e),
     };
-    let Some(file) = state.archive.poster_path(id) else {
-        return fail(Error::not_found("the video has no poster"));
-    };
-    match actix_files::NamedFile::open_async(&file).await {
-        Ok(f) => {
-            let mut res = f.disable_content_disposition().use_etag(true).into_response(&req);
-            res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
-            res
-        }
-        Err(_) => fail(Error::not_found("the video has no poster")),
-    }
+    serve_file(&state, id, POSTER, &req, "public, max-age=3600").await.unwrap_or_else(fail)
 }
 
 /// The DASH manifest over the same files (`application/dash+xml`).
@@ -152,37 +147,166 @@ async fn media_file(
     if !index.serves(&rendition, &file) {
         return fail(Error::not_found("no such media file"));
     }
-    serve_file(&state, id.parse().unwrap_or_default(), &rendition, &file, &req).await.unwrap_or_else(fail)
+    let rel = format!("{rendition}/{file}");
+    serve_file(&state, id.parse().unwrap_or_default(), &rel, &req, IMMUTABLE).await.unwrap_or_else(fail)
 }
 
-/// Serve a recorded file the caller checked with `RecordingIndex::serves` (VOD and DVR).
+/// Media never change once a playlist names them.
+pub(super) const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+fn content_type(rel: &str) -> &'static str {
+    if rel.ends_with(".m4s") {
+        "video/iso.segment"
+    } else if rel.ends_with(".jpg") {
+        "image/jpeg"
+    } else {
+        "video/mp4"
+    }
+}
+
+/// Serve a recorded file the caller checked (`RecordingIndex::serves`; VOD and DVR) from where
+/// it is: the local disk (actix-files: ranges, validators), or the object store it moved to
+/// (proxied with the request's byte range, or a redirect to a presigned URL).
 pub(super) async fn serve_file(
     state: &AppState,
     video_id: i64,
-    rendition: &str,
-    file: &str,
+    rel: &str,
     req: &HttpRequest,
+    cache: &'static str,
 ) -> Result<HttpResponse, Error> {
     let missing = || Error::not_found("no such media file");
-    let local = state.archive.local_path(video_id, rendition, file).ok_or_else(missing)?;
-    let named = match actix_files::NamedFile::open_async(&local).await {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::warn!(file = %local.display(), error = %e, "a recorded file the journal names is missing");
-            return Err(missing());
+    match state.archive.locate(video_id, rel) {
+        Located::Local(path) => {
+            let named = actix_files::NamedFile::open_async(&path).await.map_err(|_| missing())?;
+            let mime: actix_web::mime::Mime = content_type(rel).parse().expect("valid mime");
+            let mut res = named
+                .set_content_type(mime)
+                .disable_content_disposition()
+                .use_etag(true)
+                .use_last_modified(true)
+                .into_response(req);
+            if res.status().is_success() || res.status() == StatusCode::NOT_MODIFIED {
+                res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+            }
+            Ok(res)
+        }
+        Located::Remote(remote, name) => match remote.delivery {
+            Delivery::Redirect => {
+                let url = remote.presign(&name).await.map_err(|e| remote_error(&name, e))?;
+                Ok(HttpResponse::Found()
+                    .insert_header((header::LOCATION, url))
+                    .insert_header((header::CACHE_CONTROL, "private, no-store"))
+                    .finish())
+            }
+            Delivery::Proxy => proxy(&remote, &name, req, cache).await,
+        },
+        Located::Missing => Err(missing()),
+    }
+}
+
+fn remote_error(name: &str, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Error::not_found("no such media file")
+    } else {
+        tracing::warn!(object = %name, error = %e, "object store read failed");
+        Error::new(ErrorKind::Unavailable, "the recording's storage is unavailable; try again")
+    }
+}
+
+/// A single `bytes=` range of an object of `size` bytes (RFC 9110 §14.1.2); `Err` when it
+/// cannot be satisfied, `Ok(None)` for no Range header (or a multi-range one, answered whole).
+fn byte_range(header: Option<&str>, size: u64) -> Result<Option<std::ops::Range<u64>>, ()> {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else { return Ok(None) };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        let n: u64 = b.parse().map_err(|_| ())?;
+        if n == 0 {
+            return Err(());
+        }
+        size.saturating_sub(n)..size
+    } else {
+        let start: u64 = a.parse().map_err(|_| ())?;
+        let end =
+            if b.is_empty() { size } else { b.parse::<u64>().map_err(|_| ())?.saturating_add(1).min(size) };
+        start..end
+    };
+    if range.start >= size || range.start >= range.end {
+        return Err(());
+    }
+    Ok(Some(range))
+}
+
+/// Proxy an object with the request's byte range.
+async fn proxy(
+    remote: &Remote,
+    name: &str,
+    req: &HttpRequest,
+    cache: &'static str,
+) -> Result<HttpResponse, Error> {
+    let meta = remote.head(name).await.map_err(|e| remote_error(name, e))?;
+    let etag = meta.e_tag.clone();
+    let inm = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+    if let (Some(tag), Some(inm)) = (&etag, inm) {
+        if inm.split(',').any(|t| t.trim() == tag) {
+            return Ok(HttpResponse::NotModified().insert_header((header::ETAG, tag.as_str())).finish());
+        }
+    }
+    let range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok());
+    let range = match byte_range(range, meta.size) {
+        Ok(r) => r,
+        Err(()) => {
+            return Ok(HttpResponse::RangeNotSatisfiable()
+                .insert_header((header::CONTENT_RANGE, format!("bytes */{}", meta.size)))
+                .finish())
         }
     };
-    let mime: actix_web::mime::Mime =
-        if file.ends_with(".m4s") { "video/iso.segment" } else { "video/mp4" }.parse().expect("valid mime");
-    let mut res = named
-        .set_content_type(mime)
-        .disable_content_disposition()
-        .use_etag(true)
-        .use_last_modified(true)
-        .into_response(req);
-    if res.status().is_success() || res.status() == actix_web::http::StatusCode::NOT_MODIFIED {
-        res.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+    let got = remote
+        .get(name, range.clone().map(object_store::GetRange::Bounded))
+        .await
+        .map_err(|e| remote_error(name, e))?;
+    let len = got.range.end - got.range.start;
+    let body = got.into_stream().map_err(|e| actix_web::error::ErrorBadGateway(e.to_string()));
+    let mut res = match &range {
+        Some(r) => {
+            let mut b = HttpResponse::PartialContent();
+            b.insert_header((
+                header::CONTENT_RANGE,
+                format!("bytes {}-{}/{}", r.start, r.end - 1, meta.size),
+            ));
+            b
+        }
+        None => HttpResponse::Ok(),
+    };
+    res.content_type(content_type(name))
+        .insert_header((header::ACCEPT_RANGES, "bytes"))
+        .insert_header((header::CACHE_CONTROL, cache));
+    if let Some(tag) = etag {
+        res.insert_header((header::ETAG, tag));
     }
-    Ok(res)
+    Ok(res.body(actix_web::body::SizedStream::new(len, body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::byte_range;
+
+    #[test]
+    fn byte_ranges_as_rfc_9110_reads_them() {
+        assert_eq!(byte_range(None, 100), Ok(None));
+        assert_eq!(byte_range(Some("bytes=0-9"), 100), Ok(Some(0..10)));
+        assert_eq!(byte_range(Some("bytes=90-"), 100), Ok(Some(90..100)));
+        assert_eq!(byte_range(Some("bytes=-10"), 100), Ok(Some(90..100)));
+        assert_eq!(byte_range(Some("bytes=-500"), 100), Ok(Some(0..100)), "a suffix longer than the file");
+        assert_eq!(byte_range(Some("bytes=50-500"), 100), Ok(Some(50..100)), "an end past the file");
+        assert_eq!(byte_range(Some("bytes=0-1,5-6"), 100), Ok(None), "several ranges: the whole file");
+        assert_eq!(byte_range(Some("bytes=100-"), 100), Err(()));
+        assert_eq!(byte_range(Some("bytes=-0"), 100), Err(()));
+        assert_eq!(byte_range(Some("bytes=9-3"), 100), Err(()));
+        assert_eq!(byte_range(Some("bytes=x-3"), 100), Err(()));
+        assert_eq!(byte_range(Some("items=0-3"), 100), Ok(None), "another unit is ignored");
+    }
 }

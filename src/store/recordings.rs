@@ -188,6 +188,31 @@ impl Store {
         rows.into_iter().map(Recording::try_from).collect()
     }
 
+    /// Ready recordings still on `backend` (the ones to move to object storage), oldest first.
+    pub async fn recordings_on(&self, backend: &str) -> crate::Result<Vec<Recording>> {
+        let sql = format!(
+            "SELECT {RECORDING_COLUMNS} FROM recordings WHERE state = 'ready' AND backend = $1 \
+             ORDER BY started_at_ms, video_id"
+        );
+        let rows: Vec<RecordingRow> =
+            with_pool!(self, |pool| sqlx::query_as(&sql).bind(backend).fetch_all(pool).await)?;
+        rows.into_iter().map(Recording::try_from).collect()
+    }
+
+    /// The recording's media moved to `backend`.
+    pub async fn set_recording_backend(&self, video_id: i64, backend: &str) -> crate::Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query("UPDATE recordings SET backend = $1, updated_at_ms = $2 WHERE video_id = $3")
+                .bind(backend)
+                .bind(now_ms())
+                .bind(video_id)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })?;
+        Ok(())
+    }
+
     /// Channels (id, name) that have finished recordings (retention).
     pub async fn channels_with_recordings(&self) -> crate::Result<Vec<(i64, String)>> {
         let sql = "SELECT DISTINCT c.id, c.name FROM recordings r JOIN channels c ON c.id = r.channel_id \
@@ -423,6 +448,9 @@ mod tests {
             store.set_recording_settings(channel.id, &s2).await.unwrap();
             assert_eq!(store.all_recording_settings().await.unwrap(), vec![("rec".to_owned(), s2)]);
             assert!(store.delete_recording_settings(channel.id).await.unwrap());
+            let on_local: Vec<i64> =
+                store.recordings_on("local").await.unwrap().iter().map(|r| r.video_id).collect();
+            assert!(on_local.is_empty(), "the failed one is not moved: {on_local:?}");
             assert!(store.all_recording_settings().await.unwrap().is_empty());
         }
     }

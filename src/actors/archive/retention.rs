@@ -64,9 +64,13 @@ impl Archive {
         self.inner.active.contains_key(&video_id)
     }
 
-    /// Remove a recording's media (all renditions, playlists, poster).
+    /// Remove a recording's media (all renditions, playlists, poster), local and in the object
+    /// store.
     pub async fn delete_media(&self, video_id: i64) -> std::io::Result<()> {
         self.inner.finished.remove(&video_id);
+        if let Some(remote) = &self.inner.remote {
+            remote.delete(video_id).await?;
+        }
         let storage = self.inner.storage.clone();
         tokio::task::spawn_blocking(move || storage.remove_dir(&video_id.to_string()))
             .await
@@ -168,9 +172,11 @@ impl Archive {
         }
     }
 
-    /// The poster's local file, if the recording has one.
-    pub fn poster_path(&self, video_id: i64) -> Option<std::path::PathBuf> {
-        self.inner.storage.local_path(&format!("{video_id}/{POSTER}")).filter(|p| p.is_file())
+    /// Whether the recording has a poster: on the local disk, or moved with it (`backend`).
+    pub fn has_poster(&self, video_id: i64, backend: Option<&str>) -> bool {
+        let local =
+            self.inner.storage.local_path(&format!("{video_id}/{POSTER}")).is_some_and(|p| p.is_file());
+        local || (backend == Some("s3") && self.inner.remote.is_some() && self.inner.ffmpeg.is_some())
     }
 }
 

@@ -231,7 +231,8 @@ async fn retention_deletes_recordings_past_the_channels_age_or_size_media_first(
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let archive =
-        Archive::new(ArchiveSettings { dir: dir.path().into(), ..ArchiveSettings::default() }, store.clone());
+        Archive::new(ArchiveSettings { dir: dir.path().into(), ..ArchiveSettings::default() }, store.clone())
+            .unwrap();
     // Three finished recordings of 400 bytes each, oldest first, with media on disk.
     let mut ids = Vec::new();
     for _ in 0..3 {

@@ -159,6 +159,16 @@ impl ApiContext {
                 async move { Ok(store.video_by_id(id).await?.map(Arc::new)) }
             })
             .await?;
+        // A recording's video changes by itself when its session ends (another part of the
+        // server writes it): while it says `live`, ask the store, whose answer is current.
+        if v.as_ref().is_some_and(|v| v.status == crate::store::VideoStatus::Live) {
+            if let Ok(fresh) = self.store.video_by_id(id).await {
+                if fresh.as_ref().is_none_or(|f| f.status != crate::store::VideoStatus::Live) {
+                    self.videos.invalidate(&id);
+                }
+                return Ok(fresh);
+            }
+        }
         Ok(v.map(Arc::unwrap_or_clone))
     }
 

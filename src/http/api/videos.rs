@@ -87,12 +87,18 @@ pub async fn get_video(
         resume_position_seconds: None,
         video,
     };
+    if view.video.source == VideoSource::Live {
+        view.recording = ctx.store.recording(view.video.id).await?;
+    }
     if can_play {
         let url = format!("/vod/{}/index.m3u8", view.video.id);
         let dash = format!("/vod/{}/manifest.mpd", view.video.id);
         let live = view.video.source == VideoSource::Live;
-        let poster =
-            ctx.archive.poster_path(view.video.id).map(|_| format!("/vod/{}/poster.jpg", view.video.id));
+        let backend = view.recording.as_ref().map(|r| r.backend.as_str());
+        let poster = ctx
+            .archive
+            .has_poster(view.video.id, backend)
+            .then(|| format!("/vod/{}/poster.jpg", view.video.id));
         if view.video.visibility == Visibility::Public {
             view.playback_url = Some(url);
             view.dash_url = live.then_some(dash);
@@ -114,9 +120,6 @@ pub async fn get_video(
             };
             view.resume_position_seconds = pos.map(|ms| ms as f64 / 1000.0);
         }
-    }
-    if view.video.source == VideoSource::Live {
-        view.recording = ctx.store.recording(view.video.id).await?;
     }
     Ok(HttpResponse::Ok().json(view))
 }
