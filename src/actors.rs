@@ -6,7 +6,9 @@
 //! │   └── Channel (one per live channel)   renditions (FrameRing each); publisher slot
 //! │       ├── HlsPackager × rendition       supervised task (supervise.rs)
 //! │       ├── LL-HLS viewer sweep           supervised task
-//! │       └── restream                      supervised task; one push task per destination
+//! │       ├── restream                      supervised task; one push task per destination
+//! │       ├── transcode ladder              supervised task; one ffmpeg
+//! │       └── archive                       supervised task; the session's recording, a writer per rendition
 //! ├── listen/rtmp                          accept, admit, negotiate; then one task per connection:
 //! │   ├── IngestSession + ingest/rtmp       a publisher
 //! │   └── ViewerSession + viewer/rtmp       a viewer

@@ -13,7 +13,8 @@
 //!                                                                                   +--> restream push --> rtmp:// rtmps:// srt:// destinations
 //!                                                                                   +--> TranscodeLadder --> ffmpeg --> FrameRing per rung
 //!                                                                                   |     (each rung: an HlsPackager cut in step with the source's)
-//!                                                                                   +--> (archive: later)
+//!                                                                                   +--> (per rendition) ArchiveWriter --> recording on disk
+//!                                                                                         (the LL-HLS windows' CMAF)   --> /vod HLS + DASH, DVR; moved to S3
 //! ```
 //!
 //! Bytes in, events out: protocol code in [`protocols`] is sans-IO (bytes and time in, typed
@@ -32,13 +33,15 @@
 //! │       ├── HlsPackager × rendition    supervised: ring -> segmenter -> CMAF -> LL-HLS window
 //! │       ├── LL-HLS viewer sweep        supervised: counts HLS viewers, retires ended windows
 //! │       ├── restream                   supervised: one push task per enabled destination (own RingReader, retries with backoff)
-//! │       └── transcode ladder           supervised: one ffmpeg (rungs + Opus) fed from the source ring, restarted with backoff
+//! │       ├── transcode ladder           supervised: one ffmpeg (rungs + Opus) fed from the source ring, restarted with backoff
+//! │       └── archive                    supervised: the session's recording (a video); a writer per rendition follows its LL-HLS window
 //! ├── RTMP/RTMPS listeners + connections × N   IngestSession (publish) or ViewerSession (play), a task each
 //! │   └── RTMP channel writer × ring     writes each frame to every plain-RTMP viewer that keeps up
 //! ├── SRT listener + connections × N    the same sessions; stream ids checked in the SRT handshake
 //! ├── pull × source                      RTSP camera: IngestSession like a publisher; always or on demand, backoff
 //! ├── WatchHistory                       buffers watch progress, writes it in batches (api)
-//! └── HTTP                               /api/v1, LL-HLS, /watch, /metrics, /healthz, /readyz
+//! ├── archive jobs                       recovery of crashed recordings (at start), retention, moves to S3
+//! └── HTTP                               /api/v1, LL-HLS + DVR, /vod (HLS, DASH), /watch, /metrics, /healthz, /readyz
 //! ```
 //!
 //! ## Glossary
@@ -58,6 +61,9 @@
 //! - **source** (pulled): a camera the server connects to for a channel (RTSP), instead of a
 //!   publisher connecting to the server.
 //! - **video**: a VOD item, uploaded or archived from a live session.
+//! - **recording**: a live session archived as it streams (`actors::archive`): a video, its
+//!   files (a journal, init segments and segments per rendition) and its `recordings` row.
+//! - **DVR**: seeking back into a live session, through playlists built from its recording.
 //! - **visibility**: who may play a channel or video: `public`, `subscribers`, `private`.
 //! - **plan** / **subscription**: what a user pays for (config) / their grant of it (store).
 //! - **access token**: the API's JWT bearer token; **playback token**: a signed, expiring

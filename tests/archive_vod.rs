@@ -99,7 +99,7 @@ fn a_live_session_is_recorded_as_it_streams_and_plays_as_vod_after() {
         return;
     }
     let server = TestServer::start(&[("TIDECAST__CHANNEL__RECONNECT_GRACE", "1s")]);
-    let published = 10.0;
+    let published = 20.0;
     let mut ffmpeg =
         ffmpeg_publish_pattern(&server.publish_url(&server.key), published as u32, "640x360", 60, &[]);
 
@@ -174,6 +174,13 @@ fn a_publisher_back_within_grace_continues_the_recording_and_one_after_grace_sta
     let url = server.publish_url(&server.key);
     let mut first = ffmpeg_publish_pattern(&url, 5, "640x360", 30, &[]);
     wait_status(&server, 1, "live", Duration::from_secs(15));
+    // A viewer that stays connected across the reconnect: 200 video frames need both publishes
+    // (the first has 150 at most).
+    let rtmp = server.rtmp;
+    let viewer = std::thread::spawn(move || {
+        let mut p = RtmpPlayer::play(rtmp, "main", false, Duration::from_secs(10));
+        p.read_video(200, Duration::from_secs(30))
+    });
     assert!(first.wait_timeout(Duration::from_secs(20)).is_some());
     std::thread::sleep(Duration::from_millis(1000));
     let mut again = ffmpeg_publish_pattern(&url, 5, "640x360", 30, &[]);
@@ -187,6 +194,7 @@ fn a_publisher_back_within_grace_continues_the_recording_and_one_after_grace_sta
     let (errors, _) = decode(&format!("{}/vod/1/index.m3u8", base(&server)));
     assert!(errors.trim().is_empty(), "{errors}");
     assert!(video(&server, 2).is_none(), "no second video within grace");
+    assert!(viewer.join().unwrap(), "the RTMP viewer stayed connected across the reconnect");
 
     // After the grace period a new publish is a new live session and a new video.
     let mut third = ffmpeg_publish_pattern(&url, 3, "640x360", 30, &[]);

@@ -223,8 +223,8 @@ async fn every_route_answers_head_options_and_wrong_methods() {
     let mut with_200 = BTreeSet::new();
     for (pattern, _) in table.iter() {
         let path = concrete(&site, pattern);
-        // What the server serves at this path: every pattern that matches it (`/videos/feed`
-        // also matches `/videos/{id}`, whose DELETE reaches that handler and its 404).
+        // What the server serves at this path: its most specific patterns (`/videos/feed` also
+        // matches `/videos/{id}`, whose DELETE is not the feed's: 405 there).
         let served = table.lookup(&path).expect("the path of a pattern matches it");
         assert!(served.contains(&actix_web::http::Method::OPTIONS), "{pattern}");
 

@@ -126,10 +126,16 @@ impl RouteTable {
         RouteTable { routes: routes.into_iter().map(|(p, m)| (ResourceDef::new(p), m.served())).collect() }
     }
 
-    /// The methods served at `path`: the union over every pattern matching it (`/videos/feed`
-    /// also matches `/videos/{id}`; the router would try both); `None` if no route has the path.
+    /// The methods served at `path`: those of the most specific patterns matching it, the ones
+    /// with the fewest dynamic segments (`/videos/feed` also matches `/videos/{id}`, but it is
+    /// the feed: a DELETE there is not the video route's, and gets 405); `None` if no route has
+    /// the path.
     pub fn lookup(&self, path: &str) -> Option<Methods> {
-        self.routes.iter().filter(|(def, _)| def.is_match(path)).map(|(_, m)| *m).reduce(|a, b| a | b)
+        let dynamic = |def: &ResourceDef| def.pattern().map_or(0, |p| p.matches('{').count());
+        let matching: Vec<&(ResourceDef, Methods)> =
+            self.routes.iter().filter(|(def, _)| def.is_match(path)).collect();
+        let least = matching.iter().map(|(def, _)| dynamic(def)).min()?;
+        matching.into_iter().filter(|(def, _)| dynamic(def) == least).map(|(_, m)| *m).reduce(|a, b| a | b)
     }
 
     /// Every pattern with the methods it serves, in table order.
@@ -217,6 +223,16 @@ where
             req.head_mut().method = Method::GET;
         } else if let Some(wanted) = preflight_method(&req) {
             return Either::Right(self.preflight(req, wanted));
+        } else if !matches!(*req.method(), Method::GET | Method::OPTIONS) {
+            // A changing method the path's own route does not serve, where a less specific
+            // pattern would take it (DELETE `/videos/feed` reaching `/videos/{id}`): 405, as the
+            // table says. Only these methods pay the lookup; GET (LL-HLS) never does.
+            if let Some(served) = self.table.lookup(req.match_info().as_str()) {
+                if !served.contains(req.method()) {
+                    let res = method_not_allowed(req.method(), served);
+                    return Either::Right(Box::pin(ready(Ok(req.into_response(res).map_into_right_body()))));
+                }
+            }
         }
         Either::Left(self.service.call(req).map(cors_refusal_as_json::<B> as fn(_) -> _))
     }
@@ -293,13 +309,17 @@ mod tests {
     }
 
     #[test]
-    fn lookup_unites_every_matching_pattern() {
+    fn lookup_takes_the_most_specific_matching_patterns() {
         let table = RouteTable::new([
             ("/v/feed".to_owned(), Methods::GET),
             ("/v/{id}".to_owned(), Methods::GET | Methods::PATCH),
             ("/s/{tail}*".to_owned(), Methods::GET),
         ]);
-        assert_eq!(table.lookup("/v/feed"), Some((Methods::GET | Methods::PATCH).served()));
+        assert_eq!(
+            table.lookup("/v/feed"),
+            Some(Methods::GET.served()),
+            "the literal route, not /v/{{id}}'s"
+        );
         assert_eq!(table.lookup("/v/7"), Some((Methods::GET | Methods::PATCH).served()));
         assert_eq!(table.lookup("/s/a/b.js"), Some(Methods::GET.served()));
         assert_eq!(table.lookup("/v/7/x"), None);
