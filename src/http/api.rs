@@ -177,6 +177,16 @@ pub fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D
     }
 }
 
+/// A JSON body that must be an object, as `T`. serde's derived `Deserialize` also takes a
+/// struct from a JSON array of its fields in order (`[true, 30, null]`), which no schema of
+/// ours describes: a body other than an object is refused (400) before it is read as `T`.
+pub fn object_body<T: serde::de::DeserializeOwned>(body: serde_json::Value) -> Result<T, Error> {
+    if !body.is_object() {
+        return Err(Error::invalid("invalid JSON body: expected an object"));
+    }
+    serde_json::from_value(body).map_err(|e| Error::invalid(format!("invalid JSON body: {e}")))
+}
+
 /// Clamps a page size: default 20, at most 100.
 pub fn page_limit(limit: Option<i64>) -> i64 {
     limit.unwrap_or(20).clamp(1, 100)

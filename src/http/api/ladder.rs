@@ -185,10 +185,10 @@ pub async fn set_ladder(
     ctx: web::Data<ApiContext>,
     caller: Caller,
     name: web::Path<String>,
-    body: web::Json<SetLadderRequest>,
+    body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, Error> {
     let c = find_owned(&ctx, &caller, &name).await?;
-    let body = body.into_inner();
+    let body: SetLadderRequest = super::object_body(body.into_inner())?;
     let rungs = match body.rungs {
         None => None,
         Some(list) => {

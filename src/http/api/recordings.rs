@@ -73,10 +73,10 @@ pub async fn set_recording(
     ctx: web::Data<ApiContext>,
     caller: Caller,
     name: web::Path<String>,
-    body: web::Json<SetRecordingRequest>,
+    body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, Error> {
     let c = find_owned(&ctx, &caller, &name).await?;
-    let body = body.into_inner();
+    let body: SetRecordingRequest = super::object_body(body.into_inner())?;
     if body.keep_days.is_some_and(|d| !(0..=MAX_KEEP_DAYS).contains(&d)) {
         return Err(Error::invalid(format!("keep_days: 0 (forever) to {MAX_KEEP_DAYS}")));
     }
