@@ -693,8 +693,9 @@ fn watch_page() {
     assert!(ct.starts_with("text/html"), "content-type {ct}");
     let html = r.text();
     assert!(html.contains(&format!("<script src=\"{HLSJS}\"></script>")), "hls.js script tag:\n{html}");
-    assert!(html.contains("lowLatencyMode: true"), "hls.js low-latency mode:\n{html}");
-    assert!(html.contains("/index.m3u8"), "the page does not point at the playlist:\n{html}");
+    assert!(html.contains("lowLatencyMode: next === \"live\""), "hls.js low-latency mode when live:\n{html}");
+    assert!(html.contains("\"/live/main/index.m3u8\""), "the page does not point at the playlist:\n{html}");
+    assert!(html.contains("\"/live/main/dvr.m3u8\"") && html.contains("id=\"rewind\""), "the DVR:\n{html}");
     for path in
         ["/watch/..%2f", "/watch/..%2F..%2Fetc", "/watch/%3Cscript%3E", "/watch/Main%20Room", "/watch/a%22b"]
     {
