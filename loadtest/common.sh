@@ -5,6 +5,9 @@
 # The benchmarks of passthrough serving (fan-out, ingest, LL-HLS) measure the server without a
 # transcode ladder (one would take most of the CPU they measure); loadtest/ladder.sh turns it on.
 export TIDECAST__TRANSCODE__ENABLED=${TIDECAST__TRANSCODE__ENABLED:-false}
+# Likewise without recording (every live session is recorded by default): the passthrough
+# benchmarks measure serving without recording; loadtest/archive.sh measures recording.
+export TIDECAST__ARCHIVE__ENABLED=${TIDECAST__ARCHIVE__ENABLED:-false}
 
 # lt_init PREFIX: a work directory under /tmp and the EXIT trap that ends every process we start.
 lt_init() {

@@ -98,7 +98,12 @@ fn page(title: &str, hlsjs: &str, src: &str, dvr: Option<&str>) -> HttpResponse 
       else show("this browser cannot play HLS");
       return;
     }}
-    hls = new Hls({{ lowLatencyMode: next === "live", backBufferLength: next === "live" ? 30 : 90 }});
+    var config = {{ lowLatencyMode: next === "live", backBufferLength: next === "live" ? 30 : 90 }};
+    // DVR starts `back` seconds behind its edge: hls.js's own live start position. (Setting
+    // currentTime before anything is buffered only moves the element's default start, which
+    // hls.js replaces with its start three target durations from the edge.)
+    if (back) config.liveSyncDuration = back;
+    hls = new Hls(config);
     window.hls = hls;
     hls.on(Hls.Events.ERROR, function (_, d) {{
       if (!d.fatal) return;
@@ -113,12 +118,6 @@ fn page(title: &str, hlsjs: &str, src: &str, dvr: Option<&str>) -> HttpResponse 
       }}
       if (mode === "vod") show("video · " + video.currentTime.toFixed(0) + " s");
     }});
-    if (back) {{
-      hls.on(Hls.Events.LEVEL_LOADED, function once(_, d) {{
-        hls.off(Hls.Events.LEVEL_LOADED, once);
-        video.currentTime = Math.max(0, d.details.totalduration - back);
-      }});
-    }}
     hls.loadSource(url);
     hls.attachMedia(video);
   }}

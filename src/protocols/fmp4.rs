@@ -540,36 +540,62 @@ fn clamp_u16(v: u32) -> u16 {
     u16::try_from(v).unwrap_or(u16::MAX)
 }
 
+/// (type, body) of each box in `b`, stopping at the first that does not fit.
+fn boxes(mut b: &[u8]) -> impl Iterator<Item = ([u8; 4], &[u8])> {
+    std::iter::from_fn(move || {
+        let size = u32::from_be_bytes(b.get(..4)?.try_into().ok()?) as usize;
+        let kind: [u8; 4] = b.get(4..8)?.try_into().ok()?;
+        if size < 8 || size > b.len() {
+            return None;
+        }
+        let body = &b[8..size];
+        b = &b[size..];
+        Some((kind, body))
+    })
+}
+
+/// The `traf` of track `track_id` in the first `moof` of `fragment`.
+fn traf_of(fragment: &[u8], track_id: u32) -> Option<&[u8]> {
+    let (_, moof) = boxes(fragment).find(|(k, _)| k == b"moof")?;
+    boxes(moof).filter(|(k, _)| k == b"traf").map(|(_, t)| t).find(|traf| {
+        boxes(traf)
+            .find(|(k, _)| k == b"tfhd")
+            .and_then(|(_, tfhd)| tfhd.get(4..8))
+            .is_some_and(|id| u32::from_be_bytes(id.try_into().unwrap_or_default()) == track_id)
+    })
+}
+
 /// The base media decode time (`tfdt`) of track `track_id` in the first `moof` of `fragment`
 /// (ISO/IEC 14496-12 §8.8.12), in that track's timescale. `None` when the bytes hold no such
 /// box (or are not a fragment). Reads only box headers: a recorded segment's timeline for DASH.
 pub fn first_decode_time(fragment: &[u8], track_id: u32) -> Option<u64> {
-    /// (type, body) of each box in `b`, stopping at the first that does not fit.
-    fn boxes(mut b: &[u8]) -> impl Iterator<Item = ([u8; 4], &[u8])> {
-        std::iter::from_fn(move || {
-            let size = u32::from_be_bytes(b.get(..4)?.try_into().ok()?) as usize;
-            let kind: [u8; 4] = b.get(4..8)?.try_into().ok()?;
-            if size < 8 || size > b.len() {
-                return None;
-            }
-            let body = &b[8..size];
-            b = &b[size..];
-            Some((kind, body))
-        })
+    let tfdt = boxes(traf_of(fragment, track_id)?).find(|(k, _)| k == b"tfdt")?.1;
+    match tfdt.first()? {
+        1 => Some(u64::from_be_bytes(tfdt.get(4..12)?.try_into().ok()?)),
+        _ => Some(u64::from(u32::from_be_bytes(tfdt.get(4..8)?.try_into().ok()?))),
     }
-    let (_, moof) = boxes(fragment).find(|(k, _)| k == b"moof")?;
-    for (_, traf) in boxes(moof).filter(|(k, _)| k == b"traf") {
-        let tfhd = boxes(traf).find(|(k, _)| k == b"tfhd")?.1;
-        if u32::from_be_bytes(tfhd.get(4..8)?.try_into().ok()?) != track_id {
-            continue;
+}
+
+/// The composition time offset of the first sample of track `track_id` in the first `moof` of
+/// `fragment` (its `trun`, §8.8.8): how much later than it is decoded the first frame is shown
+/// (B-frames). 0 when the run has no offsets; `None` without such a run.
+pub fn first_composition_offset(fragment: &[u8], track_id: u32) -> Option<i64> {
+    let trun = boxes(traf_of(fragment, track_id)?).find(|(k, _)| k == b"trun")?.1;
+    let version = *trun.first()?;
+    let flags = u32::from_be_bytes([0, *trun.get(1)?, *trun.get(2)?, *trun.get(3)?]);
+    if flags & 0x800 == 0 {
+        return Some(0);
+    }
+    // version+flags, sample_count, then the optional data offset and first sample flags, then
+    // the first sample's optional duration, size and flags before its offset.
+    let mut at = 8;
+    for (flag, len) in [(0x1, 4), (0x4, 4), (0x100, 4), (0x200, 4), (0x400, 4)] {
+        if flags & flag != 0 {
+            at += len;
         }
-        let tfdt = boxes(traf).find(|(k, _)| k == b"tfdt")?.1;
-        return match tfdt.first()? {
-            1 => Some(u64::from_be_bytes(tfdt.get(4..12)?.try_into().ok()?)),
-            _ => Some(u64::from(u32::from_be_bytes(tfdt.get(4..8)?.try_into().ok()?))),
-        };
     }
-    None
+    let raw: [u8; 4] = trun.get(at..at + 4)?.try_into().ok()?;
+    Some(if version == 0 { i64::from(u32::from_be_bytes(raw)) } else { i64::from(i32::from_be_bytes(raw)) })
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Real players in a browser: node scripts under `tests/browser/` (playwright-core driving
 //! Debian's headless Chromium, hls.js from `tests/browser/node_modules`) that play what a test
 //! server serves and report one JSON line on stdout. Used by `tests/hlsjs_play.rs` and
-//! `tests/hlsjs_ladder.rs`.
+//! `tests/hlsjs_ladder.rs` and `tests/browser_vod.rs` (dash.js, hls.js on recordings, DVR).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -41,7 +41,12 @@ pub fn require_browser_player() -> bool {
         missing.push(format!("chromium ({})", chromium_path().display()));
     }
     let modules = browser_dir().join("node_modules");
-    for needed in ["playwright-core/package.json", "hls.js/dist/hls.min.js"] {
+    for needed in [
+        "playwright-core/package.json",
+        "hls.js/dist/hls.min.js",
+        "dashjs/package.json",
+        "dashjs/dist/modern/umd/dash.all.min.js",
+    ] {
         if !modules.join(needed).is_file() {
             missing.push(format!("tests/browser/node_modules/{needed} (npm ci)"));
         }
@@ -53,7 +58,7 @@ pub fn require_browser_player() -> bool {
         panic!("missing in CI: {}; tests/run.sh installs them", missing.join(", "));
     }
     eprintln!(
-        "\n*** SKIP: {} missing; the hls.js playback test did NOT run. `bash tests/run.sh` installs them. ***\n",
+        "\n*** SKIP: {} missing; this real-player test did NOT run. `bash tests/run.sh` installs them. ***\n",
         missing.join(", ")
     );
     false

@@ -153,6 +153,20 @@ pub async fn get(
     target: &Target,
     pool: &Pool,
     path: &str,
+    out: Option<&mut Vec<u8>>,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<Reply> {
+    get_with(target, pool, path, "", out, deadline, timeout).await
+}
+
+/// `get` with extra request header lines (`extra`: zero or more `Name: value\r\n`, e.g. a
+/// `Range`), written between `Host` and the blank line.
+pub async fn get_with(
+    target: &Target,
+    pool: &Pool,
+    path: &str,
+    extra: &str,
     mut out: Option<&mut Vec<u8>>,
     deadline: Instant,
     timeout: Duration,
@@ -167,7 +181,7 @@ pub async fn get(
                 Some(c) => (c, true),
                 None => (connect(target.addr).await?, false),
             };
-            match exchange(&mut conn, &target.host, path, out.as_deref_mut(), &got_head).await {
+            match exchange(&mut conn, &target.host, path, extra, out.as_deref_mut(), &got_head).await {
                 Ok((reply, keep_alive)) => {
                     if keep_alive {
                         pool.put(conn);
@@ -212,6 +226,7 @@ async fn exchange(
     conn: &mut Conn,
     host: &str,
     path: &str,
+    extra: &str,
     mut out: Option<&mut Vec<u8>>,
     got_head: &AtomicBool,
 ) -> std::result::Result<(Reply, bool), Failure> {
@@ -221,7 +236,15 @@ async fn exchange(
         return Err(Failure { error, nothing_received: false });
     }
     buf.clear();
-    for piece in [b"GET ", path.as_bytes(), b" HTTP/1.1\r\nHost: ", host.as_bytes(), b"\r\n\r\n"] {
+    for piece in [
+        b"GET ",
+        path.as_bytes(),
+        b" HTTP/1.1\r\nHost: ",
+        host.as_bytes(),
+        b"\r\n",
+        extra.as_bytes(),
+        b"\r\n",
+    ] {
         buf.extend_from_slice(piece);
     }
     if let Err(e) = stream.write_all(&buf[..]).await {

@@ -7,10 +7,11 @@
 //! Lines (space-separated, ASCII):
 //! - `I <version> <codecs> <width>x<height>|- <fps>|-`: init segment `init-<version>.mp4` is
 //!   written (to a temporary name, then renamed).
-//! - `S <msn> <program date time, unix ms> <discontinuity 0|1> <init version> <gap 0|1> <start>|-`:
-//!   segment `seg-<msn>.m4s` starts (a gap segment has no file); `start` is the decode time of
-//!   its first video sample (`tfdt`, 90 kHz; the audio's, in its sample rate, without video), the
-//!   timeline of the DASH manifest.
+//! - `S <msn> <program date time, unix ms> <discontinuity 0|1> <init version> <gap 0|1> <start>|-
+//!   <shift>`: segment `seg-<msn>.m4s` starts (a gap segment has no file); `start` is the
+//!   presentation time of its first video sample (`tfdt` plus its composition offset, 90 kHz; the
+//!   audio's, in its sample rate, without video) and `shift` that offset (B-frames): the timeline
+//!   of the DASH manifest.
 //! - `P <msn> <duration ns> <independent 0|1> <end offset>`: a part of segment `msn` is appended;
 //!   the segment file is `end offset` bytes long with it.
 //! - `E <msn> <video frames>`: the segment is complete (and flushed, under `sync = "segment"`).
@@ -35,10 +36,31 @@ pub fn segment_file(msn: u64) -> String {
 /// One journal line.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Entry {
-    Init { version: u32, codecs: String, resolution: Option<(u32, u32)>, frame_rate: Option<f64> },
-    Segment { msn: u64, pdt_ms: i64, discontinuity: bool, init_version: u32, gap: bool, start: Option<u64> },
-    Part { msn: u64, duration: Duration, independent: bool, end: u64 },
-    End { msn: u64, video_frames: u32 },
+    Init {
+        version: u32,
+        codecs: String,
+        resolution: Option<(u32, u32)>,
+        frame_rate: Option<f64>,
+    },
+    Segment {
+        msn: u64,
+        pdt_ms: i64,
+        discontinuity: bool,
+        init_version: u32,
+        gap: bool,
+        start: Option<u64>,
+        shift: u64,
+    },
+    Part {
+        msn: u64,
+        duration: Duration,
+        independent: bool,
+        end: u64,
+    },
+    End {
+        msn: u64,
+        video_frames: u32,
+    },
 }
 
 impl Entry {
@@ -53,9 +75,14 @@ impl Entry {
                 // Codec strings never hold spaces (RFC 6381); be safe anyway.
                 writeln!(s, "I {version} {} {res} {fps}", codecs.replace(' ', ""))
             }
-            Entry::Segment { msn, pdt_ms, discontinuity, init_version, gap, start } => {
+            Entry::Segment { msn, pdt_ms, discontinuity, init_version, gap, start, shift } => {
                 let start = start.map_or("-".to_owned(), |t| t.to_string());
-                writeln!(s, "S {msn} {pdt_ms} {} {init_version} {} {start}", b(*discontinuity), b(*gap))
+                writeln!(
+                    s,
+                    "S {msn} {pdt_ms} {} {init_version} {} {start} {shift}",
+                    b(*discontinuity),
+                    b(*gap)
+                )
             }
             Entry::Part { msn, duration, independent, end } => {
                 writeln!(s, "P {msn} {} {} {end}", duration.as_nanos(), b(*independent))
@@ -89,7 +116,7 @@ impl Entry {
                     r => Some(r.parse().ok().filter(|v: &f64| v.is_finite())?),
                 },
             }),
-            ("S", 7) => Some(Entry::Segment {
+            ("S", 8) => Some(Entry::Segment {
                 msn: f[1].parse().ok()?,
                 pdt_ms: f[2].parse().ok()?,
                 discontinuity: flag(f[3])?,
@@ -99,6 +126,7 @@ impl Entry {
                     "-" => None,
                     t => Some(t.parse().ok()?),
                 },
+                shift: f[7].parse().ok()?,
             }),
             ("P", 5) => Some(Entry::Part {
                 msn: f[1].parse().ok()?,
@@ -129,8 +157,10 @@ pub struct SegmentInfo {
     pub discontinuity: bool,
     pub init_version: u32,
     pub gap: bool,
-    /// Decode time of its first video sample (`tfdt`), when known.
+    /// Presentation time of its first video sample, when known.
     pub start: Option<u64>,
+    /// How much later than decoded that sample is shown (B-frames), in the same ticks.
+    pub shift: u64,
     /// The sum of its parts' durations.
     pub duration: Duration,
     /// Bytes in its file (the last part's end offset).
@@ -180,7 +210,7 @@ impl RecordedRendition {
                     frame_rate: *frame_rate,
                 });
             }
-            Entry::Segment { msn, pdt_ms, discontinuity, init_version, gap, start } => {
+            Entry::Segment { msn, pdt_ms, discontinuity, init_version, gap, start, shift } => {
                 if self.segments.last().is_some_and(|s| s.msn >= *msn) {
                     return false;
                 }
@@ -196,6 +226,7 @@ impl RecordedRendition {
                     init_version: *init_version,
                     gap: *gap,
                     start: *start,
+                    shift: *shift,
                     duration: Duration::ZERO,
                     bytes: 0,
                     parts: 0,
@@ -287,6 +318,7 @@ mod tests {
             init_version: 0,
             gap: false,
             start: Some(msn * 180_000),
+            shift: 0,
         }
     }
 
@@ -311,6 +343,7 @@ mod tests {
                 init_version: 2,
                 gap: false,
                 start: Some(1 << 33),
+                shift: 6006,
             },
             Entry::Segment {
                 msn: 8,
@@ -319,6 +352,7 @@ mod tests {
                 init_version: 2,
                 gap: true,
                 start: None,
+                shift: 0,
             },
             Entry::Part {
                 msn: 7,
@@ -333,7 +367,7 @@ mod tests {
             assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
             assert_eq!(Entry::parse(line.trim_end_matches('\n')), Some(e));
         }
-        for bad in ["", "S 1 2 3", "P 1 x 1 5", "E 1 2 3", "S 1 2 2 0 0 -", "I 0 avc1 12x 30.000", "Z 1"] {
+        for bad in ["", "S 1 2 3", "P 1 x 1 5", "E 1 2 3", "S 1 2 2 0 0 - 0", "I 0 avc1 12x 30.000", "Z 1"] {
             assert_eq!(Entry::parse(bad), None, "{bad:?}");
         }
     }

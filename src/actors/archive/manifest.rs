@@ -2,7 +2,7 @@
 //! HLS playlists name, described with `protocols::dash`. Periods are planned on the source's
 //! segments (a new one at each discontinuity, gap or init change); every rendition with a
 //! picture is a representation of each period it has all the segments of, on its own timeline
-//! (the `tfdt` of each segment's first video sample, from the journal).
+//! (the presentation time of each segment's first video sample, from the journal).
 //!
 //! Static once the recording ended; dynamic while it records (a player reloads it and may seek
 //! anywhere in what is there). Renditions without video are left out: their timeline would be
@@ -124,6 +124,15 @@ pub(super) fn render(index: &RecordingIndex, uri_query: &str, now: SystemTime) -
         return None;
     }
     let end = plans.last().map_or(Duration::ZERO, |p| p.end(VIDEO_TIMESCALE));
+    // Timelines are in presentation time (the first frame shown starts each period at 0), but
+    // the media still run one B-frame delay past a period's last presented video frame (the
+    // audio is not delayed, nor is the last frame's decode order): dash.js ends playback by its
+    // own timer at the stated duration, before the media element's own end, and then stalls a
+    // hair short of it without `ended` (seen in tests/browser_vod.rs). The presentation lasts
+    // until the media end: the decode-time end.
+    let shift =
+        index.with_rendition(SOURCE, |r| r.listed(finished).next().map(|s| s.shift)).flatten().unwrap_or(0);
+    let end = end + ticks_to_duration(shift, VIDEO_TIMESCALE);
     let kind = if finished {
         ManifestKind::Static { duration: end }
     } else {

@@ -191,6 +191,7 @@ fn recovery_cuts_a_torn_journal_line_and_unnamed_bytes() {
             init_version: 0,
             gap: false,
             start: Some(0),
+            shift: 0,
         },
         journal::Entry::Part { msn: 0, duration: Duration::from_millis(500), independent: true, end: 10 },
     ];

@@ -17,7 +17,17 @@ use super::storage::Storage;
 use super::SyncPolicy;
 use crate::actors::hls::{HlsRendition, Window};
 use crate::metrics::metrics;
-use crate::protocols::fmp4::{first_decode_time, AUDIO_TRACK_ID, VIDEO_TRACK_ID};
+use crate::protocols::fmp4::{first_composition_offset, first_decode_time, AUDIO_TRACK_ID, VIDEO_TRACK_ID};
+
+/// The presentation time of a segment's first sample and its composition offset, from its first
+/// fragment: the video track's, else the audio's.
+fn presentation_start(fragment: &[u8]) -> Option<(u64, u64)> {
+    [VIDEO_TRACK_ID, AUDIO_TRACK_ID].into_iter().find_map(|track| {
+        let dts = first_decode_time(fragment, track)?;
+        let shift = first_composition_offset(fragment, track).unwrap_or(0).max(0) as u64;
+        Some((dts + shift, shift))
+    })
+}
 
 /// One write the window asks for.
 enum Op {
@@ -180,10 +190,8 @@ impl RenditionWriter {
                 discontinuity: seg.discontinuity,
                 init_version: seg.init_version,
                 gap: seg.gap,
-                start: seg.parts.first().and_then(|p| {
-                    first_decode_time(&p.data, VIDEO_TRACK_ID)
-                        .or_else(|| first_decode_time(&p.data, AUDIO_TRACK_ID))
-                }),
+                start: seg.parts.first().and_then(|p| presentation_start(&p.data)).map(|(t, _)| t),
+                shift: seg.parts.first().and_then(|p| presentation_start(&p.data)).map_or(0, |(_, s)| s),
             }));
             next = Some(seg.msn + 1);
             if seg.gap {

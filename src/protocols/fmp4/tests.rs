@@ -449,6 +449,9 @@ fn fragment_layout() {
     assert_eq!(super::first_decode_time(&frag, 7), None, "no traf for the empty run");
     assert_eq!(super::first_decode_time(&frag[..40], VIDEO_TRACK_ID), None, "a torn fragment");
     assert_eq!(super::first_decode_time(b"", VIDEO_TRACK_ID), None);
+    assert_eq!(super::first_composition_offset(&frag, VIDEO_TRACK_ID), Some(7200), "the key frame's offset");
+    assert_eq!(super::first_composition_offset(&frag, AUDIO_TRACK_ID), Some(0));
+    assert_eq!(super::first_composition_offset(&frag, 7), None);
 }
 
 #[test]
