@@ -151,6 +151,13 @@ impl Segmenter {
             TrackKind::Video => true,
             TrackKind::Audio => !has_video,
         };
+        if is_driver && self.open.as_ref().is_some_and(|o| frame.dts < o.start) {
+            // Time went back past the open part's start (a source whose ingest let a jump
+            // through; RTMP and MPEG-TS fold them). The part could never reach its target, so it
+            // would take every frame from now on and never be published: end it as a lap does,
+            // and start again after a discontinuity at the next key frame.
+            self.break_off(out);
+        }
         if frame.discontinuity {
             // The gap before a resumed publisher is not media: end the part at most one part
             // target after it started.
@@ -409,6 +416,31 @@ mod tests {
         assert!(closed.duration() <= Duration::from_millis(200));
         let next = out.iter().find(|p| p.msn == 1).expect("segment 1 started");
         assert!(next.discontinuity && next.independent && next.index == 0);
+    }
+
+    #[test]
+    fn time_going_back_ends_the_segment_instead_of_growing_one_part_forever() {
+        let t = tracks();
+        let mut s = Segmenter::new(cfg());
+        let mut out = Vec::new();
+        // 2 s of 30 fps, then the source's time goes back 10 s and runs on for 4 s.
+        for i in 0..60 {
+            s.push(vf(10_000 + i * 100 / 3, i % 30 == 0, &t), &mut out);
+        }
+        for i in 0..120 {
+            s.push(vf(2_000 + i * 100 / 3, i % 30 == 15, &t), &mut out);
+        }
+        let after: Vec<_> = out.iter().filter(|p| p.discontinuity).collect();
+        assert!(!after.is_empty(), "parts after the step back are published");
+        assert!(
+            after[0].independent && after[0].start == MediaTime::from_millis(2_500),
+            "{:?}",
+            after[0].start
+        );
+        assert!(out.iter().all(|p| p.duration() <= Duration::from_millis(200) && p.frames.len() <= 12));
+        // The segment open at the step back ends one frame after its last frame.
+        let before = out.iter().rfind(|p| p.msn == 0).unwrap();
+        assert!(before.ends_segment && before.end == MediaTime::from_millis(11_999), "{:?}", before.end);
     }
 
     #[test]

@@ -56,6 +56,7 @@ async fn ingest_loop<T: Transport>(
     rest: Vec<ConnEvent>,
 ) -> Result<IngestEnd, SessionEnd> {
     let mut demux = FlvDemuxer::new(session.tracks());
+    let mut jumps = 0;
     let mut events = rest;
     let mut buf = vec![0u8; PUBLISH_READ_BUF];
     loop {
@@ -76,7 +77,15 @@ async fn ingest_loop<T: Transport>(
                     }
                     session.set_tracks(tracks);
                 }
-                Ingested::Frame(frame) => session.push(frame),
+                Ingested::Frame(frame) => {
+                    if demux.timestamp_jumps() != jumps {
+                        jumps = demux.timestamp_jumps();
+                        // The demuxer folded it into an offset: the timeline goes on one frame
+                        // after the last (no discontinuity, no hour-long part).
+                        info!(track = ?frame.track, dts_ms = frame.dts.as_millis(), jumps, "publisher timestamps jumped");
+                    }
+                    session.push(frame)
+                }
                 Ingested::Nothing => {}
             }
         }

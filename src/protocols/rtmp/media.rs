@@ -7,9 +7,20 @@
 //! what the serializer produces.
 //!
 //! Timestamps: RTMP carries 32-bit millisecond timestamps that wrap after 49.7 days (RTMP spec
-//! 1.0 §5.3.1.1); the demuxer extends them to 64 bits, so the channel timeline never goes
-//! backwards at the wrap. Video frames before their sequence header (decoder configuration
-//! record) and audio before its AudioSpecificConfig cannot be decoded and are dropped here.
+//! 1.0 §5.3.1.1); the demuxer extends them to 64 bits, each one next to the previous (so a tag
+//! stamped just before the wrap that arrives just after it, audio behind video, stays before
+//! it), and the channel timeline never goes backwards at the wrap. Publishers also send time
+//! that is not media time passing: a jump (an encoder restart, a relay switching sources, a
+//! clock reset), which would make an hour-long part or stall the segmenter, and repeated or
+//! slightly early decode times, which ISO BMFF cannot carry (sample durations are unsigned) and
+//! players refuse. Per track, a step of more than [`MAX_BACK_MS`] back or more than
+//! [`MAX_FORWARD_MS`] past everything the stream sent is folded into an offset so the track
+//! continues one frame interval after its last frame (as `protocols::ts` does for MPEG-TS), and
+//! a smaller step that does not move forward is placed one frame interval after the previous
+//! frame. Decode times leaving the demuxer only grow, per track.
+//!
+//! Video frames before their sequence header (decoder configuration record) and audio before
+//! its AudioSpecificConfig cannot be decoded and are dropped here.
 
 use std::sync::Arc;
 
@@ -64,23 +75,73 @@ pub enum Ingested {
     Nothing,
 }
 
-/// Extends RTMP's 32-bit millisecond timestamps (they wrap after 49.7 days) to 64 bits.
+/// A decode time more than this before the track's previous one is a jump, not reordering.
+pub const MAX_BACK_MS: i64 = 1_000;
+/// A decode time more than this past the newest of any track is a jump, not media time passing
+/// (a track that paused while the other went on is within it when it resumes).
+pub const MAX_FORWARD_MS: i64 = 10_000;
+
+/// Extends RTMP's 32-bit millisecond timestamps (they wrap after 49.7 days) to 64 bits: each
+/// value is read as the one nearest the previous (a signed 32-bit step, RFC 1982 serial number
+/// arithmetic), so the wrap is crossed forwards and backwards alike.
 #[derive(Debug, Default)]
 struct TimestampUnwrapper {
-    last: Option<u32>,
-    epoch: i64,
+    last: Option<(u32, i64)>,
 }
 
 impl TimestampUnwrapper {
     fn unwrap(&mut self, ts: RtmpTimestamp) -> i64 {
         let v = ts.value;
+        let out = match self.last {
+            Some((raw, unwrapped)) => unwrapped + i64::from(v.wrapping_sub(raw) as i32),
+            None => i64::from(v),
+        };
+        self.last = Some((v, out));
+        out
+    }
+}
+
+/// One track's decode times on the channel timeline: jumps folded into an offset, times that
+/// do not move forward placed one frame interval on.
+#[derive(Debug, Default)]
+struct TrackTimeline {
+    /// Added to the unwrapped publisher time.
+    offset: i64,
+    /// The last decode time handed out.
+    last: Option<i64>,
+    /// Moving average of the forward steps the publisher's own times made (the frame interval),
+    /// in microseconds: whole-millisecond stamps of 30 fps step 33 and 34 ms, and a placed frame
+    /// one (floored) average after its predecessor lets the frames after it catch up instead of
+    /// being pushed on one rounded-up interval each.
+    step_us: i64,
+}
+
+impl TrackTimeline {
+    /// The decode time for `unwrapped` (ms); `newest` is the newest decode time of any track.
+    /// Returns it and whether a jump was folded into the offset.
+    fn map(&mut self, unwrapped: i64, newest: Option<i64>) -> (i64, bool) {
+        let mut out = unwrapped + self.offset;
+        let mut jumped = false;
         if let Some(last) = self.last {
-            if v < last && last - v > 1 << 31 {
-                self.epoch += 1 << 32;
+            let next = last + (self.step_us / 1000).max(1);
+            let step = out - last;
+            if step < -MAX_BACK_MS || newest.is_some_and(|n| out > n + MAX_FORWARD_MS) {
+                self.offset = next - unwrapped;
+                out = next;
+                jumped = true;
+            } else if step <= 0 {
+                // Repeated or a little early (a muxer's rounding, a broken interleave): the
+                // frame follows its predecessor by the usual interval, which is where a
+                // mis-stamped frame belongs; the frames after it keep their own times.
+                out = next;
+            } else if step <= MAX_BACK_MS {
+                // (A longer step is a pause, not a frame interval.)
+                let us = step * 1000;
+                self.step_us = if self.step_us == 0 { us } else { (self.step_us * 7 + us) / 8 };
             }
         }
-        self.last = Some(v);
-        self.epoch + v as i64
+        self.last = Some(out);
+        (out, jumped)
     }
 }
 
@@ -90,13 +151,41 @@ pub struct FlvDemuxer {
     /// The configuration in force, shared by the frames that carry it.
     tracks: Arc<Tracks>,
     clock: TimestampUnwrapper,
+    video_time: TrackTimeline,
+    audio_time: TrackTimeline,
+    /// Timestamp jumps folded into an offset so far.
+    jumps: u64,
 }
 
 impl FlvDemuxer {
     /// Start from the configuration the ring already has (a publisher resuming within grace
     /// keeps it until it sends its own sequence headers).
     pub fn new(tracks: Arc<Tracks>) -> Self {
-        FlvDemuxer { tracks, clock: TimestampUnwrapper::default() }
+        FlvDemuxer {
+            tracks,
+            clock: TimestampUnwrapper::default(),
+            video_time: TrackTimeline::default(),
+            audio_time: TrackTimeline::default(),
+            jumps: 0,
+        }
+    }
+
+    /// Timestamp jumps folded into an offset so far (each one is a step the publisher's time
+    /// made that was not media time passing).
+    pub fn timestamp_jumps(&self) -> u64 {
+        self.jumps
+    }
+
+    /// The channel-timeline decode time of a frame of `track` stamped `ms` (unwrapped).
+    fn decode_time(&mut self, track: TrackKind, ms: i64) -> i64 {
+        let newest = self.video_time.last.max(self.audio_time.last);
+        let timeline = match track {
+            TrackKind::Video => &mut self.video_time,
+            TrackKind::Audio => &mut self.audio_time,
+        };
+        let (out, jumped) = timeline.map(ms, newest);
+        self.jumps += u64::from(jumped);
+        out
     }
 
     /// An FLV video tag body (RTMP message type 9).
@@ -120,6 +209,7 @@ impl FlvDemuxer {
                 if self.tracks.video.is_none() {
                     return Ok(Ingested::Nothing);
                 }
+                let ms = self.decode_time(TrackKind::Video, ms);
                 let dts = MediaTime::from_millis(ms);
                 let pts = MediaTime::from_millis(ms + cts_ms as i64);
                 Ingested::Frame(Frame::new(TrackKind::Video, dts, pts, keyframe, data, self.tracks.clone()))
@@ -149,7 +239,7 @@ impl FlvDemuxer {
                 if self.tracks.audio.is_none() {
                     return Ok(Ingested::Nothing);
                 }
-                let t = MediaTime::from_millis(ms);
+                let t = MediaTime::from_millis(self.decode_time(TrackKind::Audio, ms));
                 Ingested::Frame(Frame::new(TrackKind::Audio, t, t, false, data, self.tracks.clone()))
             }
             AudioTag::Ignored => Ingested::Nothing,
@@ -214,6 +304,93 @@ mod tests {
         assert_eq!(u.unwrap(RtmpTimestamp::new(5)), (1i64 << 32) + 5);
         // Small reorderings (B-frames, audio/video interleave) are not wraps.
         assert_eq!(u.unwrap(RtmpTimestamp::new(3)), (1i64 << 32) + 3);
+    }
+
+    #[test]
+    fn a_tag_stamped_before_the_wrap_that_arrives_after_it_stays_before_it() {
+        // Audio 40 ms behind video: video crossed the wrap, the next audio tag has not yet.
+        let mut u = TimestampUnwrapper::default();
+        assert_eq!(u.unwrap(RtmpTimestamp::new(u32::MAX - 10)), u32::MAX as i64 - 10);
+        assert_eq!(u.unwrap(RtmpTimestamp::new(5)), (1i64 << 32) + 5);
+        assert_eq!(u.unwrap(RtmpTimestamp::new(u32::MAX - 30)), u32::MAX as i64 - 30);
+        assert_eq!(u.unwrap(RtmpTimestamp::new(26)), (1i64 << 32) + 26);
+    }
+
+    /// A demuxer with H.264 and AAC configured from ffmpeg's own sequence headers.
+    fn configured() -> FlvDemuxer {
+        let mut d = FlvDemuxer::new(Arc::new(Tracks::default()));
+        let avc =
+            Bytes::from_static(include_bytes!("../../../tests/fixtures/ffmpeg-5.1_flv_h264_seqhdr.bin"));
+        let aac = Bytes::from_static(include_bytes!("../../../tests/fixtures/ffmpeg-5.1_flv_aac_seqhdr.bin"));
+        assert!(matches!(d.video(avc, RtmpTimestamp::new(0)).unwrap(), Ingested::Tracks(_)));
+        assert!(matches!(d.audio(aac, RtmpTimestamp::new(0)).unwrap(), Ingested::Tracks(_)));
+        d
+    }
+
+    /// The decode time (ms) the demuxer gives a frame of `track` stamped `ts`.
+    fn dts(d: &mut FlvDemuxer, track: TrackKind, ts: u32) -> i64 {
+        let r = match track {
+            TrackKind::Video => {
+                d.video(Bytes::from_static(&[0x27, 0x01, 0, 0, 0, 0, 0, 0, 1, 0x41]), RtmpTimestamp::new(ts))
+            }
+            TrackKind::Audio => d.audio(Bytes::from_static(&[0xaf, 0x01, 0x21]), RtmpTimestamp::new(ts)),
+        };
+        match r.unwrap() {
+            Ingested::Frame(f) => f.dts.as_millis(),
+            other => panic!("{track:?} at {ts}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn timestamp_jumps_continue_one_frame_after_the_last_on_every_track() {
+        use TrackKind::{Audio, Video};
+        // +1 h on both tracks (video 40 ms, audio 20 ms apart), then -10 s.
+        let mut d = configured();
+        assert_eq!((dts(&mut d, Video, 1_000), dts(&mut d, Audio, 1_010)), (1_000, 1_010));
+        assert_eq!((dts(&mut d, Video, 1_040), dts(&mut d, Audio, 1_030)), (1_040, 1_030));
+        assert_eq!(dts(&mut d, Video, 3_601_080), 1_080, "an hour forward is one frame on");
+        assert_eq!(dts(&mut d, Audio, 3_601_050), 1_050);
+        assert_eq!((dts(&mut d, Video, 3_601_120), dts(&mut d, Audio, 3_601_070)), (1_120, 1_070));
+        assert_eq!(dts(&mut d, Video, 3_591_160), 1_160, "ten seconds back is one frame on");
+        assert_eq!((dts(&mut d, Audio, 3_591_090), dts(&mut d, Video, 3_591_200)), (1_090, 1_200));
+        assert_eq!(d.timestamp_jumps(), 4);
+
+        // A track that paused while the other went on resumes where its time says.
+        let mut d = configured();
+        assert_eq!(dts(&mut d, Video, 0), 0);
+        for t in (0..=30_000).step_by(20) {
+            dts(&mut d, Audio, t);
+        }
+        assert_eq!(dts(&mut d, Video, 30_010), 30_010);
+        // ... and its pause is not taken for its frame interval.
+        assert_eq!(dts(&mut d, Video, 30_050), 30_050);
+        assert_eq!(dts(&mut d, Video, 30_050), 30_090);
+        assert_eq!(d.timestamp_jumps(), 0);
+    }
+
+    #[test]
+    fn repeated_and_early_decode_times_follow_their_predecessor() {
+        use TrackKind::{Audio, Video};
+        let mut d = configured();
+        // 30 fps: a frame stamped like its predecessor (really 100), one stamped 100 ms before
+        // its predecessor (really 200).
+        let got: Vec<i64> = [0, 33, 67, 67, 133, 167, 67, 233].map(|t| dts(&mut d, Video, t)).into();
+        assert_eq!(got, [0, 33, 67, 100, 133, 167, 200, 233]);
+        // AAC at 48 kHz (21.3 ms): the same for audio (really 1043 and 1085).
+        let got: Vec<i64> = [1_000, 1_021, 1_021, 1_064, 964, 1_107].map(|t| dts(&mut d, Audio, t)).into();
+        assert_eq!(got, [1_000, 1_021, 1_042, 1_064, 1_085, 1_107]);
+        // Genuinely one frame too many (three in two intervals): pushed on, then caught up with.
+        let mut d = configured();
+        let got: Vec<i64> = (0..100)
+            .map(|i| i * 100 / 3)
+            .collect::<Vec<_>>()
+            .iter()
+            .flat_map(|&t| if t == 1_000 { vec![t, t] } else { vec![t] })
+            .map(|t| dts(&mut d, Video, t as u32))
+            .collect();
+        assert!(got.windows(2).all(|w| w[1] > w[0]), "{got:?}");
+        assert_eq!(got.last(), Some(&3_300), "{got:?}");
+        assert_eq!(d.timestamp_jumps(), 0);
     }
 
     #[test]
