@@ -18,6 +18,8 @@ pub mod health;
 pub mod hls;
 pub mod mirror;
 pub mod routes;
+mod sendfile;
+mod server;
 pub mod vod;
 pub mod watch;
 
@@ -30,7 +32,7 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Extensions, Server, ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::{from_fn, Next};
-use actix_web::{guard, web, App, HttpResponse, HttpServer};
+use actix_web::{guard, web, App, HttpResponse};
 use serde_json::json;
 use tracing::info;
 
@@ -100,7 +102,7 @@ const RETRY_AFTER_SECS: u32 = 5;
 fn count_connection(limit: &Arc<PerAddressLimit>, conn: &dyn Any, data: &mut Extensions) {
     type Tcp = actix_web::rt::net::TcpStream;
     // Plain HTTP hands us the socket; HTTPS the TLS stream around it (the same limit applies).
-    let tcp = conn.downcast_ref::<Tcp>().map(|s| (s, "http")).or_else(|| {
+    let tcp = conn.downcast_ref::<sendfile::SendfileStream>().map(|s| (s.get_ref(), "http")).or_else(|| {
         let tls = conn.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<Tcp>>()?;
         Some((tls.get_ref().0, "https"))
     });
@@ -304,7 +306,7 @@ pub fn start_with_tls(
     let table = web::Data::new(route_table(!static_dir.is_empty()));
     let per_address = limits.per_address.clone();
     let limits = web::Data::new(limits);
-    let mut server = HttpServer::new(move || {
+    let app = move || {
         let mut app = App::new()
             .app_data(data.clone())
             .app_data(api_data.clone())
@@ -325,37 +327,9 @@ pub fn start_with_tls(
             app = app.service(files);
         }
         app.default_service(web::to(routes::unrouted))
-    })
-    .on_connect(move |conn, data| count_connection(&per_address, conn, data))
-    .disable_signals()
-    // Players keep connections open between parts and segments; actix's 5 s default closed
-    // connections of slow segment downloads under load.
-    .keep_alive(std::time::Duration::from_secs(75))
-    // actix leaves Nagle's algorithm on. A part body goes out in several writes, and with
-    // Nagle a trailing write smaller than the MSS can wait for the player's ACK of the previous
-    // one (delayed ACKs: up to 40 ms on Linux), a fifth of a 200 ms part. (No change measured
-    // on loopback; it matters on real links.)
-    .tcp_nodelay(true)
-    .shutdown_timeout(5);
-    if opts.workers > 0 {
-        server = server.workers(opts.workers);
-    }
-    let mut bound = HttpBound { http: None, https: None };
-    if !opts.listen.is_empty() {
-        server = server.bind(&opts.listen)?;
-        let addr = *server.addrs().last().expect("bind succeeded, so there is an address");
-        info!(protocol = "http", %addr, "listening");
-        bound.http = Some(addr);
-    }
-    if let Some(https) = https {
-        // actix adds the `http/1.1` ALPN protocol itself; rustls' config carries the
-        // reloading certificate resolver (`tls::ReloadingCert`).
-        server = server.bind_rustls_0_23(&https.listen, (*https.tls).clone())?;
-        let addr = *server.addrs().last().expect("bind succeeded, so there is an address");
-        info!(protocol = "https", %addr, "listening");
-        bound.https = Some(addr);
-    }
-    Ok((server.run(), bound))
+    };
+    let on_connect = move |conn: &dyn Any, data: &mut Extensions| count_connection(&per_address, conn, data);
+    server::serve(opts, https, app, on_connect)
 }
 
 #[cfg(test)]

@@ -89,6 +89,95 @@ fn curl_range(url: &str, range: &str) -> (u16, usize, String) {
     (status, size, text)
 }
 
+/// One response read off a raw connection: status, lower-cased headers, body.
+fn read_response(conn: &mut std::io::BufReader<std::net::TcpStream>) -> (u16, String, Vec<u8>) {
+    use std::io::{BufRead, Read};
+    let mut headers = String::new();
+    loop {
+        let mut raw = Vec::new();
+        conn.read_until(b'\n', &mut raw).expect("reading a response head");
+        let line = String::from_utf8_lossy(&raw).into_owned();
+        assert!(!line.is_empty(), "the connection closed mid-way; so far:\n{headers}");
+        if line == "\r\n" {
+            break;
+        }
+        headers.push_str(&line.to_ascii_lowercase());
+    }
+    let status = headers.split(' ').nth(1).and_then(|s| s.parse().ok());
+    let status =
+        status.unwrap_or_else(|| panic!("not a response head: {:?}", &headers[..headers.len().min(300)]));
+    let length: usize = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0);
+    // A 304 has no body whatever its Content-Length says (RFC 9110 §15.4.5).
+    let mut body = vec![0; if status == 304 { 0 } else { length }];
+    conn.read_exact(&mut body).expect("reading a response body");
+    (status, headers, body)
+}
+
+/// Media bodies leave by `sendfile`: on one keep-alive connection, requests sent all at once
+/// (pipelined) and read only after a pause (so the socket fills and sendfile must wait) get
+/// their own answers in order, byte for byte the files on disk, with the other answers (ranges,
+/// 416, a playlist, a 304) between them.
+fn pipelined_media_requests(server: &TestServer, dir: &std::path::Path, segs: &[&str], playlist: &str) {
+    use std::io::Write;
+    assert!(segs.len() >= 3, "{segs:?}");
+    let file = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let (a, b, c) = (file(segs[0]), file(segs[1]), file(segs[2]));
+    // HEAD apart: actix-http reads HEAD-ness off the last request it parsed, so a HEAD
+    // pipelined behind a GET takes that GET's body away (or gives the HEAD one), whatever the
+    // handler.
+    let etag = {
+        let res = Command::new("curl")
+            .args(["-s", "-I", &format!("{}/vod/1/source/{}", base(server), segs[2])])
+            .output()
+            .unwrap();
+        let head = String::from_utf8_lossy(&res.stdout).to_ascii_lowercase();
+        assert!(
+            head.starts_with("http/1.1 200") && head.contains(&format!("content-length: {}", c.len())),
+            "{head}"
+        );
+        head.lines().find_map(|l| l.strip_prefix("etag:")).expect("an ETag").trim().to_owned()
+    };
+    let get =
+        |path: &str, extra: &str| format!("GET /vod/1/source/{path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n");
+    let requests = [
+        get(segs[0], ""),
+        get(segs[1], "Range: bytes=100-1099\r\n"),
+        get("index.m3u8", ""),
+        get(segs[0], "Range: bytes=999999999-\r\n"),
+        get(segs[2], &format!("If-None-Match: {etag}\r\n")),
+        get(segs[1], ""),
+        get(segs[2], "Range: bytes=-500\r\n"),
+    ]
+    .concat();
+    let stream = std::net::TcpStream::connect(server.http).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    (&stream).write_all(requests.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut conn = std::io::BufReader::new(stream);
+
+    let (status, headers, body) = read_response(&mut conn);
+    assert_eq!((status, body.len()), (200, a.len()), "{headers}");
+    assert!(body == a, "a whole segment is the file");
+    let (status, headers, body) = read_response(&mut conn);
+    assert_eq!(status, 206, "{headers}");
+    assert!(headers.contains(&format!("content-range: bytes 100-1099/{}", b.len())), "{headers}");
+    assert!(body == b[100..1100], "a range is the file's bytes");
+    let (status, _, body) = read_response(&mut conn);
+    assert_eq!((status, String::from_utf8(body).unwrap().as_str()), (200, playlist));
+    let (status, headers, _) = read_response(&mut conn);
+    assert_eq!(status, 416, "{headers}");
+    let (status, headers, body) = read_response(&mut conn);
+    assert!(status == 304 && body.is_empty(), "{headers}");
+    let (status, _, body) = read_response(&mut conn);
+    assert!(status == 200 && body == b, "the second whole segment");
+    let (status, _, body) = read_response(&mut conn);
+    assert!(status == 206 && body == c[c.len() - 500..], "a suffix range");
+}
+
 fn base(server: &TestServer) -> String {
     format!("http://{}", server.http)
 }
@@ -156,6 +245,9 @@ fn a_live_session_is_recorded_as_it_streams_and_plays_as_vod_after() {
     assert_eq!(on_disk, vod, "the file and the route say the same (public video: no token)");
     let (errors, _) = decode(dir.join("index.m3u8").to_str().unwrap());
     assert!(errors.trim().is_empty(), "{errors}");
+
+    let segs: Vec<&str> = vod.lines().filter(|l| l.starts_with("seg-")).collect();
+    pipelined_media_requests(&server, &dir.join("source"), &segs, &vod);
 
     let metrics = server.metrics_text();
     assert!(

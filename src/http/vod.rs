@@ -8,9 +8,9 @@
 //! not resend headers). Playlists are rendered from the recording's journal per request, so
 //! they only ever name media that is completely written.
 //!
-//! Media files are served by actix-files: byte ranges (`Range`, `If-Range`), `HEAD`, `ETag`
+//! Media files are answered by actix-files: byte ranges (`Range`, `If-Range`), `HEAD`, `ETag`
 //! and `Last-Modified` validators, and cached as immutable (a segment never changes once a
-//! playlist names it). Playlists: a finished one for a minute, an EVENT one for a second.
+//! playlist names it); on plain HTTP/1 their bodies leave by `sendfile` (`super::sendfile`). Playlists: a finished one for a minute, an EVENT one for a second.
 //! Errors are never cached.
 
 use actix_web::http::header::{self, CacheControl, CacheDirective, HeaderValue};
@@ -177,7 +177,10 @@ pub(super) async fn serve_file(
     let missing = || Error::not_found("no such media file");
     match state.archive.locate(video_id, rel) {
         Located::Local(path) => {
-            let named = actix_files::NamedFile::open_async(&path).await.map_err(|_| missing())?;
+            // Opened on the worker, as nginx does: an `open` of a local file whose directory
+            // was just listed is cheaper than the hop to the blocking pool.
+            let named = actix_files::NamedFile::open(&path).map_err(|_| missing())?;
+            let file = named.file().try_clone().map_err(|_| missing())?;
             let mime: actix_web::mime::Mime = content_type(rel).parse().expect("valid mime");
             let mut res = named
                 .set_content_type(mime)
@@ -188,7 +191,7 @@ pub(super) async fn serve_file(
             if res.status().is_success() || res.status() == StatusCode::NOT_MODIFIED {
                 res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
             }
-            Ok(res)
+            Ok(super::sendfile::respond(req, &file, res))
         }
         Located::Remote(remote, name) => match remote.delivery {
             Delivery::Redirect => {
