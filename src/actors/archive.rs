@@ -232,7 +232,7 @@ impl RecordingIndex {
                         average_bandwidth: (avg > 0).then_some(avg),
                         codecs: init.codecs.clone(),
                         resolution: init.resolution,
-                        frame_rate: init.frame_rate,
+                        frame_rate: r.frame_rate(),
                     })
                 })
                 .flatten()

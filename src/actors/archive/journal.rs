@@ -281,6 +281,24 @@ impl RecordedRendition {
         self.inits.last()
     }
 
+    /// The video frame rate for the multivariant playlist: frames over time across the complete
+    /// segments of the newest init, rounded to 1/1000. The init's line holds the packager's first
+    /// estimate (from the first frame intervals, 29.678 for a 30 fps source is typical), which
+    /// only stands in until a segment is complete.
+    pub fn frame_rate(&self) -> Option<f64> {
+        let init = self.current_init()?;
+        let (frames, secs) = self
+            .segments
+            .iter()
+            .filter(|s| s.complete && !s.gap && s.init_version == init.version && s.video_frames > 0)
+            .fold((0u64, 0f64), |(f, d), s| (f + u64::from(s.video_frames), d + s.duration.as_secs_f64()));
+        if frames > 0 && secs > 0.0 {
+            Some((frames as f64 / secs * 1000.0).round() / 1000.0)
+        } else {
+            init.frame_rate
+        }
+    }
+
     /// Peak and average bitrate (bits per second) over complete segments with media.
     pub fn bandwidth(&self) -> (u64, u64) {
         let (mut peak, mut bytes, mut secs) = (0u64, 0u64, 0f64);
@@ -402,6 +420,37 @@ mod tests {
         assert_eq!(r.listed(false).count(), 1, "the open segment is listed only when asked");
         assert_eq!(r.duration(true), Duration::from_millis(2500));
         assert_eq!(r.bandwidth(), (1000, 1000));
+        assert_eq!(r.frame_rate(), Some(30.0), "60 frames in 2 s");
+    }
+
+    #[test]
+    fn the_frame_rate_is_measured_over_the_recording_not_taken_from_the_first_estimate() {
+        let init = |version| Entry::Init {
+            version,
+            codecs: "avc1.64001f".into(),
+            resolution: Some((1280, 720)),
+            frame_rate: Some(29.678),
+        };
+        let seg = |msn: u64, ms: u64, frames: u32| {
+            let mut s = start(msn, false);
+            if let Entry::Segment { init_version, .. } = &mut s {
+                *init_version = if msn < 3 { 0 } else { 1 };
+            }
+            vec![s, part(msn, ms, 100), Entry::End { msn, video_frames: frames }]
+        };
+        let (r, _) = RecordedRendition::replay(&journal(&[init(0)]));
+        assert_eq!(r.frame_rate(), Some(29.678), "no segment yet: the estimate");
+        // Segments of 2.067 s and 1.933 s (key frames where they fall): 62 + 58 frames in 4 s.
+        let mut entries = vec![init(0)];
+        entries.extend(seg(0, 2067, 62));
+        entries.extend(seg(1, 1933, 58));
+        let (r, _) = RecordedRendition::replay(&journal(&entries));
+        assert_eq!(r.frame_rate(), Some(30.0));
+        // A new init (the publisher came back at 25 fps): its own segments only.
+        entries.push(init(1));
+        entries.extend(seg(3, 2000, 50));
+        let (r, _) = RecordedRendition::replay(&journal(&entries));
+        assert_eq!(r.frame_rate(), Some(25.0));
     }
 
     #[test]
