@@ -15,6 +15,11 @@
 # (reconnect grace 1 s) with no gaps: /metrics tidecast_archive_gaps_total 0 and each video's
 # GET /api/v1/videos/<id> recording.gaps 0 (video ids 1..N: the first sessions of a fresh server).
 #
+# Then the floor, with no server: a minimal writer writes the archive's measured MB/s the way the
+# archive does (N files, a part each every 200 ms, kept open, fdatasync per 2 s segment) for the
+# same window; its CPU is what the kernel's buffered write of those bytes costs on its own, and is
+# printed beside the recording's cost.
+#
 # Usage: bash loadtest/archive.sh
 # Environment (all optional):
 #   CHANNELS=50        live channels (1..200)
@@ -127,6 +132,37 @@ print(f"publisher_cpu_pct {(p1 - p0) / TICKS / dt * 100:.2f}")
 print(f"machine_busy_pct {(m1[0] - m0[0]) / (m1[1] - m0[1]) * 100:.1f}")
 PY
 val() { awk -v k="$2" '$1 == k { print $2; exit }' "$1"; }
+
+# --- the floor: what the kernel's buffered write of the recorded bytes costs on its own ----------
+# A minimal writer (no server): CHANNELS files written like the archive writes them (one write of
+# one part per channel every 200 ms, files kept open, a new file every 2 s per channel, fdatasync
+# at each file's end unless SYNC=none), at the archive's measured rate, for the window's length.
+# Its CPU (nearly all system time: page-cache allocation and copy, the file system's block
+# reservation) is what any recorder pays for these bytes on this machine.
+cat >"$WORK/floor.py" <<'PY'
+import os, resource, sys, time
+
+root, secs, channels, mb_s, sync = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5] != "none"
+os.makedirs(root, exist_ok=True)
+part = os.urandom(max(1, int(mb_s * 1e6 / channels / 5)))  # 5 parts a second per channel
+fds = {}
+r0, t0, tick = resource.getrusage(resource.RUSAGE_SELF), time.monotonic(), 0
+while time.monotonic() - t0 < secs:                      # bounded by the window
+    for c in range(channels):
+        if tick % 10 == 0:                               # a new 2 s segment
+            if c in fds:
+                if sync:
+                    os.fdatasync(fds[c])
+                os.close(fds[c])
+                os.unlink(f"{root}/c{c}-{tick // 10 - 1}.m4s")
+            fds[c] = os.open(f"{root}/c{c}-{tick // 10}.m4s", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.write(fds[c], part)
+    tick += 1
+    time.sleep(max(0.0, t0 + tick * 0.2 - time.monotonic()))
+r1, dt = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - t0
+print(f"floor_cpu_pct {((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)) / dt * 100:.2f}")
+print(f"floor_mb_s {tick * channels * len(part) / dt / 1e6:.2f}")
+PY
 
 # start_server NAME ARCHIVE(true|false): a fresh tidecast with channels ch1..chN; sets SERVER_PID,
 # HTTP, RTMP, KEYS, SLOG, DIR.
@@ -262,6 +298,13 @@ for run in $RUNS; do
     stop_pid "$SERVER_PID"
 done
 
+if [[ -s $WORK/on.result ]]; then
+    log "floor: a minimal writer of $(val "$WORK/on.result" archive_mb_s) MB/s in $CHANNELS files for ${DURATION}s"
+    python3 "$WORK/floor.py" "$DATA_ROOT/floor" "$DURATION" "$CHANNELS" "$(val "$WORK/on.result" archive_mb_s)" "$SYNC" \
+        >"$WORK/floor.result"
+    rm -rf "$DATA_ROOT/floor"
+fi
+
 # --- report ----------------------------------------------------------------------------------
 echo
 echo "=== archive.sh: $CHANNELS channels x 3 Mbps, ${DURATION}s windows, $(nproc) cores"
@@ -283,6 +326,15 @@ inc = (on - off) / off * 100
 print(f"recording adds {on - off:+.1f} % of a core ({inc:+.1f} % of the server's CPU without it; target at most +15 %: "
       f"{'MET' if inc <= 15 else 'NOT MET'}), RSS {ron - roff:+.1f} MiB")
 EOF
+    if [[ -s $WORK/floor.result ]]; then
+        python3 - "$(val "$WORK/off.result" cpu_pct)" "$(val "$WORK/on.result" cpu_pct)" \
+            "$(val "$WORK/floor.result" floor_cpu_pct)" "$(val "$WORK/floor.result" floor_mb_s)" <<'EOF'
+import sys
+off, on, floor, mb = map(float, sys.argv[1:5])
+print(f"floor: the kernel's buffered write of the same {mb:.1f} MB/s by a minimal writer costs {floor:.2f} % of a core "
+      f"({floor / off * 100:+.1f} % of the server's CPU without recording); tidecast's recording above it: {on - off - floor:+.2f} %")
+EOF
+    fi
 fi
 if [[ -s $WORK/on.checks ]]; then
     c=$WORK/on.checks
