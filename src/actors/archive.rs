@@ -22,7 +22,7 @@
 //! discontinuity the packager gave it). Storage trouble never reaches the live output: a writer
 //! that cannot write drops what it was writing, records a gap and resumes at the next segment.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -514,12 +514,12 @@ impl Archive {
         metrics().archive_recordings_active.inc();
         let _active = scopeguard(|| metrics().archive_recordings_active.dec());
         let mut writers = tokio::task::JoinSet::new();
-        let mut started: HashMap<String, ()> = HashMap::new();
+        let mut started: HashSet<String> = HashSet::new();
         let gaps = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut last_progress = tokio::time::Instant::now();
         loop {
             for r in entry.renditions().iter() {
-                if started.insert(r.name.clone(), ()).is_none() {
+                if started.insert(r.name.clone()) {
                     writers.spawn(self.clone().run_rendition(
                         video_id,
                         r.clone(),
@@ -845,11 +845,6 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
         }
     }
     Guard(Some(f))
-}
-
-/// Program date time of a recording's first segment (for DASH and the API).
-pub fn first_program_date_time(index: &RecordingIndex) -> Option<SystemTime> {
-    index.with_rendition(SOURCE, |r| r.segments.first().map(|s| s.program_date_time)).flatten()
 }
 
 #[cfg(test)]
