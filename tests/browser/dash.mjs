@@ -23,11 +23,10 @@
 // (`/__tidecast_dash__/`), so the MPD and segments are same-origin requests: no CORS set-up on
 // the server under test, and nothing on disk besides dash.js itself.
 
-import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { collectConsole, runInChromium } from './harness.mjs';
 
 const SAMPLE_MS = 500;
 
@@ -56,7 +55,6 @@ if (positional.length < 1 || positional.length > 2) usage('need MPD_URL and opti
 const mpdUrl = new URL(positional[0]);
 const seconds = positional.length === 2 ? Number(positional[1]) : 0;
 if (!(seconds >= 0)) usage(`SECONDS must be a number >= 0, got ${positional[1]}`);
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const startTimeoutMs = Number(process.env.PLAY_START_TIMEOUT_MS || 30000);
 const stallTimeoutMs = Number(process.env.STALL_TIMEOUT_MS || 15000);
 const log = (...a) => process.stderr.write(`dash.mjs: ${a.join(' ')}\n`);
@@ -135,43 +133,14 @@ function sampleInPage() {
 
 const r3 = (x) => (typeof x === 'number' && Number.isFinite(x) ? Math.round(x * 1000) / 1000 : x);
 const result = { mpd: mpdUrl.href, dashjs: dashVersion, seconds: seconds || 'to end', dash_settings: dashSettings };
-let exitCode = 0;
-const userDataDir = mkdtempSync(join(tmpdir(), 'tidecast-chromium-'));
-let context = null;
-const hardTimer = setTimeout(
-  () => {
-    result.error = 'hard timeout';
-    process.stdout.write(JSON.stringify(result) + '\n');
-    process.exit(1);
-  },
-  (seconds || 600) * 1000 + startTimeoutMs + 60000,
-);
-
-try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath,
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
-    viewport: { width: 800, height: 450 },
-  });
-  result.browser = context.browser() ? context.browser().version() : null;
-  const page = context.pages()[0] || (await context.newPage());
-  const consoleLines = [];
-  page.on('console', (m) => {
-    if ((m.type() === 'error' || m.type() === 'warning') && consoleLines.length < 30) {
-      consoleLines.push(`${m.type()}: ${m.text()}`.slice(0, 400));
-    }
-  });
-  page.on('pageerror', (e) => consoleLines.length < 30 && consoleLines.push(`pageerror: ${e.message}`));
+const chromiumOptions = {
+  timeoutMs: (seconds || 600) * 1000 + startTimeoutMs + 60000,
+  viewport: { width: 800, height: 450 },
+  errorPrefix: 'browser: ',
+};
+await runInChromium(result, chromiumOptions, async (page) => {
+  let exitCode = 0;
+  const consoleLines = collectConsole(page);
   // Every request to the server under test (not the probe page): status and URL, and whether it
   // carried the MPD's query (an access token must ride on every URL the MPD names).
   const requests = [];
@@ -269,13 +238,5 @@ try {
     result.error = `currentTime stuck for ${stallTimeoutMs} ms at ${r3(lastTime)}`;
     exitCode = 1;
   }
-} catch (e) {
-  result.error = `browser: ${e.message}`;
-  exitCode = 1;
-} finally {
-  clearTimeout(hardTimer);
-  if (context) await context.close().catch(() => {});
-  rmSync(userDataDir, { recursive: true, force: true });
-}
-process.stdout.write(JSON.stringify(result) + '\n');
-process.exit(exitCode);
+  return exitCode;
+});

@@ -26,10 +26,7 @@
 // Hook: as in play.mjs, an init script turns `window.hls` into an accessor, so every hls.js
 // instance the page creates (one per mode switch) gets an error listener before it loads.
 
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { collectConsole, runInChromium } from './harness.mjs';
 
 const SAMPLE_MS = 500;
 
@@ -60,7 +57,6 @@ for (let i = 0; i < argv.length; i++) {
 }
 if (positional.length !== 1) usage('need URL');
 const url = new URL(positional[0]);
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const startTimeoutMs = Number(process.env.PLAY_START_TIMEOUT_MS || 30000);
 const log = (...a) => process.stderr.write(`dvr.mjs: ${a.join(' ')}\n`);
 
@@ -181,44 +177,12 @@ function summarize(phase, samples, extra) {
 }
 
 const result = { url: url.href, options: opt };
-let exitCode = 0;
-const userDataDir = mkdtempSync(join(tmpdir(), 'tidecast-chromium-'));
-let context = null;
-const hardTimer = setTimeout(
-  () => {
-    result.error = 'hard timeout';
-    process.stdout.write(JSON.stringify(result) + '\n');
-    process.exit(1);
-  },
-  (opt.liveSeconds + opt.dvrSeconds + opt.backSeconds + 60) * 1000 + 2 * startTimeoutMs,
-);
-
-try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath,
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
-    viewport: { width: 1024, height: 768 },
-  });
-  result.browser = context.browser() ? context.browser().version() : null;
-  const page = context.pages()[0] || (await context.newPage());
-  const consoleLines = [];
-  page.on('console', (m) => {
-    if ((m.type() === 'error' || m.type() === 'warning') && consoleLines.length < 30) {
-      consoleLines.push(`${m.type()}: ${m.text()}`.slice(0, 400));
-    }
-  });
-  page.on('pageerror', (e) => consoleLines.length < 30 && consoleLines.push(`pageerror: ${e.message}`));
+const chromiumOptions = {
+  timeoutMs: (opt.liveSeconds + opt.dvrSeconds + opt.backSeconds + 60) * 1000 + 2 * startTimeoutMs,
+  viewport: { width: 1024, height: 768 },
+};
+await runInChromium(result, chromiumOptions, async (page) => {
+  const consoleLines = collectConsole(page);
   const notOk = [];
   const dvrRequests = { playlists: 0, media: 0 };
   page.on('response', (r) => {
@@ -348,13 +312,4 @@ try {
     levels: tc.levels.slice(0, 6).concat(tc.levels.length > 6 ? [`... ${tc.levels.length - 6} more`] : []),
     level_types: [...new Set(tc.levels.map((l) => `${l.player}:${l.type}:${l.url ? new URL(l.url).pathname : null}`))],
   });
-} catch (e) {
-  result.error = `${e.message}`;
-  exitCode = 1;
-} finally {
-  clearTimeout(hardTimer);
-  if (context) await context.close().catch(() => {});
-  rmSync(userDataDir, { recursive: true, force: true });
-}
-process.stdout.write(JSON.stringify(result) + '\n');
-process.exit(exitCode);
+});

@@ -37,10 +37,7 @@
 // init script turns both into accessors so the listeners are attached the moment the player is
 // created, before it loads anything.
 
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { collectConsole, runInChromium } from './harness.mjs';
 
 const SAMPLE_MS = 500;
 
@@ -77,7 +74,6 @@ for (let i = 0; i < argv.length; i++) {
 }
 if (positional.length !== 1) usage('need URL');
 const [url] = positional;
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const startTimeoutMs = Number(process.env.PLAY_START_TIMEOUT_MS || 30000);
 
 const log = (...a) => process.stderr.write(`ladder.mjs: ${a.join(' ')}\n`);
@@ -323,40 +319,13 @@ const stats = (xs) => ({
 });
 
 const result = { url, opts };
-let exitCode = 0;
-const userDataDir = mkdtempSync(join(tmpdir(), 'tidecast-chromium-'));
-let context = null;
 const budgetS = opts.settleMax + opts.measure + opts.switchTimeout + opts.after + startTimeoutMs / 1000 + 60;
-const hardTimer = setTimeout(() => {
-  result.error = `hard timeout after ${budgetS} s`;
-  process.stdout.write(JSON.stringify(result) + '\n');
-  process.exit(1);
-}, budgetS * 1000);
-
-try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath,
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
-    viewport: { width: 1280, height: 800 },
-  });
-  result.browser = context.browser() ? context.browser().version() : null;
-  const page = context.pages()[0] || (await context.newPage());
-  const consoleLines = [];
-  page.on('console', (m) => {
-    if ((m.type() === 'error' || m.type() === 'warning') && consoleLines.length < 30) consoleLines.push(`${m.type()}: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => consoleLines.length < 30 && consoleLines.push(`pageerror: ${e.message}`));
+const chromiumOptions = {
+  timeoutMs: budgetS * 1000,
+  viewport: { width: 1280, height: 800 },
+};
+await runInChromium(result, chromiumOptions, async (page) => {
+  const consoleLines = collectConsole(page);
   const httpStatus = {};
   const failed = [];
   // Every /live/ request: [issued, answered (headers), "status path"] in Date.now() ms, for the
@@ -658,13 +627,4 @@ try {
     // prints it only on failure.
     hls_log: tc.log.filter(([ms]) => ms >= capAt - 2000).map(([ms, lvl, text]) => `${Math.round(ms - capAt)} ${lvl} ${text}`),
   });
-} catch (e) {
-  result.error = String(e && e.message ? e.message : e);
-  exitCode = 1;
-} finally {
-  clearTimeout(hardTimer);
-  if (context) await context.close().catch(() => {});
-  rmSync(userDataDir, { recursive: true, force: true });
-}
-process.stdout.write(JSON.stringify(result) + '\n');
-process.exit(exitCode);
+});

@@ -23,10 +23,7 @@
 // inline script; an init script turns both into accessors so the listeners below are attached the
 // moment the player is created, before it loads anything.
 
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { collectConsole, runInChromium } from './harness.mjs';
 
 const SAMPLE_MS = 500;
 
@@ -64,7 +61,6 @@ if (positional.length !== 2) usage('need URL and SECONDS');
 const [url, secondsArg] = positional;
 const seconds = Number(secondsArg);
 if (!(seconds > 0)) usage(`SECONDS must be a positive number, got ${secondsArg}`);
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const startTimeoutMs = Number(process.env.PLAY_START_TIMEOUT_MS || 30000);
 
 const log = (...a) => process.stderr.write(`play.mjs: ${a.join(' ')}\n`);
@@ -243,40 +239,13 @@ const stats = (xs) => ({
 });
 
 const result = { url, seconds, hls_config_extra: extraConfig, seek_to_live_sync: seekToLiveSync };
-let exitCode = 0;
-const userDataDir = mkdtempSync(join(tmpdir(), 'tidecast-chromium-'));
-let context = null;
-const hardTimer = setTimeout(() => {
-  result.error = `hard timeout after ${seconds + startTimeoutMs / 1000 + 60} s`;
-  process.stdout.write(JSON.stringify(result) + '\n');
-  process.exit(1);
-}, (seconds + 60) * 1000 + startTimeoutMs);
-
-try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath,
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--autoplay-policy=no-user-gesture-required',
-      ...(trustSpki ? [`--ignore-certificate-errors-spki-list=${trustSpki}`] : []),
-    ],
-    viewport: { width: 1280, height: 800 },
-  });
-  result.browser = context.browser() ? context.browser().version() : null;
-  const page = context.pages()[0] || (await context.newPage());
-  const console = [];
-  page.on('console', (m) => {
-    if ((m.type() === 'error' || m.type() === 'warning') && console.length < 30) console.push(`${m.type()}: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => console.length < 30 && console.push(`pageerror: ${e.message}`));
+const chromiumOptions = {
+  timeoutMs: (seconds + 60) * 1000 + startTimeoutMs,
+  viewport: { width: 1280, height: 800 },
+  args: trustSpki ? [`--ignore-certificate-errors-spki-list=${trustSpki}`] : [],
+};
+await runInChromium(result, chromiumOptions, async (page) => {
+  const console = collectConsole(page);
   // Status counts of every /live/ response, and requests that failed outright.
   const httpStatus = {};
   const failed = [];
@@ -419,13 +388,4 @@ try {
     }),
     console,
   });
-} catch (e) {
-  result.error = String(e && e.message ? e.message : e);
-  exitCode = 1;
-} finally {
-  clearTimeout(hardTimer);
-  if (context) await context.close().catch(() => {});
-  rmSync(userDataDir, { recursive: true, force: true });
-}
-process.stdout.write(JSON.stringify(result) + '\n');
-process.exit(exitCode);
+});

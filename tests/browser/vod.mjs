@@ -23,10 +23,7 @@
 // it loads anything. hls.js event names are its string constants ('hlsError', ...), so the hook
 // needs nothing from the page's Hls.
 
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { collectConsole, runInChromium } from './harness.mjs';
 
 const SAMPLE_MS = 500;
 
@@ -46,7 +43,6 @@ if (positional.length < 1 || positional.length > 2) usage('need URL and optional
 const url = new URL(positional[0]);
 const seconds = positional.length === 2 ? Number(positional[1]) : 0;
 if (!(seconds >= 0)) usage(`SECONDS must be a number >= 0, got ${positional[1]}`);
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const startTimeoutMs = Number(process.env.PLAY_START_TIMEOUT_MS || 30000);
 const stallTimeoutMs = Number(process.env.STALL_TIMEOUT_MS || 15000);
 const log = (...a) => process.stderr.write(`vod.mjs: ${a.join(' ')}\n`);
@@ -147,44 +143,13 @@ function sampleInPage() {
 
 const r3 = (x) => (typeof x === 'number' && Number.isFinite(x) ? Math.round(x * 1000) / 1000 : x);
 const result = { url: url.href, seconds: seconds || 'to end' };
-let exitCode = 0;
-const userDataDir = mkdtempSync(join(tmpdir(), 'tidecast-chromium-'));
-let context = null;
-const hardTimer = setTimeout(
-  () => {
-    result.error = 'hard timeout';
-    process.stdout.write(JSON.stringify(result) + '\n');
-    process.exit(1);
-  },
-  (seconds || 600) * 1000 + startTimeoutMs + 60000,
-);
-
-try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath,
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
-    viewport: { width: 800, height: 600 },
-  });
-  result.browser = context.browser() ? context.browser().version() : null;
-  const page = context.pages()[0] || (await context.newPage());
-  const consoleLines = [];
-  page.on('console', (m) => {
-    if ((m.type() === 'error' || m.type() === 'warning') && consoleLines.length < 30) {
-      consoleLines.push(`${m.type()}: ${m.text()}`.slice(0, 400));
-    }
-  });
-  page.on('pageerror', (e) => consoleLines.length < 30 && consoleLines.push(`pageerror: ${e.message}`));
+const chromiumOptions = {
+  timeoutMs: (seconds || 600) * 1000 + startTimeoutMs + 60000,
+  viewport: { width: 800, height: 600 },
+};
+await runInChromium(result, chromiumOptions, async (page) => {
+  let exitCode = 0;
+  const consoleLines = collectConsole(page);
   const requests = [];
   const failed = [];
   page.on('response', (r) => {
@@ -278,13 +243,5 @@ try {
     exitCode = 1;
   }
   log(`done: ${result.error || 'ok'}`);
-} catch (e) {
-  result.error = `browser: ${e.message}`;
-  exitCode = 1;
-} finally {
-  clearTimeout(hardTimer);
-  if (context) await context.close().catch(() => {});
-  rmSync(userDataDir, { recursive: true, force: true });
-}
-process.stdout.write(JSON.stringify(result) + '\n');
-process.exit(exitCode);
+  return exitCode;
+});
