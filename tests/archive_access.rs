@@ -36,12 +36,6 @@ fn wait_video(server: &TestServer, token: &str, id: i64, status: &str) -> serde_
     last
 }
 
-fn log_tail(server: &TestServer, n: usize) -> String {
-    let log = server.logs();
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 /// Publish `seconds` to the channel with `key`, waiting for its recording's video `id` to exist.
 fn publish(server: &TestServer, key: &str, seconds: u32) -> Proc {
     ffmpeg_publish_pattern(&server.publish_url(key), seconds, "640x360", 30, &[])

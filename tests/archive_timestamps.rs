@@ -306,18 +306,6 @@ impl Publisher {
 // ---------------------------------------------------------------------------------------------
 // Checks
 
-/// The recording's video as the API shows it.
-fn video(server: &TestServer, id: i64) -> Option<serde_json::Value> {
-    let res = server.get(&format!("/api/v1/videos/{id}"));
-    (res.status == 200).then(|| serde_json::from_str(&res.body).expect("video JSON"))
-}
-
-fn tail(server: &TestServer) -> String {
-    let log = server.logs();
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(60)..].join("\n")
-}
-
 /// What the live playlist looked like over the publish.
 #[derive(Debug, Default)]
 struct LiveFacts {
@@ -382,7 +370,7 @@ fn run(scenario: Scenario) {
     }
     let jumped = server.logs().contains("publisher timestamps jumped");
     let jumps_expected = matches!(scenario, Scenario::ForwardHour | Scenario::BackTenSeconds);
-    assert_eq!(jumped, jumps_expected, "{scenario:?}: the jump was (not) folded:\n{}", tail(&server));
+    assert_eq!(jumped, jumps_expected, "{scenario:?}: the jump was (not) folded:\n{}", log_tail(&server, 60));
     assert!(live.reloads >= 10, "{scenario:?}: the live playlist was served {} times", live.reloads);
     assert!(
         live.max_segment <= 2.0 * live.target as f64,
@@ -397,7 +385,7 @@ fn run(scenario: Scenario) {
         last = video(&server, 1);
         last.as_ref().is_some_and(|v| v["status"] == "ready")
     });
-    assert!(ready, "{scenario:?}: video 1 not ready: {last:?}\n{}", tail(&server));
+    assert!(ready, "{scenario:?}: video 1 not ready: {last:?}\n{}", log_tail(&server, 60));
     assert!(video(&server, 2).is_none(), "{scenario:?}: one publish is one video");
     let v = last.unwrap();
 
@@ -453,7 +441,7 @@ fn run(scenario: Scenario) {
 
     // The channel survived: no panic in the log.
     let logs = server.logs();
-    assert!(!logs.contains("panicked"), "{scenario:?}: a panic:\n{}", tail(&server));
+    assert!(!logs.contains("panicked"), "{scenario:?}: a panic:\n{}", log_tail(&server, 60));
 }
 
 #[test]

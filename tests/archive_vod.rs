@@ -10,33 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// The recording's video as the API shows it.
-fn video(server: &TestServer, id: i64) -> Option<serde_json::Value> {
-    let res = server.get(&format!("/api/v1/videos/{id}"));
-    (res.status == 200).then(|| serde_json::from_str(&res.body).expect("video JSON"))
-}
-
-/// Wait until video `id` has `status`; returns the video.
-fn wait_status(server: &TestServer, id: i64, status: &str, timeout: Duration) -> serde_json::Value {
-    let mut last = None;
-    let ok = wait_until(timeout, || {
-        last = video(server, id);
-        last.as_ref().is_some_and(|v| v["status"] == status)
-    });
-    assert!(
-        ok,
-        "video {id} did not become {status} within {timeout:?}: {last:?}\nlog tail:\n{}",
-        tail(server)
-    );
-    last.unwrap()
-}
-
-fn tail(server: &TestServer) -> String {
-    let log = server.logs();
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
 /// (segments, total EXTINF seconds, discontinuities) of a media playlist.
 fn playlist_facts(text: &str) -> (usize, f64, usize) {
     let durations: Vec<f64> = text
@@ -312,7 +285,7 @@ fn a_recording_killed_mid_stream_stays_playable_and_is_finished_on_the_next_star
             before = server.get(&path).body;
             playlist_facts(&before).0 >= 3
         });
-        assert!(grew, "round {round}: recording\n{}", tail(&server));
+        assert!(grew, "round {round}: recording\n{}", log_tail(&server, 40));
         std::thread::sleep(Duration::from_millis(extra_ms));
         let killed_at = Instant::now();
         server.kill9();

@@ -46,27 +46,6 @@ fn start_server(grace: &str) -> TestServer {
     server
 }
 
-/// The video as the API shows it to an anonymous caller.
-fn video(server: &TestServer, id: i64) -> Option<serde_json::Value> {
-    let res = server.get(&format!("/api/v1/videos/{id}"));
-    (res.status == 200).then(|| serde_json::from_str(&res.body).expect("video JSON"))
-}
-
-/// Wait until video `id` has `status`; returns the video.
-fn wait_status(server: &TestServer, id: i64, status: &str, timeout: Duration) -> serde_json::Value {
-    let mut last = None;
-    let ok = wait_until(timeout, || {
-        last = video(server, id);
-        last.as_ref().is_some_and(|v| v["status"] == status)
-    });
-    assert!(
-        ok,
-        "video {id} did not become {status} within {timeout:?}: {last:?}\nlog tail:\n{}",
-        log_tail(server, 40)
-    );
-    last.unwrap()
-}
-
 /// The video's duration in seconds from the API.
 fn api_duration_s(v: &serde_json::Value) -> f64 {
     v["duration_ms"].as_f64().unwrap_or_else(|| panic!("no duration_ms: {v}")) / 1000.0

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::{wait_child, TestServer};
+use super::wait_child;
 
 /// `tests/browser`: the node scripts, package.json and node_modules.
 pub fn browser_dir() -> PathBuf {
@@ -96,11 +96,4 @@ pub fn run_node_report(script: &str, args: &[&str], timeout: Duration) -> (serde
 /// The number at JSON `pointer` in `report`, NaN when absent.
 pub fn f64_at(report: &serde_json::Value, pointer: &str) -> f64 {
     report.pointer(pointer).and_then(|v| v.as_f64()).unwrap_or(f64::NAN)
-}
-
-/// The last `n` lines of the server log, for failure messages.
-pub fn log_tail(server: &TestServer, n: usize) -> String {
-    let log = server.logs();
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }

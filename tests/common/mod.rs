@@ -11,6 +11,11 @@
 
 pub mod browser;
 pub mod certs;
+mod videos;
+
+// Not every test binary uses them.
+#[allow(unused_imports)]
+pub use videos::*;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
