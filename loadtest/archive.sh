@@ -185,17 +185,7 @@ start_server() {
         [[ $key == live_* ]] || die "channel create ch$i printed no key; see $DIR/cli.log"
         KEYS+=("$key")
     done
-    SLOG=$DIR/server.log
-    env "${SERVER_ENV[@]}" "$TIDECAST" serve >"$DIR/server.out" 2>"$SLOG" &
-    SERVER_PID=$!; PIDS+=("$SERVER_PID")
-    for _ in $(seq 200); do
-        grep -q "tidecast is running" "$SLOG" 2>/dev/null && break
-        kill -0 "$SERVER_PID" 2>/dev/null || die "$1: tidecast exited; see $SLOG"
-        sleep 0.1
-    done
-    addr() { grep "listening" "$SLOG" | grep "protocol=\"$1\"" | grep -o 'addr=[0-9.:]*' | head -1 | cut -d= -f2; }
-    HTTP=$(addr http); RTMP=$(addr rtmp)
-    [[ -n $HTTP && -n $RTMP ]] || die "$1: listen addresses not found in $SLOG"
+    lt_serve "$1" "$DIR/server.log"
 }
 
 # start_publisher: one ffmpeg, the file read once in real time, copied to every channel.

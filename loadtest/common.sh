@@ -38,6 +38,26 @@ stop_pid() {
     PIDS=("${keep[@]}")
 }
 
+# lt_serve NAME LOG: `$TIDECAST serve` with the caller's SERVER_ENV (an array of VAR=value), its
+# log (stderr) at LOG and its stdout beside it (LOG with .out for .log); waits until it says it
+# is running and sets SERVER_PID, SLOG and the HTTP and RTMP addresses it bound (port 0, read
+# from the log). Calls the caller's `die` when it exits or never says where it listens.
+lt_serve() {
+    SLOG=$2
+    env "${SERVER_ENV[@]}" "$TIDECAST" serve >"${SLOG%.log}.out" 2>"$SLOG" &
+    SERVER_PID=$!; PIDS+=("$SERVER_PID")
+    for _ in $(seq 200); do
+        grep -q "tidecast is running" "$SLOG" 2>/dev/null && break
+        kill -0 "$SERVER_PID" 2>/dev/null || die "$1: tidecast exited; see $SLOG"
+        sleep 0.1
+    done
+    HTTP=$(lt_listen_addr http); RTMP=$(lt_listen_addr rtmp)
+    [[ -n $HTTP && -n $RTMP ]] || die "$1: listen addresses not found in $SLOG"
+}
+
+# lt_listen_addr PROTOCOL: the address the server in SLOG logged for PROTOCOL (http, rtmp, srt).
+lt_listen_addr() { grep "listening" "$SLOG" | grep "protocol=\"$1\"" | grep -o 'addr=[0-9.:]*' | head -1 | cut -d= -f2; }
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # wait_port PORT: until something accepts on 127.0.0.1:PORT (max 10 s).

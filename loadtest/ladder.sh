@@ -307,17 +307,7 @@ start_server() {
     )
     KEY=$(env "${SERVER_ENV[@]}" "$TIDECAST" channel create "$CHANNEL" 2>>"$dir/cli.log" | tail -1)
     [[ $KEY == live_* ]] || die "channel create printed no key; see $dir/cli.log"
-    SLOG=$dir/server.log
-    env "${SERVER_ENV[@]}" "$TIDECAST" serve >"$dir/server.out" 2>"$SLOG" &
-    SERVER_PID=$!; PIDS+=("$SERVER_PID")
-    for _ in $(seq 200); do
-        grep -q "tidecast is running" "$SLOG" 2>/dev/null && break
-        kill -0 "$SERVER_PID" 2>/dev/null || die "$1: tidecast exited; see $SLOG"
-        sleep 0.1
-    done
-    addr() { grep "listening" "$SLOG" | grep "protocol=\"$1\"" | grep -o 'addr=[0-9.:]*' | head -1 | cut -d= -f2; }
-    HTTP=$(addr http); RTMP=$(addr rtmp)
-    [[ -n $HTTP && -n $RTMP ]] || die "$1: listen addresses not found in $SLOG"
+    lt_serve "$1" "$dir/server.log"
 }
 
 # start_publisher NAME: the test file, copied (no encode), looped in real time; sets PUB_PID.

@@ -104,17 +104,7 @@ SERVER_ENV=(
 
 # start_tidecast NAME: a fresh tidecast process on $DIR; sets SERVER_PID, HTTP, RTMP, SLOG.
 start_tidecast() {
-    SLOG=$DIR/server-$1.log
-    env "${SERVER_ENV[@]}" "$TIDECAST" serve >"$DIR/server-$1.out" 2>"$SLOG" &
-    SERVER_PID=$!; PIDS+=("$SERVER_PID")
-    for _ in $(seq 200); do
-        grep -q "tidecast is running" "$SLOG" 2>/dev/null && break
-        kill -0 "$SERVER_PID" 2>/dev/null || die "$1: tidecast exited; see $SLOG"
-        sleep 0.1
-    done
-    addr() { grep "listening" "$SLOG" | grep "protocol=\"$1\"" | grep -o 'addr=[0-9.:]*' | head -1 | cut -d= -f2; }
-    HTTP=$(addr http); RTMP=$(addr rtmp)
-    [[ -n $HTTP && -n $RTMP ]] || die "$1: listen addresses not found in $SLOG"
+    lt_serve "$1" "$DIR/server-$1.log"
 }
 
 video_status() { curl -s --max-time 2 "http://$HTTP/api/v1/videos/1" | jq -r '.status // empty' 2>/dev/null || true; }
