@@ -109,7 +109,7 @@ SRT_SERIES=(
 run() {
     local proto=$1 dir=$WORK/$1 keys=() pid i url urls=() senders=()
     mkdir -p "$dir"
-    local env=(
+    SERVER_ENV=(
         TIDECAST__SERVER__DATA_DIR="$dir" TIDECAST__DATABASE__URL="sqlite://$dir/tidecast.db"
         TIDECAST__SERVER__CREATE_DEFAULT_CHANNEL=false
         TIDECAST__HTTP__LISTEN=127.0.0.1:0 TIDECAST__RTMP__LISTEN=127.0.0.1:0
@@ -118,19 +118,13 @@ run() {
     )
     log "$proto: creating $PUBLISHERS channels"
     for i in $(seq "$PUBLISHERS"); do
-        keys+=("$(env "${env[@]}" "$TIDECAST" channel create "load$i" 2>>"$dir/cli.log" | tail -1)")
+        keys+=("$(env "${SERVER_ENV[@]}" "$TIDECAST" channel create "load$i" 2>>"$dir/cli.log" | tail -1)")
         [[ ${keys[-1]} == live_* ]] || die "$proto: channel create load$i printed no key; see $dir/cli.log"
     done
-    env "${env[@]}" "$TIDECAST" serve >"$dir/server.out" 2>"$dir/server.log" &
-    pid=$!; PIDS+=("$pid")
-    for _ in $(seq 200); do
-        grep -q "tidecast is running" "$dir/server.log" 2>/dev/null && break
-        kill -0 "$pid" 2>/dev/null || die "$proto: server exited; see $dir/server.log"
-        sleep 0.1
-    done
-    addr() { grep "listening" "$dir/server.log" | grep "protocol=\"$1\"" | grep -o 'addr=[0-9.:]*' | head -1 | cut -d= -f2; }
-    HTTP=$(addr http); local rtmp srt; rtmp=$(addr rtmp); srt=$(addr srt)
-    [[ -n $HTTP && -n $rtmp && -n $srt ]] || die "$proto: listen addresses not found in $dir/server.log"
+    lt_serve "$proto" "$dir/server.log"
+    pid=$SERVER_PID
+    local rtmp=$RTMP srt; srt=$(lt_listen_addr srt)
+    [[ -n $srt ]] || die "$proto: the SRT address is not in $dir/server.log"
     sleep 3
     local rss_idle; rss_idle=$(rss_kib "$pid")
 

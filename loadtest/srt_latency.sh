@@ -445,18 +445,13 @@ PY
 run() {
     local lat=$1 ms=${1%ms} dir=$WORK/$1 pid key http srt udp slt
     mkdir -p "$dir"
-    TIDECAST__SERVER__DATA_DIR="$dir" TIDECAST__DATABASE__URL="sqlite://$dir/tidecast.db" \
-    TIDECAST__HTTP__LISTEN=127.0.0.1:0 TIDECAST__RTMP__LISTEN=127.0.0.1:0 \
-    TIDECAST__SRT__LISTEN=127.0.0.1:0 TIDECAST__SRT__LATENCY="$lat" RUST_LOG=info \
-        "$TIDECAST" serve >"$dir/server.out" 2>"$dir/server.log" &
-    pid=$!; PIDS+=("$pid")
-    for _ in $(seq 200); do
-        grep -q "tidecast is running" "$dir/server.log" 2>/dev/null && break
-        kill -0 "$pid" 2>/dev/null || die "$lat: server exited; see $dir/server.log"
-        sleep 0.1
-    done
-    addr() { grep "listening" "$dir/server.log" | grep "protocol=\"$1\"" | grep -o 'addr=[0-9.:]*' | head -1 | cut -d= -f2; }
-    http=$(addr http); srt=$(addr srt)
+    SERVER_ENV=(
+        TIDECAST__SERVER__DATA_DIR="$dir" TIDECAST__DATABASE__URL="sqlite://$dir/tidecast.db"
+        TIDECAST__HTTP__LISTEN=127.0.0.1:0 TIDECAST__RTMP__LISTEN=127.0.0.1:0
+        TIDECAST__SRT__LISTEN=127.0.0.1:0 TIDECAST__SRT__LATENCY="$lat" RUST_LOG=info
+    )
+    lt_serve "$lat" "$dir/server.log"
+    pid=$SERVER_PID http=$HTTP srt=$(lt_listen_addr srt)
     key=$(grep -o 'live_[0-9a-f]\{64\}' "$dir/server.out" | head -1)
     [[ -n $http && -n $srt && -n $key ]] || die "$lat: no address or key in $dir/server.log / server.out"
     udp=$(free_port)
