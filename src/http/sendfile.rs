@@ -199,10 +199,10 @@ impl MessageBody for Marker {
     }
 }
 
-/// `res` (actix-files' answer for `file`: status, validators, `Content-Range`) with its body
-/// sent by `sendfile` when the connection can: a plain HTTP/1 `GET` answered 200 or 206.
-/// Otherwise `res` as it is.
-pub fn respond(req: &HttpRequest, file: &File, res: HttpResponse) -> HttpResponse {
+/// `res` (actix-files' answer for `file`, a handle of its own: status, validators,
+/// `Content-Range`) with its body sent by `sendfile` when the connection can: a plain HTTP/1
+/// `GET` answered 200 or 206. Otherwise `res` as it is.
+pub fn respond(req: &HttpRequest, file: File, res: HttpResponse) -> HttpResponse {
     let Some(files) = req.conn_data::<Rc<ConnFiles>>() else { return res };
     if req.method() != actix_web::http::Method::GET || req.version() != actix_web::http::Version::HTTP_11 {
         return res;
@@ -213,7 +213,6 @@ pub fn respond(req: &HttpRequest, file: &File, res: HttpResponse) -> HttpRespons
         _ => None,
     };
     let Some((offset, len)) = range.filter(|&(_, len)| len > 0) else { return res };
-    let Ok(file) = file.try_clone() else { return res };
     let marker = files.queue(Job { file, offset, remaining: len });
     let (head, _) = res.into_parts();
     let mut res = head.set_body(Marker(Some(marker))).map_into_boxed_body();

@@ -10,7 +10,8 @@
 //!
 //! Media files are answered by actix-files: byte ranges (`Range`, `If-Range`), `HEAD`, `ETag`
 //! and `Last-Modified` validators, and cached as immutable (a segment never changes once a
-//! playlist names it); on plain HTTP/1 their bodies leave by `sendfile` (`super::sendfile`). Playlists: a finished one for a minute, an EVENT one for a second.
+//! playlist names it); on plain HTTP/1 their bodies leave by `sendfile` (`super::sendfile`).
+//! Playlists: a finished one for a minute, an EVENT one for a second.
 //! Errors are never cached.
 
 use actix_web::http::header::{self, CacheControl, CacheDirective, HeaderValue};
@@ -191,7 +192,7 @@ pub(super) async fn serve_file(
             if res.status().is_success() || res.status() == StatusCode::NOT_MODIFIED {
                 res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
             }
-            Ok(super::sendfile::respond(req, &file, res))
+            Ok(super::sendfile::respond(req, file, res))
         }
         Located::Remote(remote, name) => match remote.delivery {
             Delivery::Redirect => {
