@@ -44,7 +44,9 @@ stop_pid() {
 # from the log). Calls the caller's `die` when it exits or never says where it listens.
 lt_serve() {
     SLOG=$2
-    env "${SERVER_ENV[@]}" "$TIDECAST" serve >"${SLOG%.log}.out" 2>"$SLOG" &
+    # WebRTC's media ports on loopback and free ports (a script may run several servers).
+    env TIDECAST__WEBRTC__LISTEN_IP=127.0.0.1 TIDECAST__WEBRTC__UDP_PORT=0 TIDECAST__WEBRTC__TCP_PORT=0 \
+        "${SERVER_ENV[@]}" "$TIDECAST" serve >"${SLOG%.log}.out" 2>"$SLOG" &
     SERVER_PID=$!; PIDS+=("$SERVER_PID")
     for _ in $(seq 200); do
         grep -q "tidecast is running" "$SLOG" 2>/dev/null && break

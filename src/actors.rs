@@ -39,6 +39,7 @@ pub mod supervise;
 pub mod transcode;
 pub mod viewer;
 pub mod watch_history;
+pub mod webrtc;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -237,6 +237,27 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         })?;
     media.spawn(crate::actors::listen::srt::serve(srt_listener, srt_incoming, srt_ctx));
 
+    // WebRTC: the shared media ports, bound on the media runtime (sessions run there).
+    let webrtc = if config.webrtc.enabled {
+        let (cfg, sd, tr) = (config.webrtc.clone(), shutdown.clone(), tracker.clone());
+        let rtc = media
+            .spawn(async move { crate::actors::webrtc::WebRtc::start(&cfg, sd, tr).await })
+            .await
+            .map_err(|e| Error::internal(format!("media runtime: {e}")))??;
+        bound.webrtc_udp = Some(rtc.udp_addr());
+        Some(crate::http::webrtc::WebRtcService {
+            rtc,
+            registry: registry.clone(),
+            pulls: pulls.clone(),
+            // WebRTC viewers share the RTMP viewer policy (lag, skips); nothing is merged (the
+            // lowest latency is the point) and no write waits (UDP).
+            viewer: ViewerPolicy { merge_write: std::time::Duration::ZERO, ..rtmp_ctx_viewer },
+            clock,
+        })
+    } else {
+        None
+    };
+
     let http_opts = crate::http::HttpOptions {
         listen: config.http.listen.clone(),
         workers: config.http.workers,
@@ -258,6 +279,7 @@ pub async fn serve(config: Config, media: tokio::runtime::Handle) -> Result<()> 
         api: api.clone(),
         pulls: pulls.clone(),
         archive: archive.clone(),
+        webrtc,
     };
     let https = cert.as_ref().filter(|_| !config.http.tls_listen.is_empty()).map(|cert| {
         crate::http::HttpsOptions { listen: config.http.tls_listen.clone(), tls: cert.server_config(&[]) }
@@ -364,6 +386,7 @@ struct Bound {
     rtmps: Option<SocketAddr>,
     http: Option<SocketAddr>,
     https: Option<SocketAddr>,
+    webrtc_udp: Option<SocketAddr>,
 }
 
 /// A per-address connection limit from its config keys (validated, so every entry parses).

@@ -45,6 +45,7 @@ mod tests;
 mod transcode;
 mod transport;
 mod units;
+mod webrtc;
 
 pub use archive::ArchiveConfig;
 pub use billing::{BillingConfig, BillingProvider, PlanConfig};
@@ -56,6 +57,7 @@ pub use transcode::TranscodeConfig;
 pub use transport::{SrtConfig, TlsConfig};
 use units::{duration_str, fmt_duration};
 pub use units::{ParseSizeError, Size};
+pub use webrtc::{IceServer, WebRtcConfig};
 
 /// The largest payload an RTMP chunk or message header can describe: the message length field
 /// is 24 bits (RTMP 1.0 spec §5.3.1.2.1), so neither a chunk nor a message can exceed this.
@@ -113,6 +115,8 @@ pub struct Config {
     pub srt: SrtConfig,
     /// Pulling channels from IP cameras over RTSP.
     pub rtsp: RtspConfig,
+    /// WebRTC: WHIP ingest and WHEP play on one UDP port.
+    pub webrtc: WebRtcConfig,
     /// Pushing live channels to the owners' destinations (RTMP, RTMPS, SRT).
     pub restream: RestreamConfig,
     /// The transcode ladder: lower renditions made by ffmpeg for every live channel.
@@ -704,6 +708,8 @@ impl Config {
         self.srt.validate(&mut check);
         // [rtsp]
         self.rtsp.validate(&mut check);
+        // [webrtc]
+        self.webrtc.validate(&mut check);
         // [transcode]
         self.transcode.validate(&mut check);
         // [archive]

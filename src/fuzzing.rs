@@ -16,8 +16,12 @@
 //! OpusHead), the `_HLS_*` playlist query, HTTP paths (route table and media file names), JWT
 //! access tokens, playback tokens, Stripe webhook signatures, the MPEG-TS demuxer (split
 //! invariance, monotonic DTS, well-formed length-prefixed video) SRT stream ids, and RTSP pull's depacketizing (retina's H.264, H.265 and AAC depacketizers
-//! into `protocols::rtsp::RtspDemux`). rml_rtmp decodes AMF3 message
+//! into `protocols::rtsp::RtspDemux`), WebRTC's SDP offer checks and STUN routing, and WHIP's
+//! RTP depacketizing (reordering, loss, H.264 and Opus, sender reports; `fuzzing/webrtc.rs`).
+//! rml_rtmp decodes AMF3 message
 //! types as AMF0 (there is no AMF3 decoder to reach), so the AMF0 target covers them.
+
+mod webrtc;
 
 use std::io::Cursor;
 use std::num::NonZeroU32;
@@ -67,6 +71,8 @@ pub const TARGETS: &[Target] = &[
     ("ts_demux", ts_demux),
     ("srt_stream_id", srt_stream_id),
     ("rtsp_depacketize", rtsp_depacketize),
+    ("webrtc_sdp", webrtc::webrtc_sdp),
+    ("whip_depacketize", webrtc::whip_depacketize),
 ];
 
 /// The server's defaults (`config::RtmpConfig`), with a smaller message cap so runs stay fast.

@@ -22,6 +22,7 @@ mod sendfile;
 mod server;
 pub mod vod;
 pub mod watch;
+pub mod webrtc;
 
 use std::any::Any;
 use std::net::SocketAddr;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub pulls: crate::actors::pull::Pulls,
     /// Recordings: the VOD routes serve them (`vod.rs`).
     pub archive: crate::actors::archive::Archive,
+    /// WHIP and WHEP (`webrtc.rs`); `None` when `[webrtc]` is off.
+    pub webrtc: Option<webrtc::WebRtcService>,
 }
 
 /// HTTP settings that shape the app rather than a handler.
@@ -219,6 +222,11 @@ pub const SITE_ROUTES: &[(&str, Methods)] = &[
     // `watch::configure`.
     ("/watch/v/{video}", Methods::GET),
     ("/watch/{channel}", Methods::GET),
+    // `webrtc::configure` (WHIP, WHEP).
+    ("/whip/{channel}", Methods::POST),
+    ("/whep/{channel}", Methods::POST),
+    ("/whip/{channel}/{session}", Methods::PATCH.union(Methods::DELETE)),
+    ("/whep/{channel}/{session}", Methods::PATCH.union(Methods::DELETE)),
 ];
 
 /// Where `/static/` serves files, when `static_dir` is set.
@@ -239,17 +247,35 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(health::metrics_text))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
-        .configure(watch::configure);
+        .configure(watch::configure)
+        .configure(webrtc::configure);
 }
 
-/// What CORS lets other origins do: read (GET, HEAD); a pre-flight advertises these methods
-/// only where the route serves them (`routes::RouteMethods`).
-const CORS_METHODS: Methods = Methods::GET.union(Methods::HEAD).union(Methods::OPTIONS);
+/// What CORS lets other origins do: whatever the route serves (a pre-flight advertises only
+/// those, `routes::RouteMethods`): players read, WHIP/WHEP pages publish and play, and a
+/// front-end on another origin calls the API. Credentials are Bearer tokens, never cookies, so
+/// no cross-site request can act with a user's ambient authority.
+const CORS_METHODS: Methods = Methods::GET
+    .union(Methods::HEAD)
+    .union(Methods::POST)
+    .union(Methods::PUT)
+    .union(Methods::PATCH)
+    .union(Methods::DELETE)
+    .union(Methods::OPTIONS);
 
-/// CORS for browsers playing from other origins: reads only, no credentials (playback tokens
-/// travel in the query string, which players repeat on every request).
+/// CORS for browsers on other origins, without credentials (playback tokens travel in the query
+/// string or a Bearer header). WHIP/WHEP's `Location`, `Link` and `ETag` are exposed so such a
+/// page can end, patch and configure its session (RFC 9725 §4.2).
 fn cors(origins: &[String]) -> actix_cors::Cors {
-    let mut c = actix_cors::Cors::default().allowed_methods(CORS_METHODS.iter()).max_age(3600);
+    let mut c = actix_cors::Cors::default()
+        .allowed_methods(CORS_METHODS.iter())
+        .expose_headers([
+            header::LOCATION,
+            header::LINK,
+            header::ETAG,
+            header::HeaderName::from_static("x-tidecast-audio"),
+        ])
+        .max_age(3600);
     if origins.iter().any(|o| o == "*") {
         c = c.allow_any_origin().allow_any_header();
     } else {

@@ -78,7 +78,15 @@ enum ChannelCommand {
 fn init_logging(config: &Config) {
     use tidecast::logging::{ClientNoise, HideClientNoise};
     use tracing_subscriber::prelude::*;
-    let filter = EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // webrtc-rs logs every session's state changes (we log our own, once per session) and warns
+    // about each TLS 1.3 extension in a browser's DTLS ClientHello (harmless, ignored): quiet
+    // unless the configured level names these targets itself.
+    if !config.log.level.contains("rtc") {
+        for d in ["rtc=warn", "rtc_ice=warn", "rtc_dtls=error", "rtc_sctp=warn"] {
+            filter = filter.add_directive(d.parse().expect("a valid directive"));
+        }
+    }
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());

@@ -62,6 +62,18 @@ pub struct Metrics {
     /// SRT data packets dropped as too late for their latency, by direction: the loss SRT could
     /// not repair.
     pub srt_dropped: IntCounterVec,
+    /// WebRTC sessions open now (negotiated, connecting or connected), by kind (`whip`,
+    /// `whep`). Publishers and viewers among them are also in `tidecast_ingest_sessions` and
+    /// `tidecast_viewers` with `protocol="webrtc"` once attached.
+    pub webrtc_sessions: IntGaugeVec,
+    /// RTP packets of WHIP publishers given up on (not repaired by NACK within the wait).
+    pub webrtc_rtp_lost: IntCounter,
+    /// NACK feedback packets: `sent` to WHIP publishers, `received` from WHEP viewers.
+    pub webrtc_nacks: IntCounterVec,
+    /// Key frame requests (RTCP PLI) sent to WHIP publishers.
+    pub webrtc_plis_sent: IntCounter,
+    /// Datagrams the shared WebRTC ports dropped: a session's queue full, or a full socket.
+    pub webrtc_datagrams_dropped: IntCounter,
     /// Supervised channel outputs running now, by output (`hls_packager`, `hls_viewer_sweep`).
     pub outputs_running: IntGaugeVec,
     /// Supervised channel outputs restarted after a panic, by output.
@@ -264,6 +276,33 @@ impl Metrics {
                 "tidecast_viewer_handbacks_total",
                 "Viewers the RTMP channel writer handed back to their own task (socket full or failed)",
                 &["protocol"],
+            ),
+            webrtc_sessions: gauge_vec(
+                &r,
+                "tidecast_webrtc_sessions",
+                "WebRTC sessions open (negotiated, connecting or connected)",
+                &["kind"],
+            ),
+            webrtc_rtp_lost: counter(
+                &r,
+                "tidecast_webrtc_rtp_packets_lost_total",
+                "RTP packets of WHIP publishers lost (not repaired by NACK in time)",
+            ),
+            webrtc_nacks: counter_vec(
+                &r,
+                "tidecast_webrtc_nacks_total",
+                "RTCP NACK packets (sent: to WHIP publishers; received: from WHEP viewers)",
+                &["direction"],
+            ),
+            webrtc_plis_sent: counter(
+                &r,
+                "tidecast_webrtc_plis_sent_total",
+                "Key frame requests (RTCP PLI) sent to WHIP publishers",
+            ),
+            webrtc_datagrams_dropped: counter(
+                &r,
+                "tidecast_webrtc_datagrams_dropped_total",
+                "Datagrams dropped by the shared WebRTC ports (session queue or socket full)",
             ),
             srt_ts_gaps: counter(
                 &r,
@@ -510,7 +549,13 @@ impl Metrics {
             self.srt_lost.with_label_values(&[d]);
             self.srt_dropped.with_label_values(&[d]);
         }
-        for p in ["rtmp", "rtmps", "srt", "rtsp"] {
+        for k in ["whip", "whep"] {
+            self.webrtc_sessions.with_label_values(&[k]);
+        }
+        for d in ["sent", "received"] {
+            self.webrtc_nacks.with_label_values(&[d]);
+        }
+        for p in ["rtmp", "rtmps", "srt", "rtsp", "webrtc"] {
             self.ingest_sessions.with_label_values(&[p]);
             self.ingest_bytes.with_label_values(&[p]);
             self.viewers.with_label_values(&[p]);

@@ -8,3 +8,4 @@ pub mod rtmp;
 pub mod rtsp;
 pub mod srt;
 pub mod ts;
+pub mod webrtc;

@@ -2,7 +2,7 @@
 # The whole test suite, from a fresh machine: installs what the tests drive (ffmpeg, ffprobe,
 # srt-live-transmit; GStreamer's RTSP server for the RTSP camera;
 # Debian's Chromium, node and the npm packages of tests/browser for the hls.js player test;
-# schemathesis in a Python virtualenv for the API contract test),
+# schemathesis, moto and aiortc in a Python virtualenv for the API contract, S3 and WHIP tests),
 # then checks formatting and lints and runs every unit and integration test.
 #
 # Needs: Rust stable; PostgreSQL on 127.0.0.1:5432 for the store tests (override the admin URL
@@ -68,6 +68,12 @@ fi
 if ! "$TIDECAST_VENV/bin/moto_server" --help >/dev/null 2>&1; then
   echo "tests/run.sh: installing moto[server] into $TIDECAST_VENV" >&2
   "$TIDECAST_VENV/bin/pip" install -q 'moto[server]>=5,<6'
+fi
+# aiortc (PyPI) for tests/webrtc_aiortc.rs: an OBS-shaped WHIP publisher; PyAV's wheels bundle
+# the libx264 and libopus encoders it uses.
+if ! "$TIDECAST_VENV/bin/python" -c "import aiortc, av; av.codec.Codec('libx264', 'w')" >/dev/null 2>&1; then
+  echo "tests/run.sh: installing aiortc into $TIDECAST_VENV" >&2
+  "$TIDECAST_VENV/bin/pip" install -q 'aiortc>=1.16,<2'
 fi
 
 cargo fmt --all -- --check

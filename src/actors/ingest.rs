@@ -1,6 +1,6 @@
 //! `IngestSession`: one publisher's live session, whatever protocol carries it.
 //!
-//! Data flow: a protocol adapter (`ingest/rtmp.rs`, `ingest/srt.rs`, `ingest/rtsp.rs`; WHIP next) owns
+//! Data flow: a protocol adapter (`ingest/rtmp.rs`, `ingest/srt.rs`, `ingest/rtsp.rs`, `ingest/whip.rs`) owns
 //! the connection, turns wire packets into media-model [`Frame`]s with the sans-IO code in
 //! `protocols`, and hands them to this session, which owns the channel's `RingWriter`:
 //!
@@ -21,6 +21,7 @@
 pub mod rtmp;
 pub mod rtsp;
 pub mod srt;
+pub mod whip;
 
 use std::sync::Arc;
 
@@ -82,8 +83,29 @@ impl IngestSession {
         stream_key: Secret,
         shutdown: &CancellationToken,
     ) -> Result<IngestSession> {
-        let authorized =
-            registry.send(AuthorizePublish { stream_key }).await.map_err(Error::from).and_then(|r| r);
+        IngestSession::start_checked(registry, protocol, stream_key, None, shutdown).await
+    }
+
+    /// [`IngestSession::start`] where the publisher also named the channel (WHIP's
+    /// `/whip/<channel>`): a key of another channel is refused like a wrong one.
+    pub async fn start_checked(
+        registry: &Addr<ChannelRegistry>,
+        protocol: &'static str,
+        stream_key: Secret,
+        expected: Option<&str>,
+        shutdown: &CancellationToken,
+    ) -> Result<IngestSession> {
+        let authorized = registry
+            .send(AuthorizePublish { stream_key })
+            .await
+            .map_err(Error::from)
+            .and_then(|r| r)
+            .and_then(|(record, channel)| match expected {
+                Some(name) if name != record.name => {
+                    Err(Error::new(ErrorKind::Unauthenticated, "the stream key is not this channel's"))
+                }
+                _ => Ok((record, channel)),
+            });
         match authorized {
             Ok((record, channel)) => IngestSession::grant(protocol, record, channel, shutdown).await,
             Err(e) => {

@@ -2,7 +2,7 @@
 //! plays over.
 //!
 //! Data flow: the channel's ring -> `RingReader` -> `ViewerSession::next_batch` (lag policy) ->
-//! an egress adapter (`viewer/rtmp.rs` today; WHEP and SRT play next) serializes the frames and
+//! an egress adapter (`viewer/rtmp.rs`, `viewer/srt.rs`, `viewer/whep.rs`) serializes the frames and
 //! hands its write to `ViewerSession::deliver` (write timeout, counting).
 //!
 //! The rules (ARCHITECTURE.md, backpressure rules 2 and 3), kept here once:
@@ -26,6 +26,7 @@
 
 pub mod rtmp;
 pub mod srt;
+pub mod whep;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -183,6 +184,12 @@ impl ViewerSession {
     /// The viewer's ring cursor (for an adapter that hands the writing to a shared writer).
     pub fn reader(&self) -> &RingReader {
         &self.reader
+    }
+
+    /// Start at the next key frame to arrive instead of the buffered one (not counted as a
+    /// lag skip): for a viewer whose publisher was asked for a fresh key frame.
+    pub fn start_at_next_key(&mut self) {
+        self.reader.skip_to_next_sync();
     }
 
     /// Whether the first media reached the viewer (its time to first frame is counted).

@@ -4,7 +4,9 @@
 //! to live" returns to LL-HLS. `/watch/v/<video_id>` plays a video (`/vod/<id>/index.m3u8`).
 //! hls.js is loaded from `http.hlsjs_url` (a CDN by default, a local copy under `/static/` for
 //! offline deployments and the tests). The page's query (`?token=...`) rides on every playlist
-//! URL.
+//! URL. A live channel also offers WebRTC (WHEP, `/whep/<channel>`) as its lowest-latency mode:
+//! the "Real-time" toggle switches to it and back; when WebRTC fails (refused, no connection,
+//! no picture within 5 s) the page says why and returns to LL-HLS. `?webrtc=1` starts in it.
 
 use actix_web::{web, HttpResponse};
 
@@ -34,7 +36,8 @@ async fn watch_page(path: web::Path<String>, state: web::Data<AppState>) -> Http
     let name = escape(&channel);
     let live = format!("/live/{name}/index.m3u8");
     let dvr = format!("/live/{name}/dvr.m3u8");
-    page(&name, &escape(&state.hlsjs_url), &live, Some(&dvr))
+    let whep = format!("/whep/{name}");
+    page(&name, &escape(&state.hlsjs_url), &live, Some((&dvr, &whep)))
 }
 
 async fn video_page(path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
@@ -45,11 +48,11 @@ async fn video_page(path: web::Path<String>, state: web::Data<AppState>) -> Http
 }
 
 /// The player page: `src` (LL-HLS when `dvr` is given: a live channel; else a video).
-fn page(title: &str, hlsjs: &str, src: &str, dvr: Option<&str>) -> HttpResponse {
-    let live = dvr.is_some();
-    let dvr = dvr.unwrap_or_default();
+fn page(title: &str, hlsjs: &str, src: &str, live_urls: Option<(&str, &str)>) -> HttpResponse {
+    let live = live_urls.is_some();
+    let (dvr, whep) = live_urls.unwrap_or_default();
     let buttons = if live {
-        r#"<button id="rewind" type="button">&#x23EA; Rewind</button> <button id="golive" type="button" hidden>&#x25CF; Back to live</button>"#
+        r#"<button id="rewind" type="button">&#x23EA; Rewind</button> <button id="golive" type="button" hidden>&#x25CF; Back to live</button> <button id="realtime" type="button">&#x26A1; Real-time (WebRTC)</button>"#
     } else {
         ""
     };
@@ -84,6 +87,9 @@ fn page(title: &str, hlsjs: &str, src: &str, dvr: Option<&str>) -> HttpResponse 
   var video = document.getElementById("video");
   var status = document.getElementById("status");
   var rewind = document.getElementById("rewind"), golive = document.getElementById("golive");
+  var realtime = document.getElementById("realtime");
+  var whepSrc = "{whep}" + location.search;
+  var pc = null, whepResource = null, fellBack = "";
   function show(t) {{ status.textContent = t; }}
   var hls = null, mode = LIVE ? "live" : "vod";
   window.player = {{ mode: function () {{ return mode; }} }};
@@ -91,8 +97,10 @@ fn page(title: &str, hlsjs: &str, src: &str, dvr: Option<&str>) -> HttpResponse 
   // seekable back over the DVR window) from `back` seconds before its end; "vod" a video.
   function play(url, next, back) {{
     if (hls) {{ hls.destroy(); hls = null; }}
+    stopWebrtc();
     mode = next;
     if (rewind) {{ rewind.hidden = next !== "live"; golive.hidden = next !== "dvr"; }}
+    if (realtime) realtime.textContent = "\u26A1 Real-time (WebRTC)";
     if (!(window.Hls && Hls.isSupported())) {{
       if (video.canPlayType("application/vnd.apple.mpegurl")) video.src = url; // Safari: native HLS
       else show("this browser cannot play HLS");
@@ -111,7 +119,7 @@ fn page(title: &str, hlsjs: &str, src: &str, dvr: Option<&str>) -> HttpResponse 
       else show("error: " + d.type + " " + d.details);
     }});
     hls.on(Hls.Events.FRAG_CHANGED, function () {{
-      if (mode === "live" && hls.latency) show("live · latency " + hls.latency.toFixed(2) + " s");
+      if (mode === "live" && hls.latency) show("live · latency " + hls.latency.toFixed(2) + " s" + fellBack);
       if (mode === "dvr") {{
         var s = video.seekable, edge = s.length ? s.end(s.length - 1) : 0;
         show("DVR · " + Math.max(0, edge - video.currentTime).toFixed(0) + " s behind live");
@@ -121,7 +129,64 @@ fn page(title: &str, hlsjs: &str, src: &str, dvr: Option<&str>) -> HttpResponse 
     hls.loadSource(url);
     hls.attachMedia(video);
   }}
+  // WebRTC (WHEP): the lowest latency; any failure falls back to LL-HLS with the reason.
+  function stopWebrtc() {{
+    if (pc) {{ pc.close(); pc = null; }}
+    if (whepResource) {{ fetch(whepResource, {{ method: "DELETE" }}).catch(function () {{}}); whepResource = null; }}
+    if (video.srcObject) video.srcObject = null;
+  }}
+  function fallback(why) {{
+    if (mode !== "webrtc") return;
+    fellBack = " · WebRTC unavailable (" + why + ")";
+    play(src, "live");
+    show("WebRTC unavailable (" + why + "); playing LL-HLS");
+  }}
+  function playWebrtc() {{
+    if (hls) {{ hls.destroy(); hls = null; }}
+    video.removeAttribute("src");
+    mode = "webrtc";
+    fellBack = "";
+    rewind.hidden = true; golive.hidden = true;
+    realtime.textContent = "LL-HLS";
+    show("connecting over WebRTC…");
+    var mine = pc = new RTCPeerConnection();
+    pc.addTransceiver("video", {{ direction: "recvonly" }});
+    pc.addTransceiver("audio", {{ direction: "recvonly" }});
+    var stream = new MediaStream();
+    pc.ontrack = function (e) {{ stream.addTrack(e.track); video.srcObject = stream; }};
+    pc.onconnectionstatechange = function () {{
+      if (mine === pc && pc.connectionState === "failed") fallback("connection failed");
+    }};
+    var t0 = performance.now();
+    pc.createOffer().then(function (o) {{ return pc.setLocalDescription(o); }}).then(function () {{
+      return new Promise(function (done) {{
+        if (pc.iceGatheringState === "complete") return done();
+        pc.addEventListener("icegatheringstatechange", function () {{ if (pc && pc.iceGatheringState === "complete") done(); }});
+        setTimeout(done, 2000);
+      }});
+    }}).then(function () {{
+      return fetch(whepSrc, {{ method: "POST", headers: {{ "Content-Type": "application/sdp" }}, body: pc.localDescription.sdp }});
+    }}).then(function (res) {{
+      return res.text().then(function (body) {{
+        if (res.status !== 201) {{
+          var why = "HTTP " + res.status;
+          try {{ why = JSON.parse(body).error.message; }} catch (e) {{}}
+          throw new Error(why);
+        }}
+        whepResource = new URL(res.headers.get("Location"), location.href).href;
+        var note = res.headers.get("X-Tidecast-Audio");
+        return pc.setRemoteDescription({{ type: "answer", sdp: body }}).then(function () {{ return note; }});
+      }});
+    }}).then(function (note) {{
+      video.requestVideoFrameCallback(function () {{
+        if (mine !== pc) return;
+        show("real-time · first picture in " + Math.round(performance.now() - t0) + " ms" + (note ? " · " + note : ""));
+      }});
+      setTimeout(function () {{ if (mine === pc && !video.videoWidth) fallback("no picture within 5 s"); }}, 5000);
+    }}).catch(function (e) {{ if (mine === pc) fallback(e.message || String(e)); }});
+  }}
   if (LIVE) {{
+    realtime.addEventListener("click", function () {{ if (mode === "webrtc") play(src, "live"); else playWebrtc(); }});
     // Catching up with the live edge. A player starts (and, after a stall, resumes) further
     // behind than the target latency (PART-HOLD-BACK, raised by hls.js after each stall).
     // hls.js's own catch-up (maxLiveSyncPlaybackRate) only runs while more than 1 s is
@@ -140,7 +205,7 @@ fn page(title: &str, hlsjs: &str, src: &str, dvr: Option<&str>) -> HttpResponse 
     rewind.addEventListener("click", function () {{ video.playbackRate = 1; play(dvrSrc, "dvr", 30); }});
     golive.addEventListener("click", function () {{ play(src, "live"); }});
   }}
-  play(src, mode);
+  if (LIVE && /[?&]webrtc=1/.test(location.search)) playWebrtc(); else play(src, mode);
 }})();
 </script>
 </body>

@@ -20,7 +20,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
@@ -263,10 +263,16 @@ impl RingWriter {
         self.shared.lock().tracks.clone()
     }
 
-    /// Append a frame, stamping its arrival (`received_at`) from the ring's clock; returns its
+    /// Append a frame, stamping its arrival (`received_at`) from the ring's clock unless the
+    /// demuxer stamped an earlier one; returns its
     /// sequence number. Never blocks on readers.
     pub fn push(&mut self, mut frame: Frame) -> u64 {
-        frame.received_at = self.shared.clock.wall();
+        // A demuxer that held the frame (RTSP and WHIP wait for sender reports) stamped when it
+        // arrived; that, not the release, is when it was received.
+        let now = self.shared.clock.wall();
+        if frame.received_at == SystemTime::UNIX_EPOCH || frame.received_at > now {
+            frame.received_at = now;
+        }
         let mut s = self.shared.lock();
         if self.rebase {
             self.rebase = false;
@@ -499,6 +505,18 @@ impl RingReader {
     pub fn skip_to_newest_sync(&mut self) -> u64 {
         let s = self.shared.lock();
         self.cur.resync(&s)
+    }
+
+    /// Start over at the next sync point to arrive, skipping what is buffered (a WHEP viewer
+    /// whose publisher was just asked for a fresh key frame). Returns the frames skipped.
+    pub fn skip_to_next_sync(&mut self) -> u64 {
+        let s = self.shared.lock();
+        let target = s.next_seq();
+        let skipped = target.saturating_sub(self.cur.next);
+        self.cur.next = target;
+        self.cur.need_sync = true;
+        self.cur.dropped += skipped;
+        skipped
     }
 
     /// Frames this reader has skipped in total.

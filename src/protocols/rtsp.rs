@@ -1,6 +1,7 @@
 //! RTSP pull, the sans-IO half: camera source URLs (credentials kept apart and never shown) and
 //! [`RtspDemux`], which turns what retina depacketized into media-model [`Frame`]s on one
-//! timeline.
+//! timeline. WHIP ingest (`protocols::webrtc::depacketize`) times its RTP with the same demuxer:
+//! both are RTP with sender reports.
 //!
 //! Where it sits: the RTSP pull adapter (`actors/ingest/rtsp.rs`) runs retina's client
 //! (DESCRIBE, SETUP, PLAY, keep-alives, auth, RTP/RTCP over TCP-interleaved or UDP) and hands
@@ -209,6 +210,8 @@ struct StreamClock {
 
 /// A frame held until timing is settled.
 struct Held {
+    /// When it reached the demuxer (its `received_at`: LL-HLS dates it by that, not the release).
+    arrived: Instant,
     track: TrackKind,
     /// retina's elapsed RTP time of the frame, in the stream's clock.
     elapsed: i64,
@@ -305,6 +308,15 @@ impl RtspDemux {
         Ok(())
     }
 
+    /// An audio configuration known from elsewhere than retina (WHIP's Opus, whose RTP carries
+    /// no parameters: `OpusHead` from the SDP's channel count).
+    pub fn set_audio(&mut self, config: AudioConfig) {
+        if self.tracks.audio.as_ref() != Some(&config) {
+            self.tracks.audio = Some(config);
+            self.announced = None;
+        }
+    }
+
     fn complete(&self) -> bool {
         self.video.is_none_or(|_| self.tracks.video.is_some())
             && self.audio.is_none_or(|_| self.tracks.audio.is_some())
@@ -353,7 +365,13 @@ impl RtspDemux {
         out: &mut Vec<RtspEvent>,
     ) {
         let Some((_, track)) = self.slot(stream) else { return };
-        self.held.push_back(Held { track, elapsed, keyframe: keyframe && track == TrackKind::Video, data });
+        self.held.push_back(Held {
+            arrived: now,
+            track,
+            elapsed,
+            keyframe: keyframe && track == TrackKind::Video,
+            data,
+        });
         self.settle(now, out);
     }
 
@@ -403,7 +421,7 @@ impl RtspDemux {
             }
         }
         while let Some(h) = self.held.pop_front() {
-            self.release(h, out);
+            self.release(h, now, out);
         }
     }
 
@@ -414,7 +432,7 @@ impl RtspDemux {
         offset + ticks_to_ns(elapsed, c.clock_rate)
     }
 
-    fn release(&mut self, h: Held, out: &mut Vec<RtspEvent>) {
+    fn release(&mut self, h: Held, now: Instant, out: &mut Vec<RtspEvent>) {
         if !self.complete() {
             self.dropped += 1;
             return;
@@ -451,14 +469,18 @@ impl RtspDemux {
         };
         clock.last_dts = Some(dts);
         let timescale = clock.clock_rate;
-        out.push(RtspEvent::Frame(Frame::new(
+        let mut frame = Frame::new(
             h.track,
             MediaTime::new(dts, timescale),
             MediaTime::new(pts.max(dts), timescale),
             h.keyframe,
             h.data,
             tracks,
-        )));
+        );
+        if let Some(at) = std::time::SystemTime::now().checked_sub(now.saturating_duration_since(h.arrived)) {
+            frame.received_at = at;
+        }
+        out.push(RtspEvent::Frame(frame));
     }
 }
 

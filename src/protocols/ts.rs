@@ -37,6 +37,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::media::{AudioCodec, AudioConfig, Frame, MediaTime, TrackKind, Tracks, VideoCodec, VideoConfig};
 
 mod mux;
+pub(crate) use mux::parameter_sets;
 pub use mux::{crc32_mpeg2, TsMuxer};
 
 /// Media held at most at the start while a declared stream has no configuration yet.
@@ -676,7 +677,7 @@ fn opus_stream(descriptors: &[u8]) -> Option<StreamKind> {
 
 /// The `OpusHead` (RFC 7845 §5.1) of a mono or stereo stream from TS: version 1, no pre-skip
 /// (TS carries trims per access unit), 48 kHz, mapping family 0.
-fn opus_head(channels: u8) -> Bytes {
+pub(crate) fn opus_head(channels: u8) -> Bytes {
     let mut h = BytesMut::with_capacity(19);
     h.extend_from_slice(b"OpusHead");
     h.put_u8(1);

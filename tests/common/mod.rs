@@ -110,6 +110,8 @@ pub struct TestServer {
     pub https: Option<SocketAddr>,
     /// The SRT listener (UDP).
     pub srt: SocketAddr,
+    /// WebRTC's shared UDP port, when `[webrtc]` is on.
+    pub webrtc: Option<SocketAddr>,
     /// Every stderr line of every run of this server (restarts append).
     log: SharedText,
     /// Standard output of the current run (the first-run banner goes here).
@@ -132,6 +134,7 @@ impl TestServer {
             rtmps: None,
             https: None,
             srt: "0.0.0.0:0".parse().unwrap(),
+            webrtc: None,
             log: Arc::default(),
             stdout: Arc::default(),
             key: String::new(),
@@ -163,6 +166,9 @@ impl TestServer {
             .env("TIDECAST__HTTP__LISTEN", "127.0.0.1:0")
             .env("TIDECAST__RTMP__LISTEN", "127.0.0.1:0")
             .env("TIDECAST__SRT__LISTEN", "127.0.0.1:0")
+            .env("TIDECAST__WEBRTC__LISTEN_IP", "127.0.0.1")
+            .env("TIDECAST__WEBRTC__UDP_PORT", "0")
+            .env("TIDECAST__WEBRTC__TCP_PORT", "0")
             .env("TIDECAST__HTTP__WORKERS", "1")
             // The ladder (an ffmpeg per live channel) only where a test asks for it
             // (tests/transcode_ladder.rs): the others test passthrough serving.
@@ -203,6 +209,7 @@ impl TestServer {
                 self.rtmps = bound_addr(&log, "rtmps");
                 self.https = bound_addr(&log, "https");
                 self.srt = bound_addr(&log, "srt").expect("srt listening line");
+                self.webrtc = bound_addr(&log, "webrtc");
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {

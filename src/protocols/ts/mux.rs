@@ -268,7 +268,7 @@ fn packetize(pid: u16, cc: &mut u8, pes: &[u8], pcr_90k: Option<u64>, out: &mut 
 
 /// The parameter sets of an `avcC` (SPS then PPS) or `hvcC` (its arrays in order), without
 /// lengths. Malformed records yield what could be read.
-fn parameter_sets(record: &[u8], hevc: bool) -> Vec<&[u8]> {
+pub(crate) fn parameter_sets(record: &[u8], hevc: bool) -> Vec<&[u8]> {
     let mut out = Vec::new();
     let mut i;
     fn take<'a>(record: &'a [u8], i: &mut usize, out: &mut Vec<&'a [u8]>) -> bool {
