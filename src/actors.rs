@@ -35,6 +35,7 @@ pub mod listen;
 pub mod pull;
 pub mod registry;
 pub mod restream;
+pub mod roster;
 pub mod supervise;
 pub mod transcode;
 pub mod viewer;

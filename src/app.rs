@@ -455,10 +455,20 @@ async fn first_run_channel(store: &Store, config: &Config, bound: Bound) -> Resu
     banner.push_str(&format!(
         "or from ffmpeg:  ffmpeg -re -i INPUT -c:v libx264 -c:a aac -f flv {ingest}/live/{key}\n"
     ));
+    if config.webrtc.enabled {
+        banner.push_str(&format!(
+            "or over WHIP:    OBS Service \"WHIP\", Server {web}/whip/{name}, Bearer Token: the stream key\n"
+        ));
+    }
     banner.push_str(&format!("Watch:           {web}/watch/{name}\n"));
     banner.push_str(&format!(
         "                 LL-HLS {web}/live/{name}/index.m3u8 · RTMP {ingest}/live/{name}\n"
     ));
+    if config.webrtc.enabled {
+        banner.push_str(&format!(
+            "                 WHEP {web}/whep/{name} (the watch page's Real-time mode)\n"
+        ));
+    }
     if let (Some(http), Some(https)) = (url("http", bound.http), url("https", bound.https)) {
         banner.push_str(&format!("                 (HTTPS {https}, plain HTTP {http})\n"));
     }

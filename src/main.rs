@@ -92,10 +92,17 @@ fn init_logging(config: &Config) {
         .with_ansi(std::io::stderr().is_terminal());
     // `ClientNoise` comes after the formatting layer: it logs actix's client errors again at
     // WARN once the original event has been (not) formatted.
+    // The most verbose level any directive lets through: records of the `log` crate (rtc's
+    // per-packet `debug!`, srt-tokio's) above it are then not even built. The subscriber gives
+    // no such hint itself (its per-layer filter has none), so `log` would pass every record on.
+    let most_verbose = filter.max_level_hint();
     let registry = tracing_subscriber::registry().with(filter);
     match config.log.format {
         LogFormat::Text => registry.with(fmt.with_filter(HideClientNoise)).with(ClientNoise).init(),
         LogFormat::Json => registry.with(fmt.json().with_filter(HideClientNoise)).with(ClientNoise).init(),
+    }
+    if let Some(level) = most_verbose {
+        tracing_log::log::set_max_level(tracing_log::AsLog::as_log(&level));
     }
 }
 

@@ -3,7 +3,8 @@
 //! LL-HLS (ffmpeg decodes it), RTMP (ffmpeg reads it) and WHEP (a second Chromium decodes it);
 //! an RTMP channel plays over WHEP too. Then the refusals and the reaping, with offers of our
 //! own over plain HTTP: wrong type, no or wrong key, no H.264, malformed, too big, a taken
-//! channel, B-frames, DELETE, and 50 sessions that never complete ICE.
+//! channel, B-frames, DELETE, and 50 sessions that never complete ICE. The channel's roster
+//! (`GET /api/v1/channels/{name}/sessions`) lists the WebRTC publisher and viewers.
 
 mod common;
 
@@ -16,6 +17,38 @@ use common::*;
 
 /// A minimal offer as a WebRTC client makes it (ICE credentials, DTLS fingerprint, BUNDLE,
 /// rtcp-mux); `direction` is the client's (`sendonly` to publish, `recvonly` to play).
+/// An admin's access token (the CLI creates the admin; the server was started with
+/// `TIDECAST_PASSWORD` = `ADMIN_PASSWORD`).
+fn admin_token(server: &TestServer) -> String {
+    let out = server.cli(&["user", "create", "admin@example.com", "--admin"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let creds = serde_json::json!({"email": "admin@example.com", "password": ADMIN_PASSWORD});
+    let (s, v) = http_json(server.http, "POST", "/api/v1/auth/login", None, Some(creds));
+    assert_eq!(s, 200, "{v}");
+    v["access_token"].as_str().unwrap().to_owned()
+}
+
+const ADMIN_PASSWORD: &str = "admin password 1";
+
+/// The channel's roster, once `ready` holds for it (10 s at most).
+fn sessions_when(
+    server: &TestServer,
+    token: &str,
+    channel: &str,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let path = format!("/api/v1/channels/{channel}/sessions");
+    let mut last = serde_json::Value::Null;
+    let ok = wait_until(Duration::from_secs(10), || {
+        let (s, v) = http_json(server.http, "GET", &path, Some(token), None);
+        assert_eq!(s, 200, "{v}");
+        last = v;
+        ready(&last)
+    });
+    assert!(ok, "roster of {channel}: {last}");
+    last
+}
+
 fn offer(direction: &str, video_codec: &str) -> String {
     let fp = (0..32).map(|i| format!("{:02X}", i * 7 % 256)).collect::<Vec<_>>().join(":");
     format!(
@@ -85,8 +118,15 @@ fn chromium_publishes_over_whip_and_every_output_plays_it() {
     let server = TestServer::start(&[
         ("TIDECAST__HTTP__STATIC_DIR", static_dir.to_str().unwrap()),
         ("TIDECAST__HTTP__HLSJS_URL", "/static/hls.min.js"),
+        ("TIDECAST_PASSWORD", ADMIN_PASSWORD),
     ]);
     assert!(server.webrtc.is_some(), "WebRTC listening line\n{}", server.logs());
+    // The first-run banner names the WHIP and WHEP URLs.
+    let banner = server.stdout();
+    let port = server.http.port();
+    assert!(banner.contains(&format!("http://localhost:{port}/whip/main")), "{banner}");
+    assert!(banner.contains(&format!("http://localhost:{port}/whep/main")), "{banner}");
+    let admin = admin_token(&server);
     let whip_url = format!("http://{}/whip/main", server.http);
     let key = server.key.clone();
     let publisher = std::thread::spawn(move || {
@@ -94,6 +134,11 @@ fn chromium_publishes_over_whip_and_every_output_plays_it() {
     });
     server
         .wait_metric(r#"tidecast_ingest_sessions{protocol="webrtc"}"#, Duration::from_secs(20), |v| v >= 1.0);
+    // The roster names the WHIP publisher; no token, no roster.
+    let roster = sessions_when(&server, &admin, "main", |r| r["publisher"]["protocol"] == "webrtc");
+    assert_eq!(roster["publisher"]["role"], "publisher", "{roster}");
+    let (s, v) = http_json(server.http, "GET", "/api/v1/channels/main/sessions", None, None);
+    assert_eq!(s, 401, "{v}");
     // Two whole segments in the window before a player starts.
     // (The first request is held until the first segment exists: more than `server.get`'s 5 s
     // on a busy machine.)
@@ -179,12 +224,24 @@ fn an_rtmp_channel_plays_over_whep_and_b_frames_are_refused() {
     if !require_browser_player() || !require_ffmpeg() {
         return;
     }
-    let server = TestServer::start(&[("TIDECAST__WEBRTC__IDLE_TIMEOUT", "3s")]);
+    let server =
+        TestServer::start(&[("TIDECAST__WEBRTC__IDLE_TIMEOUT", "3s"), ("TIDECAST_PASSWORD", ADMIN_PASSWORD)]);
+    let admin = admin_token(&server);
     // x264 with -tune zerolatency: no B-frames; AAC audio, which WebRTC cannot carry.
     let mut publisher = ffmpeg_publish_with(&server.publish_url(&server.key), 60, &["-tune", "zerolatency"]);
     server.wait_live(Duration::from_secs(20));
     let whep_url = format!("http://{}/whep/main", server.http);
-    let (viewer, stderr) = run_node_report("webrtc.mjs", &["whep", &whep_url, "3"], Duration::from_secs(50));
+    let url = whep_url.clone();
+    let viewing = std::thread::spawn(move || {
+        run_node_report("webrtc.mjs", &["whep", &url, "3"], Duration::from_secs(50))
+    });
+    // While it plays, the roster lists it beside the RTMP publisher, and the channel counts it.
+    let roster = sessions_when(&server, &admin, "main", |r| r["viewers_by_protocol"]["webrtc"] == 1);
+    assert_eq!(roster["publisher"]["protocol"], "rtmp", "{roster}");
+    assert_eq!(roster["viewers"][0]["protocol"], "webrtc", "{roster}");
+    let (_, channel) = http_json(server.http, "GET", "/api/v1/channels/main", None, None);
+    assert!(channel["viewers"].as_i64().unwrap_or(0) >= 1, "{channel}");
+    let (viewer, stderr) = viewing.join().unwrap();
     eprintln!("whep viewer of an RTMP channel: {viewer}");
     assert_eq!(viewer["status"], 201, "{viewer}\n{stderr}\n{}", server.logs());
     assert_eq!(viewer["codec"], "video/H264", "{viewer}");
@@ -194,6 +251,8 @@ fn an_rtmp_channel_plays_over_whep_and_b_frames_are_refused() {
         "the answer says audio is absent: {viewer}"
     );
     assert!(server.logs().contains("audio absent"), "and the log says so");
+    // Gone from the roster once it ended.
+    sessions_when(&server, &admin, "main", |r| r["viewers"].as_array().is_some_and(Vec::is_empty));
     // The watch page's "Real-time" toggle plays it over WHEP.
     let watch = format!("http://{}/watch/main", server.http);
     let (page, stderr) = run_node_report("webrtc.mjs", &["watch", &watch, "4"], Duration::from_secs(50));

@@ -282,7 +282,8 @@ impl Channel {
     }
 }
 
-/// Count one live session's LL-HLS viewers every couple of seconds, and once every rendition
+/// Count one live session's LL-HLS viewers every couple of seconds (the gauge and the channel's
+/// roster), and once every rendition
 /// has ended, keep its playlists served for a while (players see `EXT-X-ENDLIST`) and then take
 /// the session out of the directory unless a new session replaced it.
 async fn sweep_hls(
@@ -297,12 +298,16 @@ async fn sweep_hls(
     let mut tick = tokio::time::interval(VIEWER_SWEEP_EVERY.min(linger.max(Duration::from_millis(100))));
     loop {
         tick.tick().await;
-        let Some(e) = entry.upgrade() else { return };
-        e.viewers.sweep();
+        let Some(e) = entry.upgrade() else {
+            crate::actors::roster::set_hls_viewers(&name, None);
+            return;
+        };
+        crate::actors::roster::set_hls_viewers(&name, Some(e.viewers.sweep()));
         if e.renditions().iter().all(|r| r.progress().ended) {
             let since = *ended_at.get_or_insert_with(|| clock.now());
             if clock.since(since) >= linger {
                 directory.remove_if(&name, |_, current| Arc::ptr_eq(current, &e));
+                crate::actors::roster::set_hls_viewers(&name, None);
                 return;
             }
         }

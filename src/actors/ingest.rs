@@ -70,6 +70,7 @@ pub struct IngestSession {
     resumed: bool,
     bytes: IntCounter,
     _live: GaugeGuard,
+    _listed: crate::actors::roster::Listed,
 }
 
 impl IngestSession {
@@ -147,6 +148,11 @@ impl IngestSession {
             .await
             .map_err(Error::from)
             .and_then(|r| r)?;
+        let listed = crate::actors::roster::Listed::new(
+            &record.name,
+            crate::actors::roster::Role::Publisher,
+            protocol,
+        );
         Ok(IngestSession {
             protocol,
             session_id,
@@ -157,6 +163,7 @@ impl IngestSession {
             resumed: grant.resumed,
             bytes: metrics().ingest_bytes.with_label_values(&[protocol]),
             _live: GaugeGuard::new(metrics().ingest_sessions.with_label_values(&[protocol])),
+            _listed: listed,
         })
     }
 

@@ -150,12 +150,14 @@ pub struct ViewerSession {
     dropped: IntCounter,
     egress: IntCounter,
     _viewing: GaugeGuard,
+    _listed: crate::actors::roster::Listed,
 }
 
 impl ViewerSession {
-    /// `consumer` labels the frames this viewer drops (`rtmp_play`); `started` is when the
-    /// connection was accepted.
+    /// A viewer of `channel` (listed in its roster); `consumer` labels the frames this viewer
+    /// drops (`rtmp_play`); `started` is when the connection was accepted.
     pub fn new(
+        channel: &str,
         protocol: &'static str,
         consumer: &'static str,
         reader: RingReader,
@@ -174,6 +176,11 @@ impl ViewerSession {
             dropped: metrics().frames_dropped.with_label_values(&[consumer]),
             egress: metrics().egress_bytes.with_label_values(&[protocol]),
             _viewing: GaugeGuard::new(metrics().viewers.with_label_values(&[protocol])),
+            _listed: crate::actors::roster::Listed::new(
+                channel,
+                crate::actors::roster::Role::Viewer,
+                protocol,
+            ),
         }
     }
 
@@ -328,7 +335,8 @@ mod tests {
         let ring = FrameRing::new(RingLimits { max_duration: Duration::from_secs(30), max_bytes: 1 << 20 });
         let mut w = ring.writer(false);
         let clock = Clock::simulated(std::time::SystemTime::UNIX_EPOCH);
-        let mut v = ViewerSession::new("test", "test_play", ring.reader(), policy(1), clock, clock.now());
+        let mut v =
+            ViewerSession::new("test", "test", "test_play", ring.reader(), policy(1), clock, clock.now());
         let mut batch = Vec::new();
         let mut t = 0;
         let gop = |w: &mut crate::media::ring::RingWriter, t: &mut i64| {
@@ -365,7 +373,7 @@ mod tests {
         let clock = Clock::simulated(std::time::SystemTime::UNIX_EPOCH);
         let mut p = policy(3);
         p.merge_write = Duration::from_millis(30);
-        let mut v = ViewerSession::new("test", "test_play", ring.reader(), p, clock, clock.now());
+        let mut v = ViewerSession::new("test", "test", "test_play", ring.reader(), p, clock, clock.now());
         let mut batch = Vec::new();
         w.push(frame(0, true));
         let t0 = clock.now();
@@ -388,7 +396,7 @@ mod tests {
         assert_eq!(batch.len(), 3, "the window's frames in one batch");
         // Without merging, a viewer wakes for each frame.
         p.merge_write = Duration::ZERO;
-        let mut eager = ViewerSession::new("test", "test_play", ring.reader(), p, clock, clock.now());
+        let mut eager = ViewerSession::new("test", "test", "test_play", ring.reader(), p, clock, clock.now());
         assert!(eager.wait().await);
         assert_eq!(eager.next_batch(&mut batch, 64), Step::Frames);
         eager.media_written();
@@ -402,7 +410,8 @@ mod tests {
     async fn a_write_without_progress_is_cut_off_at_the_timeout() {
         let ring = FrameRing::new(RingLimits { max_duration: Duration::from_secs(30), max_bytes: 1 << 20 });
         let clock = Clock::simulated(std::time::SystemTime::UNIX_EPOCH);
-        let mut v = ViewerSession::new("test", "test_play", ring.reader(), policy(3), clock, clock.now());
+        let mut v =
+            ViewerSession::new("test", "test", "test_play", ring.reader(), policy(3), clock, clock.now());
         let d = v.deliver(std::future::pending()).await;
         assert!(matches!(d, Delivery::Stalled));
         let d = v.deliver(async { Ok(10) }).await;

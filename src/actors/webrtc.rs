@@ -32,7 +32,9 @@ use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use rand::distributions::{Alphanumeric, DistString};
 use rtc::interceptor::Registry;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
 use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS};
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -113,6 +115,8 @@ pub struct Negotiated {
 struct Inner {
     config: WebRtcConfig,
     udp: Arc<UdpSocket>,
+    /// quinn-udp's view of `udp`: batched receives (`recvmmsg`, GRO) and GSO sends.
+    udp_state: quinn_udp::UdpSocketState,
     udp_addr: SocketAddr,
     tcp_addr: Option<SocketAddr>,
     /// The host candidates' IPs.
@@ -150,6 +154,8 @@ impl WebRtc {
         };
         let udp = UdpSocket::bind((ip, config.udp_port)).await.map_err(|e| bind_err("UDP", e))?;
         let udp_addr = udp.local_addr().map_err(|e| bind_err("UDP", e))?;
+        let udp_state = quinn_udp::UdpSocketState::new((&udp).into()).map_err(|e| bind_err("UDP", e))?;
+        crate::actors::listen::size_udp_buffers(&udp, config.udp_buffer.as_usize(), "webrtc.udp_buffer");
         let tcp = if config.tcp_enabled {
             Some(TcpListener::bind((ip, config.tcp_port)).await.map_err(|e| bind_err("ICE-TCP", e))?)
         } else {
@@ -170,6 +176,7 @@ impl WebRtc {
             inner: Arc::new(Inner {
                 config: config.clone(),
                 udp: Arc::new(udp),
+                udp_state,
                 udp_addr,
                 tcp_addr,
                 candidate_ips,
@@ -237,7 +244,7 @@ impl WebRtc {
         let pwd = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
         let mut media = MediaEngine::default();
         register_codecs(&mut media).map_err(rtc_error)?;
-        let registry = register_default_interceptors(Registry::new(), &mut media)
+        let registry = interceptors(&mut media)
             .map_err(rtc_error)?
             .with(rtc::interceptor::Slot::Custom(20_000), ReportsToSession::default())
             .with(
@@ -360,22 +367,39 @@ impl WebRtc {
         self.inner.by_ufrag.remove(ufrag);
     }
 
+    /// Receive datagrams in batches (`recvmmsg`; with GRO a buffer holds several datagrams of
+    /// one sender, `stride` bytes each) and route each.
     async fn route_udp(self) {
         let inner = &self.inner;
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let per_buffer = MAX_DATAGRAM * inner.udp_state.gro_segments().max(1);
+        let mut bufs = vec![vec![0u8; per_buffer]; RECV_BATCH];
+        let mut meta = vec![quinn_udp::RecvMeta::default(); RECV_BATCH];
         loop {
-            let (n, peer) = tokio::select! {
-                r = inner.udp.recv_from(&mut buf) => match r {
-                    Ok(r) => r,
-                    Err(e) => {
-                        // ICMP errors of earlier sends surface here (ECONNREFUSED): not fatal.
-                        debug!(error = %e, "webrtc udp receive");
-                        continue;
-                    }
-                },
+            tokio::select! {
+                r = inner.udp.readable() => if r.is_err() { return },
                 _ = inner.shutdown.cancelled() => return,
+            }
+            let mut slices: Vec<std::io::IoSliceMut> =
+                bufs.iter_mut().map(|b| std::io::IoSliceMut::new(b)).collect();
+            let received = inner.udp.try_io(tokio::io::Interest::READABLE, || {
+                inner.udp_state.recv((&*inner.udp).into(), &mut slices, &mut meta)
+            });
+            let n = match received {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => {
+                    // ICMP errors of earlier sends surface here (ECONNREFUSED): not fatal.
+                    debug!(error = %e, "webrtc udp receive");
+                    continue;
+                }
             };
-            self.route(false, inner.udp_addr, peer, &buf[..n]);
+            for (m, buf) in meta.iter().zip(&slices).take(n) {
+                let local = m.dst_ip.map_or(inner.udp_addr, |ip| SocketAddr::new(ip, inner.udp_addr.port()));
+                let stride = m.stride.max(1);
+                for datagram in buf[..m.len].chunks(stride) {
+                    self.route(false, local, m.addr, datagram);
+                }
+            }
         }
     }
 
@@ -458,21 +482,37 @@ impl WebRtc {
         writer.abort();
     }
 
-    /// Send what a peer connection wants sent.
-    pub fn send(&self, protocol: TransportProtocol, peer: SocketAddr, data: &[u8]) {
-        match protocol {
-            TransportProtocol::UDP => {
-                // UDP may drop; a full socket buffer drops like the network would.
-                if self.inner.udp.try_send_to(data, peer).is_err() {
-                    metrics().webrtc_datagrams_dropped.inc();
-                }
-            }
-            _ => {
-                if let Some(tx) = self.inner.tcp_out.get(&peer) {
-                    if tx.try_send(Bytes::from(frame_packet(data))).is_err() {
-                        metrics().webrtc_datagrams_dropped.inc();
-                    }
-                }
+    /// Send a batch of UDP datagrams to one peer: `contents` is `segment`-byte datagrams back
+    /// to back, the last possibly shorter, in one `sendmsg` with GSO where the kernel has it.
+    /// UDP may drop: a full socket buffer drops like the network would (counted).
+    fn send_udp(&self, peer: SocketAddr, contents: &[u8], segment: usize) {
+        let inner = &self.inner;
+        let transmit = quinn_udp::Transmit {
+            destination: peer,
+            ecn: None,
+            contents,
+            segment_size: (contents.len() > segment).then_some(segment),
+            src_ip: None,
+        };
+        let sent = inner.udp.try_io(tokio::io::Interest::WRITABLE, || {
+            inner.udp_state.try_send((&*inner.udp).into(), &transmit)
+        });
+        if let Err(e) = sent {
+            debug!(error = %e, "webrtc udp send");
+            metrics().webrtc_datagrams_dropped.inc_by(contents.len().div_ceil(segment.max(1)) as u64);
+        }
+    }
+
+    /// Datagrams one GSO send may carry (1 where the kernel has no GSO).
+    fn max_gso_segments(&self) -> usize {
+        self.inner.udp_state.max_gso_segments()
+    }
+
+    /// Send a datagram over ICE-TCP (RFC 4571 framing).
+    fn send_tcp(&self, peer: SocketAddr, data: &[u8]) {
+        if let Some(tx) = self.inner.tcp_out.get(&peer) {
+            if tx.try_send(Bytes::from(frame_packet(data))).is_err() {
+                metrics().webrtc_datagrams_dropped.inc();
             }
         }
     }
@@ -531,6 +571,8 @@ pub struct Peer {
     pub pc: RTCPeerConnection,
     inbox: mpsc::Receiver<Inbound>,
     rtc: WebRtc,
+    /// UDP datagrams gathered for one GSO send.
+    out: UdpBatch,
     /// When anything was last received.
     pub last_heard: Instant,
 }
@@ -545,14 +587,26 @@ pub enum Wake {
 
 impl Peer {
     pub fn new(rtc: WebRtc, pc: RTCPeerConnection, inbox: mpsc::Receiver<Inbound>) -> Peer {
-        Peer { pc, inbox, rtc, last_heard: Instant::now() }
+        Peer { pc, inbox, rtc, out: UdpBatch::default(), last_heard: Instant::now() }
     }
 
-    /// Send everything the peer connection queued.
+    /// Send everything the peer connection queued: UDP datagrams in GSO batches (a frame's RTP
+    /// packets are all one size but the last, which is what GSO wants), ICE-TCP frames one by
+    /// one.
     pub fn flush(&mut self) {
+        let max_segments = self.rtc.max_gso_segments();
         while let Some(out) = self.pc.poll_write() {
-            self.rtc.send(out.transport.transport_protocol, out.transport.peer_addr, &out.message);
+            let peer = out.transport.peer_addr;
+            if out.transport.transport_protocol != TransportProtocol::UDP {
+                self.rtc.send_tcp(peer, &out.message);
+                continue;
+            }
+            if !self.out.push(peer, &out.message, max_segments) {
+                self.out.send(&self.rtc);
+                self.out.push(peer, &out.message, max_segments);
+            }
         }
+        self.out.send(&self.rtc);
     }
 
     /// Wait for a datagram or the connection's next timer, and feed it in. Cancel-safe.
@@ -599,6 +653,54 @@ impl Peer {
     pub fn close(&mut self) {
         let _ = self.pc.close();
         self.flush();
+    }
+}
+
+/// The largest GSO send: the sum of its datagrams must fit one IP packet (64 KiB).
+const MAX_GSO_BYTES: usize = 60_000;
+/// Datagrams (or GRO buffers) read per receive call.
+const RECV_BATCH: usize = 32;
+
+/// Datagrams to one peer gathered for one GSO send: all the size of the first, but the last may
+/// be shorter (the kernel cuts `contents` every `segment` bytes).
+#[derive(Default)]
+struct UdpBatch {
+    peer: Option<SocketAddr>,
+    contents: Vec<u8>,
+    segment: usize,
+    count: usize,
+    /// A shorter datagram ended the batch.
+    closed: bool,
+}
+
+impl UdpBatch {
+    /// Add `datagram` for `peer`; false when it cannot join (send the batch, then push again).
+    fn push(&mut self, peer: SocketAddr, datagram: &[u8], max_segments: usize) -> bool {
+        if self.count == 0 {
+            self.peer = Some(peer);
+            self.segment = datagram.len();
+            self.closed = false;
+        } else if self.peer != Some(peer)
+            || self.closed
+            || self.count >= max_segments
+            || datagram.len() > self.segment
+            || self.contents.len() + datagram.len() > MAX_GSO_BYTES
+        {
+            return false;
+        } else if datagram.len() < self.segment {
+            self.closed = true;
+        }
+        self.contents.extend_from_slice(datagram);
+        self.count += 1;
+        true
+    }
+
+    fn send(&mut self, rtc: &WebRtc) {
+        if let Some(peer) = self.peer.filter(|_| self.count > 0) {
+            rtc.send_udp(peer, &self.contents, self.segment);
+        }
+        self.contents.clear();
+        self.count = 0;
     }
 }
 
@@ -675,6 +777,24 @@ impl rtc::interceptor::Interceptor for ReportsToSession {
     fn unbind_local_stream(&mut self, _: &rtc::interceptor::StreamInfo) {}
     fn bind_remote_stream(&mut self, _: &rtc::interceptor::StreamInfo) {}
     fn unbind_remote_stream(&mut self, _: &rtc::interceptor::StreamInfo) {}
+}
+
+/// RTP packets of each outgoing stream kept for NACK repairs: about 2 s of a 2 Mb/s stream,
+/// 0.7 s of 6 Mb/s, longer than a repair that still arrives in time (rtc's default, 1,024, kept
+/// 4-5 s and was most of a viewer's memory). The payloads are the frame's shared ones (see
+/// `viewer/whep.rs`), so the history holds references, not copies.
+const NACK_HISTORY: u16 = 512;
+
+/// `rtc`'s default interceptors (NACK generator and responder, TWCC feedback to publishers,
+/// sender and receiver reports) with our NACK history.
+fn interceptors(media: &mut MediaEngine) -> rtc::shared::error::Result<Registry> {
+    use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, Slot};
+    configure_simulcast_extension_headers(media)?;
+    let registry = Registry::new()
+        .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build())
+        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+    let registry = configure_twcc_receiver_only(registry, media)?;
+    Ok(configure_rtcp_reports(registry))
 }
 
 fn register_codecs(media: &mut MediaEngine) -> rtc::shared::error::Result<()> {
@@ -794,4 +914,47 @@ fn candidate_ips(config: &WebRtcConfig, bound: IpAddr) -> Vec<IpAddr> {
 
 fn rtc_error(e: rtc::shared::error::Error) -> Error {
     Error::internal(format!("webrtc: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// Datagrams fed one by one; the sizes of each GSO send that results.
+    fn batches(datagrams: &[(u16, usize)], max_segments: usize) -> Vec<Vec<usize>> {
+        let mut b = UdpBatch::default();
+        let mut sent = Vec::new();
+        let mut current = Vec::new();
+        for &(port, len) in datagrams {
+            let d = vec![0u8; len];
+            if !b.push(peer(port), &d, max_segments) {
+                sent.push(std::mem::take(&mut current));
+                b.contents.clear();
+                b.count = 0;
+                assert!(b.push(peer(port), &d, max_segments), "a fresh batch takes any datagram");
+            }
+            current.push(len);
+        }
+        sent.push(current);
+        sent
+    }
+
+    #[test]
+    fn a_frames_packets_go_in_one_gso_send() {
+        // FU-A fragments of one size, the last shorter; then the next frame's.
+        let frame = [(1, 1200), (1, 1200), (1, 1200), (1, 700), (1, 1200), (1, 300)];
+        assert_eq!(batches(&frame, 64), vec![vec![1200, 1200, 1200, 700], vec![1200, 300]]);
+        // A larger datagram after smaller ones starts a new send; so does another peer.
+        assert_eq!(batches(&[(1, 100), (1, 1200), (2, 1200)], 64), vec![vec![100], vec![1200], vec![1200]]);
+        // No GSO: one datagram per send.
+        assert_eq!(batches(&[(1, 1200), (1, 1200)], 1), vec![vec![1200], vec![1200]]);
+        // At most 64 KiB per send.
+        let many = vec![(1, 1200); 60];
+        let sizes: Vec<usize> = batches(&many, 64).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![MAX_GSO_BYTES / 1200, 60 - MAX_GSO_BYTES / 1200]);
+    }
 }

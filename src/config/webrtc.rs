@@ -71,6 +71,9 @@ pub struct WebRtcConfig {
     /// keep it at about `hls.segment_target`.
     #[serde(with = "duration_str")]
     pub keyframe_request_interval: Duration,
+    /// Kernel receive and send buffer of the shared UDP port (every session's STUN, DTLS, RTCP
+    /// in; every viewer's RTP out).
+    pub udp_buffer: Size,
 }
 
 impl Default for WebRtcConfig {
@@ -90,6 +93,7 @@ impl Default for WebRtcConfig {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(10),
             keyframe_request_interval: Duration::from_secs(2),
+            udp_buffer: Size::mib(8),
         }
     }
 }
@@ -122,6 +126,10 @@ impl WebRtcConfig {
         check(
             (Size::kib(1)..=Size::mib(1)).contains(&self.max_sdp_size),
             format!("webrtc.max_sdp_size: {} must be between 1KiB and 1MiB", self.max_sdp_size),
+        );
+        check(
+            (Size::kib(64)..=Size::mib(256)).contains(&self.udp_buffer),
+            format!("webrtc.udp_buffer: {} must be between 64KiB and 256MiB", self.udp_buffer),
         );
         check(self.max_sessions > 0, "webrtc.max_sessions: must be greater than 0".to_owned());
         for (key, d) in [

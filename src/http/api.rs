@@ -291,6 +291,7 @@ api_routes!(
     channels::get_channel,
     channels::update_channel,
     channels::rotate_key,
+    channels::list_sessions,
     destinations::list_destinations,
     destinations::create_destination,
     destinations::get_destination,

@@ -286,7 +286,7 @@ async fn whep_post(
             res.headers_mut().insert(header::HeaderName::from_static("x-tidecast-audio"), v);
         }
     }
-    let session = ViewerSession::new(PROTOCOL, "whep_play", reader, svc.viewer, svc.clock, started);
+    let session = ViewerSession::new(&channel, PROTOCOL, "whep_play", reader, svc.viewer, svc.clock, started);
     let peer = Peer::new(svc.rtc.clone(), negotiated.pc, negotiated.inbox);
     let senders = negotiated.senders;
     let rtc = svc.rtc.clone();

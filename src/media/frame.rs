@@ -45,7 +45,8 @@ pub struct Frame {
 
 /// One output encoding's slot in every frame's [`WireCache`]. Each output protocol that
 /// serializes frames identically for all its viewers claims one slot as a constant next to its
-/// serializer (RTMP play: `protocols::rtmp::RTMP_WIRE`), so the media model names none of them.
+/// serializer (RTMP play: `protocols::rtmp::RTMP_WIRE`; WHEP: `protocols::webrtc::RTP_WIRE`), so
+/// the media model names none of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WireSlot(usize);
 
@@ -57,7 +58,7 @@ impl WireSlot {
     }
 }
 
-/// Output encodings that can share a frame's cache (RTMP play today; SRT's MPEG-TS next).
+/// Output encodings that can share a frame's cache (RTMP play, WHEP's RTP payloads).
 pub const WIRE_SLOTS: usize = 2;
 
 /// Per-frame caches of output encodings, built once on first use. Building an RTMP message once

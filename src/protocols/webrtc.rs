@@ -11,8 +11,9 @@
 //! ```text
 //! WHIP: rtc RTP -> ReorderBuffer (waits for NACK repairs) -> retina's H.264 depacketizer / Opus
 //!       -> RtspDemux (RTCP sender-report timing, shared with RTSP pull) -> Frames
-//! WHEP: Frames -> H264Packetizer (SPS/PPS before every IDR, FU-A/STAP-A by rtc's payloader)
-//!       and Opus (one frame per packet) -> rtc RTP
+//! WHEP: Frames -> H264Packetizer (SPS/PPS before every IDR, FU-A/STAP-A by rtc's payloader),
+//!       once per frame for all viewers (the frame's RTP_WIRE cache), and Opus (one frame per
+//!       packet) -> each viewer's RTP headers -> rtc (SRTP per viewer)
 //! ```
 //!
 //! Codecs: H.264 with packetization-mode 1 and Opus, so nothing needs transcoding: OBS sends
@@ -24,5 +25,5 @@ pub mod packetize;
 pub mod sdp;
 
 pub use depacketize::{RtpKind, WhipDepacketizer};
-pub use packetize::{H264Packetizer, RtpPayload};
+pub use packetize::{h264_payloads, H264Packetizer, RtpPayload, RTP_WIRE};
 pub use sdp::{check_offer, stun_local_ufrag, OfferError, OfferSummary, Role};

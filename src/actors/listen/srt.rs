@@ -59,7 +59,9 @@ pub async fn bind(
 ) -> std::io::Result<(SrtListener, SrtIncoming, SocketAddr)> {
     let udp = tokio::net::UdpSocket::bind(config.listen.as_str()).await?;
     let addr = udp.local_addr()?;
-    size_buffers(&udp, config.udp_buffer.as_usize());
+    // One UDP socket carries every SRT connection: at 50 publishers of 3 Mb/s the kernel's
+    // default 208 KiB receive buffer was about 10 ms of input and overflowed.
+    super::size_udp_buffers(&udp, config.udp_buffer.as_usize(), "srt.udp_buffer");
     let drop_too_late = config.drop_too_late;
     let mut builder = SrtListener::builder()
         .latency(config.latency)
@@ -72,27 +74,6 @@ pub async fn bind(
     let (listener, incoming) = builder.socket(udp).bind(addr.to_string().as_str()).await?;
     info!(protocol = PROTOCOL, %addr, encrypted = !config.passphrase.is_empty(), "listening");
     Ok((listener, incoming, addr))
-}
-
-/// One UDP socket carries every SRT connection: at 50 publishers of 3 Mb/s the kernel's default
-/// 208 KiB receive buffer is about 10 ms of input, and it overflowed (packets dropped before SRT
-/// saw them, then repaired or lost). Ask for `bytes` each way; Linux caps the request at
-/// `net.core.rmem_max`/`wmem_max` and reports double what it granted.
-fn size_buffers(udp: &tokio::net::UdpSocket, bytes: usize) {
-    let sock = socket2::SockRef::from(udp);
-    let _ = sock.set_recv_buffer_size(bytes);
-    let _ = sock.set_send_buffer_size(bytes);
-    let granted = sock.recv_buffer_size().unwrap_or(0);
-    if granted < bytes {
-        tracing::warn!(
-            requested = bytes,
-            granted,
-            "the SRT socket's receive buffer is smaller than srt.udp_buffer: raise net.core.rmem_max \
-             (sysctl) for many SRT publishers"
-        );
-    } else {
-        debug!(granted, "SRT socket buffers");
-    }
 }
 
 /// Answers connection requests until shutdown. The listener is kept alive here: dropping it
@@ -271,6 +252,6 @@ async fn play(request: ConnectionRequest, ctx: &SrtContext, channel: String, tok
             return;
         }
     };
-    let session = ViewerSession::new(PROTOCOL, "srt_play", reader, ctx.viewer, ctx.clock, started);
+    let session = ViewerSession::new(&channel, PROTOCOL, "srt_play", reader, ctx.viewer, ctx.clock, started);
     crate::actors::viewer::srt::play(socket, session, ctx.shutdown.clone()).await;
 }

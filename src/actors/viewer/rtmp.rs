@@ -74,7 +74,8 @@ pub(crate) async fn run<T: Transport>(
     let mut out = Vec::new();
     conn.accept(request_id, &mut out).map_err(SessionEnd::Protocol)?;
     send(io, &out).await.map_err(SessionEnd::Io)?;
-    let session = ViewerSession::new(ctx.protocol, "rtmp_play", reader, ctx.viewer, ctx.clock, started);
+    let session =
+        ViewerSession::new(&name, ctx.protocol, "rtmp_play", reader, ctx.viewer, ctx.clock, started);
     let span = tracing::Span::current();
     span.record("role", "play");
     span.record("channel", name.as_str());

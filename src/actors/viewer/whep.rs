@@ -3,15 +3,20 @@
 //!
 //! Data flow: the channel's ring -> `ViewerSession::next_batch` (lag policy: starts on the
 //! newest key frame, skips to key frames when behind, cut off when it stays behind) ->
-//! `protocols::webrtc::H264Packetizer` / Opus payloads -> RTP packets of this viewer's sequence
-//! numbers, SSRCs and timestamps -> `rtc` (SRTP, kept for NACK repairs) -> the shared UDP port.
+//! `protocols::webrtc::h264_payloads` (packetized once per frame, shared by every viewer) / Opus
+//! payloads -> RTP packets of this viewer's sequence numbers, SSRCs and timestamps -> `rtc`
+//! (SRTP, kept for NACK repairs) -> `Peer::flush`: one GSO send per run of equal-size datagrams
+//! -> the shared UDP port.
 //!
 //! Timing: the RTP timestamp is the frame's presentation time on the channel's timeline in the
 //! codec's clock (90 kHz, 48 kHz) from a random base (RFC 3550 §5.1); `rtc`'s sender reports map
-//! it to wall-clock time so the browser keeps audio and video in sync. Frames leave as soon as
-//! the ring has them: WebRTC's jitter buffer paces playback, and no write ever waits (UDP), so
-//! the write timeout of other protocols has nothing to time; a viewer whose connection is gone
-//! is caught by the idle timeout instead.
+//! it to wall-clock time so the browser keeps audio and video in sync. Live frames leave as soon
+//! as the ring has them: WebRTC's jitter buffer paces playback, and no write ever waits (UDP),
+//! so the write timeout of other protocols has nothing to time; a viewer whose connection is
+//! gone is caught by the idle timeout instead. The backlog a viewer starts with (the frames
+//! since the key frame it starts on, up to a GOP) leaves at [`CATCH_UP`] times real time, not
+//! in one burst: a GOP of datagrams back to back overflowed receive buffers and router queues
+//! (half of 200 loopback viewers lost packets in their first second).
 //!
 //! Audio: Opus from the ring as it is; an AAC channel's audio has no WebRTC form, so the
 //! session looks for the transcode ladder's `opus` rendition once a second and sends it from
@@ -34,13 +39,30 @@ use tracing::{debug, info};
 
 use crate::actors::viewer::{CutReason, Step, ViewerSession};
 use crate::actors::webrtc::{Peer, SessionGuard, Wake, WebRtc};
-use crate::media::{AudioCodec, Frame, TrackKind, VideoCodec};
+use crate::media::{AudioCodec, Frame, MediaTime, TrackKind, VideoCodec};
 use crate::metrics::metrics;
-use crate::protocols::webrtc::{H264Packetizer, RtpPayload};
+use crate::protocols::webrtc::{h264_payloads, RtpPayload};
 
 /// Frames taken from the ring per batch.
 const BATCH: usize = 64;
 const TICK: Duration = Duration::from_millis(250);
+/// How much faster than real time a viewer's starting backlog is sent.
+const CATCH_UP: u32 = 4;
+
+/// When each frame may leave: at [`CATCH_UP`] times the media's own pace from the first frame
+/// sent, or at once when that moment has passed (every live frame once the backlog is sent).
+#[derive(Default)]
+struct Pacer {
+    origin: Option<(Instant, MediaTime)>,
+}
+
+impl Pacer {
+    fn due(&mut self, frame: &Frame, now: Instant) -> Instant {
+        let (wall, dts) = *self.origin.get_or_insert((now, frame.dts));
+        let ahead = frame.dts.minus(dts).as_duration() / CATCH_UP;
+        wall + ahead
+    }
+}
 
 /// One of our outgoing RTP streams.
 struct Sender {
@@ -95,6 +117,60 @@ impl Sender {
     }
 }
 
+/// The session's outgoing streams.
+#[derive(Default)]
+struct Outgoing {
+    video: Option<Sender>,
+    audio: Option<Sender>,
+    payloads: Vec<RtpPayload>,
+    /// The channel's audio is AAC (seen on the ring): the ladder's Opus is looked for.
+    aac_seen: bool,
+}
+
+impl Outgoing {
+    /// Send the held frames that are due (see [`Pacer`]), in order; returns the bytes sent.
+    fn send_due(
+        &mut self,
+        held: &mut std::collections::VecDeque<Arc<Frame>>,
+        pacer: &mut Pacer,
+        peer: &mut Peer,
+    ) -> u64 {
+        let now = Instant::now();
+        let mut sent = 0;
+        while let Some(f) = held.front() {
+            if pacer.due(f, now) > now {
+                break;
+            }
+            sent += self.send_frame(f, peer);
+            held.pop_front();
+        }
+        peer.flush();
+        sent
+    }
+
+    fn send_frame(&mut self, f: &Frame, peer: &mut Peer) -> u64 {
+        match f.track {
+            TrackKind::Video => {
+                let Some(v) = self.video.as_mut() else { return 0 };
+                if f.tracks.video.as_ref().is_none_or(|c| c.codec != VideoCodec::H264) {
+                    return 0;
+                }
+                h264_payloads(f, &mut self.payloads);
+                v.send(peer, f, &mut self.payloads)
+            }
+            TrackKind::Audio => {
+                let Some(a) = self.audio.as_mut() else { return 0 };
+                if f.tracks.audio.as_ref().is_none_or(|c| c.codec != AudioCodec::Opus) {
+                    self.aac_seen |= f.tracks.audio.as_ref().is_some_and(|c| c.codec == AudioCodec::Aac);
+                    return 0;
+                }
+                self.payloads.push(RtpPayload { payload: f.data.clone(), marker: true });
+                a.send(peer, f, &mut self.payloads)
+            }
+        }
+    }
+}
+
 /// Where an AAC channel's Opus comes from: the transcode ladder's `opus` rendition, which
 /// appears once its ffmpeg runs (or never, with the ladder off). Looked for once a second.
 pub(crate) struct OpusFromLadder {
@@ -125,21 +201,19 @@ pub(crate) async fn run(rtc: WebRtc, w: WhepSession) {
     let WhepSession { mut peer, guard, mut session, senders, channel, opus_from, cancel } = w;
     let started = Instant::now();
     let config = rtc.config().clone();
-    let mut video = None;
-    let mut audio = None;
+    let mut out = Outgoing::default();
     for (kind, id) in senders {
         match kind {
-            RtpCodecKind::Video => video = Sender::open(&mut peer, kind, id),
-            _ => audio = Sender::open(&mut peer, kind, id),
+            RtpCodecKind::Video => out.video = Sender::open(&mut peer, kind, id),
+            _ => out.audio = Sender::open(&mut peer, kind, id),
         }
     }
-    let mut packetizer = H264Packetizer::default();
     let mut batch: Vec<Arc<Frame>> = Vec::new();
-    let mut payloads = Vec::new();
+    // Frames read from the ring that the pacer holds back (the starting backlog).
+    let mut held: std::collections::VecDeque<Arc<Frame>> = std::collections::VecDeque::new();
+    let mut pacer = Pacer::default();
     let mut connected = false;
     let mut opus: Option<crate::media::RingReader> = None;
-    // The channel's audio is AAC (seen on the ring): the ladder's Opus is looked for.
-    let mut aac_seen = false;
     let mut opus_batch: Vec<Arc<Frame>> = Vec::new();
     let mut next_opus_try = Instant::now();
     let mut tick = tokio::time::interval(TICK);
@@ -173,7 +247,7 @@ pub(crate) async fn run(rtc: WebRtc, w: WhepSession) {
         let now = Instant::now();
         tokio::select! {
             wake = peer.io() => if let Wake::Closed = wake { break "closed" },
-            open = session.wait(), if connected => {
+            open = session.wait(), if connected && held.is_empty() => {
                 let mut sent = 0;
                 loop {
                     match session.next_batch(&mut batch, BATCH) {
@@ -185,29 +259,19 @@ pub(crate) async fn run(rtc: WebRtc, w: WhepSession) {
                         }
                         Step::Cut(_) => return finish(peer, guard, "cut off (kept falling behind)"),
                     }
-                    for f in &batch {
-                        match f.track {
-                            TrackKind::Video => {
-                                let Some(v) = video.as_mut() else { continue };
-                                if f.tracks.video.as_ref().is_none_or(|c| c.codec != VideoCodec::H264) {
-                                    continue;
-                                }
-                                packetizer.packetize(f, &mut payloads);
-                                sent += v.send(&mut peer, f, &mut payloads);
-                            }
-                            TrackKind::Audio => {
-                                let Some(a) = audio.as_mut() else { continue };
-                                if f.tracks.audio.as_ref().is_none_or(|c| c.codec != AudioCodec::Opus) {
-                                    aac_seen |= f.tracks.audio.as_ref().is_some_and(|c| c.codec == AudioCodec::Aac);
-                                    continue;
-                                }
-                                payloads.push(RtpPayload { payload: f.data.clone(), marker: true });
-                                sent += a.send(&mut peer, f, &mut payloads);
-                            }
-                        }
+                    held.extend(batch.drain(..));
+                    sent += out.send_due(&mut held, &mut pacer, &mut peer);
+                    if !held.is_empty() {
+                        break; // the rest when the pacer says
                     }
-                    peer.flush();
                 }
+                if sent > 0 {
+                    let _ = session.deliver(async { Ok(sent) }).await;
+                    session.media_written();
+                }
+            }
+            _ = tokio::time::sleep_until(held.front().map_or(now, |f| pacer.due(f, now)).into()), if !held.is_empty() => {
+                let sent = out.send_due(&mut held, &mut pacer, &mut peer);
                 if sent > 0 {
                     let _ = session.deliver(async { Ok(sent) }).await;
                     session.media_written();
@@ -225,10 +289,10 @@ pub(crate) async fn run(rtc: WebRtc, w: WhepSession) {
                         }
                         break;
                     }
-                    let Some(a) = audio.as_mut() else { break };
+                    let Some(a) = out.audio.as_mut() else { break };
                     for f in &opus_batch {
-                        payloads.push(RtpPayload { payload: f.data.clone(), marker: true });
-                        sent += a.send(&mut peer, f, &mut payloads);
+                        out.payloads.push(RtpPayload { payload: f.data.clone(), marker: true });
+                        sent += a.send(&mut peer, f, &mut out.payloads);
                     }
                     peer.flush();
                 }
@@ -237,7 +301,7 @@ pub(crate) async fn run(rtc: WebRtc, w: WhepSession) {
                 }
             }
             _ = tick.tick() => {
-                if let Some(from) = opus_from.as_ref().filter(|_| aac_seen && connected && opus.is_none() && now >= next_opus_try) {
+                if let Some(from) = opus_from.as_ref().filter(|_| out.aac_seen && connected && opus.is_none() && now >= next_opus_try) {
                     next_opus_try = now + Duration::from_secs(1);
                     opus = ladder_opus(from, &channel).await;
                     if opus.is_some() {

@@ -1,14 +1,18 @@
 //! Channels: list, create (the stream key is in this response only), get (with a playback
-//! token for entitled callers), change visibility, rotate the stream key.
+//! token for entitled callers), change visibility, rotate the stream key, list who is on it
+//! (the owner's view of its publisher and viewers, every protocol).
 //!
 //! Private channels are invisible (404) to everyone but their owner and admins; a
 //! `subscribers` channel is visible to all, playable (token) only by subscribers.
+
+use std::collections::BTreeMap;
 
 use actix_web::{get, patch, post, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{check_text, page_limit, ApiContext, Caller, ErrorBody, MaybeCaller, API_PREFIX};
+use crate::actors::roster::{self, Role, RosterEntry};
 use crate::auth::playback::PlaybackScope;
 use crate::error::{Error, ErrorKind};
 use crate::store::{validate_channel_name, ChannelRecord, NewChannel, Visibility};
@@ -21,7 +25,8 @@ pub struct ChannelView {
     pub visibility: Visibility,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
-    /// Viewers right now, across nodes (from the shared state).
+    /// Viewers right now: across nodes where the shared state counts them, and at least this
+    /// server's (its LL-HLS clients and RTMP, SRT and WHEP sessions).
     pub viewers: i64,
     /// Whether the caller may play it (single-channel reads only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -43,6 +48,7 @@ pub struct ChannelView {
 
 impl ChannelView {
     pub(super) fn new(c: ChannelRecord, viewers: i64) -> Self {
+        let viewers = viewers.max(crate::actors::roster::viewer_count(&c.name));
         ChannelView {
             name: c.name,
             title: c.title,
@@ -292,4 +298,59 @@ pub async fn rotate_key(
     let key = ctx.store.rotate_stream_key(&c.name).await?;
     tracing::info!(channel = %c.name, "stream key rotated");
     Ok(HttpResponse::Ok().json(StreamKeyResponse { stream_key: key.expose().to_owned() }))
+}
+
+/// Who is on a channel on this server right now.
+#[derive(Serialize, ToSchema)]
+pub struct SessionsView {
+    /// The live publisher (none while the channel is offline or in its reconnect grace).
+    pub publisher: Option<RosterEntry>,
+    /// Viewers with a session of their own (RTMP, SRT and WHEP play), oldest first.
+    pub viewers: Vec<RosterEntry>,
+    /// LL-HLS viewers: clients that reloaded a playlist in the last 10 s.
+    pub hls_viewers: i64,
+    /// Viewers by protocol, LL-HLS included (`hls`).
+    pub viewers_by_protocol: BTreeMap<String, i64>,
+}
+
+/// The channel's publisher and viewers on this server, every protocol (owner or admin).
+#[utoipa::path(
+    context_path = API_PREFIX,
+    tag = "channels",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = SessionsView),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+#[get("/channels/{name}/sessions")]
+pub async fn list_sessions(
+    ctx: web::Data<ApiContext>,
+    caller: Caller,
+    name: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let c = find_owned(&ctx, &caller, &name).await?;
+    let (sessions, hls_viewers) = roster::list(&c.name);
+    let mut view = SessionsView {
+        publisher: None,
+        viewers: Vec::new(),
+        hls_viewers,
+        viewers_by_protocol: BTreeMap::new(),
+    };
+    if hls_viewers > 0 {
+        view.viewers_by_protocol.insert("hls".to_owned(), hls_viewers);
+    }
+    for s in sessions {
+        match s.role {
+            // Oldest first: a newer publisher is the one that holds the channel now.
+            Role::Publisher => view.publisher = Some(s),
+            Role::Viewer => {
+                *view.viewers_by_protocol.entry(s.protocol.to_owned()).or_default() += 1;
+                view.viewers.push(s);
+            }
+        }
+    }
+    Ok(HttpResponse::Ok().json(view))
 }

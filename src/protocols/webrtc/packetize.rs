@@ -11,11 +11,15 @@
 //! (RFC 7587 §4.2). B-frames cannot be sent at all (WebRTC decoders play in arrival order):
 //! the session refuses such a rendition before any of this runs.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::packetizer::Payloader;
 
-use crate::media::{Frame, VideoCodec};
+use crate::media::{Frame, VideoCodec, WireSlot};
+
+/// A frame's RTP payloads in its `WireCache`: packetized once, shared by every WHEP viewer (and
+/// by each one's NACK history) as slices of one buffer.
+pub const RTP_WIRE: WireSlot = WireSlot::new(1);
 
 /// The largest RTP payload we send: 1200 bytes keeps the SRTP packet under every path MTU
 /// browsers meet (what they use themselves).
@@ -27,6 +31,33 @@ pub struct RtpPayload {
     pub payload: Bytes,
     /// The last packet of the access unit (RFC 6184 §5.1; for audio, always set).
     pub marker: bool,
+}
+
+/// The RTP payloads of an H.264 frame (see [`H264Packetizer`]), built on the first viewer's
+/// call and cached in the frame: each payload behind a 2-byte length.
+pub fn h264_payloads(frame: &Frame, out: &mut Vec<RtpPayload>) {
+    let built = frame.wire.get_or_build(RTP_WIRE, || {
+        let mut payloads = Vec::new();
+        H264Packetizer::default().packetize(frame, &mut payloads);
+        let mut buf = BytesMut::with_capacity(payloads.iter().map(|p| p.payload.len() + 2).sum());
+        for p in &payloads {
+            buf.put_u16(p.payload.len() as u16); // at most MTU
+            buf.put_slice(&p.payload);
+        }
+        Some(buf.freeze())
+    });
+    let Some(wire) = built else { return };
+    let start = out.len();
+    let mut at = 0;
+    while at + 2 <= wire.len() {
+        let len = u16::from_be_bytes([wire[at], wire[at + 1]]) as usize;
+        let Some(end) = (at + 2).checked_add(len).filter(|e| *e <= wire.len()) else { break };
+        out.push(RtpPayload { payload: wire.slice(at + 2..end), marker: false });
+        at = end;
+    }
+    if out.len() > start {
+        out.last_mut().expect("non-empty").marker = true;
+    }
 }
 
 /// H.264 frames to RTP payloads (see the module docs).
@@ -136,6 +167,20 @@ mod tests {
         let first_types: Vec<u8> = out.iter().map(|p| p.payload[0] & 0x1f).collect();
         assert!(first_types.contains(&24), "parameter sets in a STAP-A: {first_types:?}");
         assert!(first_types.contains(&28), "the IDR in FU-A: {first_types:?}");
+    }
+
+    #[test]
+    fn cached_payloads_are_the_packetizer_s() {
+        let mut idr = vec![0x65u8];
+        idr.extend((0..5000u32).map(|i| (i % 251) as u8));
+        let f = frame(true, &[&idr]);
+        let mut direct = Vec::new();
+        H264Packetizer::default().packetize(&f, &mut direct);
+        for _ in 0..2 {
+            let mut cached = Vec::new();
+            h264_payloads(&f, &mut cached);
+            assert_eq!(cached, direct);
+        }
     }
 
     #[test]
