@@ -13,6 +13,7 @@
 //!   window end      viewers stop, results are printed: a table on stderr, one JSON line on stdout
 
 mod client;
+mod fields;
 mod flv;
 mod proc;
 mod publisher;

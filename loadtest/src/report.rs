@@ -1,10 +1,10 @@
 //! Turns per-viewer reports and /proc samples into the result: a table for people (stderr) and
 //! one JSON line for scripts (stdout). Percentiles are nearest-rank over the sorted values.
 
+use crate::fields::Value;
 use crate::proc::{cpu_percent, Sample};
 use crate::publisher::PublishReport;
 use crate::viewer::ViewerReport;
-use std::fmt::Write as _;
 
 pub struct ServerSamples {
     /// Publisher alone, before any viewer.
@@ -29,13 +29,6 @@ pub struct Inputs<'a> {
 
 pub struct Summary {
     fields: Vec<(&'static str, Value)>,
-}
-
-enum Value {
-    Num(f64),
-    Int(u64),
-    Str(String),
-    Null,
 }
 
 fn pct<T: Copy + Ord>(sorted: &[T], p: f64) -> Option<T> {
@@ -146,46 +139,6 @@ impl Summary {
     }
 
     pub fn print(&self) {
-        let mut table = String::new();
-        for (k, v) in &self.fields {
-            let v = match v {
-                Value::Num(x) => format!("{x:.3}"),
-                Value::Int(x) => x.to_string(),
-                Value::Str(s) => s.clone(),
-                Value::Null => "-".into(),
-            };
-            let _ = writeln!(table, "  {k:<36} {v}");
-        }
-        eprint!("{table}");
-        let mut json = String::from("{");
-        for (idx, (k, v)) in self.fields.iter().enumerate() {
-            if idx > 0 {
-                json.push(',');
-            }
-            let v = match v {
-                Value::Num(x) if x.is_finite() => format!("{x:.4}"),
-                Value::Int(x) => x.to_string(),
-                Value::Str(s) => format!("\"{}\"", escape(s)),
-                _ => "null".into(),
-            };
-            let _ = write!(json, "\"{k}\":{v}");
-        }
-        json.push('}');
-        println!("{json}");
+        crate::fields::print(&self.fields);
     }
-}
-
-fn escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o
 }

@@ -186,7 +186,9 @@ impl Shared {
                 let want = if kind == Kind::Range { 206 } else { 200 };
                 // A range that covers the whole file may be answered with all of it, 200
                 // (RFC 9110 §14.2: a server may ignore Range; actix-files does so then).
-                let whole = kind == Kind::Range && r.status == 200 && whole_file.is_some_and(|len| r.bytes as u64 <= len);
+                let whole = kind == Kind::Range
+                    && r.status == 200
+                    && whole_file.is_some_and(|len| r.bytes as u64 <= len);
                 if r.status != want && !whole {
                     self.error(format!("{} HTTP {}", kind.name(), r.status));
                     return None;

@@ -14,6 +14,8 @@
 //! last stall runs to the window's end (or whose connection failed or closed in the window) was
 //! cut off.
 
+#[path = "../fields.rs"]
+mod fields;
 #[path = "../flv.rs"]
 #[allow(dead_code)] // shared with rtmp-fanout, which uses all of it
 mod flv;
@@ -24,12 +26,12 @@ mod http;
 mod publish;
 mod viewer;
 
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
+use fields::Value;
 use viewer::{ViewerReport, Window};
 
 #[derive(Parser, Debug)]
@@ -350,13 +352,6 @@ struct Summary {
     fields: Vec<(&'static str, Value)>,
 }
 
-enum Value {
-    Num(f64),
-    Int(u64),
-    Str(String),
-    Null,
-}
-
 impl Summary {
     fn n(&mut self, k: &'static str, v: f64) {
         self.fields.push((k, Value::Num(v)));
@@ -372,48 +367,8 @@ impl Summary {
     }
 
     fn print(&self) {
-        let mut table = String::new();
-        for (k, v) in &self.fields {
-            let v = match v {
-                Value::Num(x) => format!("{x:.3}"),
-                Value::Int(x) => x.to_string(),
-                Value::Str(s) => s.clone(),
-                Value::Null => "-".into(),
-            };
-            let _ = writeln!(table, "  {k:<36} {v}");
-        }
-        eprint!("{table}");
-        let mut json = String::from("{");
-        for (idx, (k, v)) in self.fields.iter().enumerate() {
-            if idx > 0 {
-                json.push(',');
-            }
-            let v = match v {
-                Value::Num(x) if x.is_finite() => format!("{x:.4}"),
-                Value::Int(x) => x.to_string(),
-                Value::Str(s) => format!("\"{}\"", escape(s)),
-                _ => "null".into(),
-            };
-            let _ = write!(json, "\"{k}\":{v}");
-        }
-        json.push('}');
-        println!("{json}");
+        fields::print(&self.fields);
     }
-}
-
-fn escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o
 }
 
 /// The floor (`--udp-floor PPS`): what the kernel alone charges a sender for WHEP's datagrams on
