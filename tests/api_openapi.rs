@@ -23,6 +23,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/channels/{name}"),
     ("patch", "/api/v1/channels/{name}"),
     ("post", "/api/v1/channels/{name}/key"),
+    ("get", "/api/v1/channels/{name}/sessions"),
     ("get", "/api/v1/channels/{name}/destinations"),
     ("post", "/api/v1/channels/{name}/destinations"),
     ("get", "/api/v1/channels/{name}/destinations/{id}"),

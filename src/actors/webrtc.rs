@@ -33,7 +33,7 @@ use dashmap::DashMap;
 use rand::distributions::{Alphanumeric, DistString};
 use rtc::interceptor::Registry;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+    configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS};
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
@@ -244,13 +244,7 @@ impl WebRtc {
         let pwd = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
         let mut media = MediaEngine::default();
         register_codecs(&mut media).map_err(rtc_error)?;
-        let registry = interceptors(&mut media)
-            .map_err(rtc_error)?
-            .with(rtc::interceptor::Slot::Custom(20_000), ReportsToSession::default())
-            .with(
-                rtc::interceptor::Slot::Custom(500),
-                ReportsToSession { count_nacks_out: true, ..Default::default() },
-            );
+        let registry = interceptors(&mut media, play.is_some()).map_err(rtc_error)?;
         let settings = SettingEngineBuilder::new()
             .with_lite(true)
             .with_ice_credentials(ufrag.clone(), pwd)
@@ -785,16 +779,33 @@ impl rtc::interceptor::Interceptor for ReportsToSession {
 /// `viewer/whep.rs`), so the history holds references, not copies.
 const NACK_HISTORY: u16 = 512;
 
-/// `rtc`'s default interceptors (NACK generator and responder, TWCC feedback to publishers,
-/// sender and receiver reports) with our NACK history.
-fn interceptors(media: &mut MediaEngine) -> rtc::shared::error::Result<Registry> {
-    use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, Slot};
+/// The interceptors of a session, by direction: of `rtc`'s defaults only those that act on
+/// what the session sends (`play`, WHEP) or receives (WHIP), plus ours. Each one is a hop every
+/// packet makes through a queue of its own (most of `rtc`'s per-packet cost), so a WHEP viewer
+/// does not carry the receive side's NACK generator, receiver reports and TWCC feedback, nor a
+/// WHIP publisher the NACK history and sender reports.
+fn interceptors(media: &mut MediaEngine, play: bool) -> rtc::shared::error::Result<Registry> {
+    use rtc::interceptor::{
+        NackGeneratorBuilder, NackResponderBuilder, ReceiverReportBuilder, SenderReportBuilder, Slot,
+    };
     configure_simulcast_extension_headers(media)?;
-    let registry = Registry::new()
-        .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build())
-        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+    let to_session = (Slot::Custom(20_000), ReportsToSession::default());
+    if play {
+        // Repairs from the NACK history; sender reports, by which the browser syncs audio and
+        // video; the viewer's NACKs counted by the session.
+        return Ok(Registry::new()
+            .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build())
+            .with(Slot::SenderReport, SenderReportBuilder::new().build())
+            .with(to_session.0, to_session.1));
+    }
+    // NACKs for lost packets (counted as they leave), receiver reports, TWCC feedback for the
+    // publisher's bandwidth estimate; its sender reports go to the session (RTP to wall clock).
+    let registry = Registry::new().with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
     let registry = configure_twcc_receiver_only(registry, media)?;
-    Ok(configure_rtcp_reports(registry))
+    Ok(registry
+        .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+        .with(to_session.0, to_session.1)
+        .with(Slot::Custom(500), ReportsToSession { count_nacks_out: true, ..Default::default() }))
 }
 
 fn register_codecs(media: &mut MediaEngine) -> rtc::shared::error::Result<()> {
