@@ -23,6 +23,7 @@ mod flv;
 mod proc;
 
 mod http;
+mod peer;
 mod publish;
 mod viewer;
 

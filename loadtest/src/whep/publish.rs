@@ -5,11 +5,10 @@
 //! (as OBS does), so a server that reads parameter sets in-band can start anywhere. For servers
 //! that serve WHEP only from WebRTC publishers (xiu), and for like-for-like runs on tidecast.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
-use bytes::{Bytes, BytesMut};
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -17,9 +16,7 @@ use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_H
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
-use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::header::Header;
@@ -30,11 +27,11 @@ use rtc::rtp_transceiver::rtp_sender::{
     RtpCodecKind,
 };
 use rtc::sansio::Protocol;
-use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::net::UdpSocket;
 
 use crate::flv::{self, TagKind};
-use crate::http::{self, Endpoint};
+use crate::http::Endpoint;
+use crate::peer;
 
 /// One video frame of the file: its RTP payloads (the last one marks the frame's end).
 struct Frame {
@@ -161,37 +158,7 @@ pub async fn run(
         }],
     );
     let sender_id = pc.add_track(track)?;
-    let candidate = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".to_owned(),
-            address: local.ip().to_string(),
-            port: local.port(),
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()?;
-    pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
-    let offer = pc.create_offer(None)?;
-    pc.set_local_description(Instant::now(), offer)?;
-    let offer_sdp = pc.local_description().map(|d| d.sdp).ok_or_else(|| anyhow!("no local description"))?;
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut headers: Vec<(&str, &str)> = Vec::new();
-    if let Some(a) = &auth {
-        headers.push(("Authorization", a));
-    }
-    let res = tokio::time::timeout(
-        Duration::from_secs(10),
-        http::request(&endpoint, "POST", &headers, Some(("application/sdp", offer_sdp.as_bytes()))),
-    )
-    .await
-    .map_err(|_| anyhow!("WHIP POST: no answer in 10 s"))??;
-    if res.status != 201 {
-        bail!("WHIP POST answered {}: {}", res.status, String::from_utf8_lossy(&res.body));
-    }
-    let answer = String::from_utf8(res.body).context("the answer is not UTF-8")?;
-    pc.set_remote_description(Instant::now(), RTCSessionDescription::answer(answer)?)?;
+    peer::offer_and_post(&mut pc, local, &endpoint, token).await.context("WHIP")?;
     let payload_type = pc
         .rtp_sender(sender_id)
         .and_then(|mut s| s.get_parameters().rtp_parameters.codecs.first().map(|c| c.payload_type))
@@ -207,9 +174,7 @@ pub async fn run(
     let ts_base = rand_u32();
     let mut buf = vec![0u8; 2048];
     loop {
-        while let Some(out) = pc.poll_write() {
-            let _ = sock.try_send_to(&out.message, out.transport.peer_addr);
-        }
+        peer::flush(&mut pc, &sock).await;
         while let Some(ev) = pc.poll_event() {
             if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) = ev {
                 match s {
@@ -279,8 +244,8 @@ pub async fn run(
         }
         tokio::select! {
             r = sock.recv_from(&mut buf) => {
-                if let Ok((n, peer)) = r {
-                    feed(&mut pc, local, peer, &buf[..n]);
+                if let Ok((n, from)) = r {
+                    peer::feed(&mut pc, local, from, &buf[..n], Instant::now());
                 }
             }
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
@@ -288,24 +253,8 @@ pub async fn run(
             }
         }
     }
-    let _ = pc.close();
-    while let Some(out) = pc.poll_write() {
-        let _ = sock.try_send_to(&out.message, out.transport.peer_addr);
-    }
+    peer::close(&mut pc, &sock).await;
     Ok(())
-}
-
-fn feed(pc: &mut rtc::peer_connection::RTCPeerConnection, local: SocketAddr, peer: SocketAddr, data: &[u8]) {
-    let _ = pc.handle_read(TaggedBytesMut {
-        now: Instant::now(),
-        transport: TransportContext {
-            local_addr: local,
-            peer_addr: peer,
-            ecn: None,
-            transport_protocol: TransportProtocol::UDP,
-        },
-        message: BytesMut::from(data),
-    });
 }
 
 /// A random-enough u32 (SSRC, first sequence number, timestamp base) without another crate.

@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use bytes::BytesMut;
 use rtc::interceptor::Registry;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS};
@@ -18,18 +17,16 @@ use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
-use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use rtc::shared::marshal::MarshalSize;
-use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::net::UdpSocket;
 
-use crate::http::{self, Endpoint};
+use crate::http::Endpoint;
+use crate::peer;
 
 /// The measurement window (the same for every viewer).
 #[derive(Clone, Copy, Debug)]
@@ -193,45 +190,13 @@ async fn session(opts: &Options, started: Instant, r: &mut ViewerReport) -> Resu
             .context("setting SO_RCVBUF")?;
     }
     let mut pc = build_pc()?;
-    let candidate = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".to_owned(),
-            address: local.ip().to_string(),
-            port: local.port(),
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()?;
-    pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
-    let offer = pc.create_offer(None)?;
-    pc.set_local_description(Instant::now(), offer)?;
-    let offer_sdp = pc.local_description().map(|d| d.sdp).ok_or_else(|| anyhow!("no local description"))?;
-
-    // Signalling.
-    let auth = opts.token.as_ref().map(|t| format!("Bearer {t}"));
-    let mut headers: Vec<(&str, &str)> = Vec::new();
-    if let Some(a) = &auth {
-        headers.push(("Authorization", a));
-    }
-    let res = tokio::time::timeout(
-        Duration::from_secs(10),
-        http::request(&opts.endpoint, "POST", &headers, Some(("application/sdp", offer_sdp.as_bytes()))),
-    )
-    .await
-    .map_err(|_| anyhow!("POST: no answer in 10 s"))??;
-    if res.status != 201 {
-        let body = String::from_utf8_lossy(&res.body);
-        bail!("POST answered {}: {}", res.status, body.chars().take(200).collect::<String>());
-    }
-    let location = res.header("location").map(str::to_owned);
-    let answer_sdp = String::from_utf8(res.body).context("the answer is not UTF-8")?;
+    let token = opts.token.as_deref();
+    let negotiated = peer::offer_and_post(&mut pc, local, &opts.endpoint, token).await?;
     if std::env::var_os("WHEP_CLIENTS_DUMP_SDP").is_some() {
-        eprintln!("--- offer\n{offer_sdp}--- answer ({} {:?})\n{answer_sdp}---", res.status, location);
+        let (offer, answer) = (&negotiated.offer, &negotiated.answer);
+        eprintln!("--- offer\n{offer}--- answer ({:?})\n{answer}---", negotiated.location);
     }
-    let kinds = payload_kinds(&answer_sdp);
-    pc.set_remote_description(Instant::now(), RTCSessionDescription::answer(answer_sdp)?)?;
+    let kinds = payload_kinds(&negotiated.answer);
     r.answered = Some(started.elapsed());
 
     let result = drive(opts, started, &sock, local, &mut pc, &kinds, r).await;
@@ -240,16 +205,8 @@ async fn session(opts: &Options, started: Instant, r: &mut ViewerReport) -> Resu
     let _ = tokio::time::timeout(Duration::from_secs(5), leave.wait_for(|l| *l)).await;
 
     // Leave: DELETE the resource (RFC 9725 §4.4), then close (DTLS close_notify).
-    if let Some(loc) = location {
-        let del = async {
-            let ep = opts.endpoint.resolve(&loc)?;
-            let mut h: Vec<(&str, &str)> = Vec::new();
-            if let Some(a) = &auth {
-                h.push(("Authorization", a));
-            }
-            http::request(&ep, "DELETE", &h, None).await
-        };
-        match tokio::time::timeout(Duration::from_secs(5), del).await {
+    if let Some(loc) = &negotiated.location {
+        match tokio::time::timeout(Duration::from_secs(5), peer::delete(&opts.endpoint, loc, token)).await {
             Ok(Ok(res)) => r.delete_status = Some(res.status),
             Ok(Err(e)) => r.delete_error = Some(format!("{e:#}")),
             Err(_) => r.delete_error = Some("DELETE: no answer in 5 s".into()),
@@ -257,10 +214,7 @@ async fn session(opts: &Options, started: Instant, r: &mut ViewerReport) -> Resu
     } else {
         r.delete_error = Some("no Location in the answer".into());
     }
-    let _ = pc.close();
-    while let Some(out) = pc.poll_write() {
-        let _ = sock.try_send_to(&out.message, out.transport.peer_addr);
-    }
+    peer::close(&mut pc, &sock).await;
     result
 }
 
@@ -287,16 +241,7 @@ async fn drive(
     let mut seqs: HashMap<u32, Seq> = HashMap::new();
     let mut connected = false;
     loop {
-        // What the connection wants sent.
-        while let Some(out) = pc.poll_write() {
-            match sock.try_send_to(&out.message, out.transport.peer_addr) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    let _ = sock.send_to(&out.message, out.transport.peer_addr).await;
-                }
-                Err(_) => {}
-            }
-        }
+        peer::flush(pc, sock).await;
         while let Some(ev) = pc.poll_event() {
             if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = ev {
                 match state {
@@ -402,14 +347,14 @@ async fn drive(
         tokio::select! {
             res = sock.recv_from(&mut buf) => {
                 let now = Instant::now();
-                if let Ok((n, peer)) = res {
-                    feed(pc, local, peer, &buf[..n], now);
+                if let Ok((n, from)) = res {
+                    peer::feed(pc, local, from, &buf[..n], now);
                     r.datagrams += 1;
                     // Take what else is queued, without waiting.
                     for _ in 1..opts.read_burst {
                         match sock.try_recv_from(&mut buf) {
-                            Ok((n, peer)) => {
-                                feed(pc, local, peer, &buf[..n], now);
+                            Ok((n, from)) => {
+                                peer::feed(pc, local, from, &buf[..n], now);
                                 r.datagrams += 1;
                             }
                             Err(_) => break,
@@ -422,19 +367,6 @@ async fn drive(
             }
         }
     }
-}
-
-fn feed(pc: &mut RTCPeerConnection, local: SocketAddr, peer: SocketAddr, data: &[u8], now: Instant) {
-    let _ = pc.handle_read(TaggedBytesMut {
-        now,
-        transport: TransportContext {
-            local_addr: local,
-            peer_addr: peer,
-            ecn: None,
-            transport_protocol: TransportProtocol::UDP,
-        },
-        message: BytesMut::from(data),
-    });
 }
 
 /// The gap from the last RTP (or the window's start) to the window's end.
