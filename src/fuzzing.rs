@@ -23,6 +23,9 @@
 
 mod webrtc;
 
+// The cargo-fuzz binaries call every target as `tidecast::fuzzing::<name>`.
+pub use webrtc::{webrtc_sdp, whip_depacketize};
+
 use std::io::Cursor;
 use std::num::NonZeroU32;
 use std::sync::{Arc, OnceLock};
@@ -71,8 +74,8 @@ pub const TARGETS: &[Target] = &[
     ("ts_demux", ts_demux),
     ("srt_stream_id", srt_stream_id),
     ("rtsp_depacketize", rtsp_depacketize),
-    ("webrtc_sdp", webrtc::webrtc_sdp),
-    ("whip_depacketize", webrtc::whip_depacketize),
+    ("webrtc_sdp", webrtc_sdp),
+    ("whip_depacketize", whip_depacketize),
 ];
 
 /// The server's defaults (`config::RtmpConfig`), with a smaller message cap so runs stay fast.

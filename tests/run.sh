@@ -78,4 +78,7 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+# The cargo-fuzz targets (tests/fuzz) build on stable too: one that names a body tidecast does
+# not export fails here, not only in a nightly fuzzing run (loadtest/fuzz.sh).
+cargo check --manifest-path tests/fuzz/Cargo.toml --bins --locked
 cargo test --all-targets --locked

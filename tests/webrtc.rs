@@ -251,6 +251,10 @@ fn an_rtmp_channel_plays_over_whep_and_b_frames_are_refused() {
         "the answer says audio is absent: {viewer}"
     );
     assert!(server.logs().contains("audio absent"), "and the log says so");
+    // The resource id is the capability DELETE needs: it never reaches the log.
+    let resource = viewer["location"].as_str().and_then(|l| l.rsplit('/').next()).unwrap_or("");
+    assert!(resource.len() >= 32, "{viewer}");
+    assert!(!server.logs().contains(resource), "the session's resource id is in the log");
     // Gone from the roster once it ended.
     sessions_when(&server, &admin, "main", |r| r["viewers"].as_array().is_some_and(Vec::is_empty));
     // The watch page's "Real-time" toggle plays it over WHEP.
@@ -358,6 +362,26 @@ fn bad_offers_keys_and_abandoned_sessions_are_refused_or_reaped() {
     publisher.kill();
 }
 
+/// At `webrtc.max_sessions`, WHIP and WHEP are refused with 503 before anything starts: the
+/// refused publisher's channel never goes live (no live session, no archive, no ladder).
+#[test]
+fn at_capacity_sessions_are_refused_before_anything_starts() {
+    let server = TestServer::start(&[("TIDECAST__WEBRTC__MAX_SESSIONS", "1")]);
+    let created = server.cli(&["channel", "create", "second"]);
+    let second_key = String::from_utf8_lossy(&created.stdout).lines().last().unwrap_or("").trim().to_owned();
+    assert!(second_key.starts_with("live_"), "{created:?}");
+    let good = offer("sendonly", "H264");
+    let a = post_sdp(server.http, "/whip/main", Some(&server.key), &good);
+    assert_eq!(a.status, 201, "{}", a.body);
+    let b = post_sdp(server.http, "/whip/second", Some(&second_key), &good);
+    assert_eq!(b.status, 503, "{}", b.body);
+    let c = post_sdp(server.http, "/whep/main", None, &offer("recvonly", "H264"));
+    assert_eq!(c.status, 503, "{}", c.body);
+    let logs = server.logs();
+    let attached: Vec<&str> = logs.lines().filter(|l| l.contains("publisher attached")).collect();
+    assert!(attached.len() == 1 && attached[0].contains("channel=main"), "only main went live:\n{logs}");
+}
+
 /// ICE-TCP (RFC 6544): the answer's passive TCP candidate takes a connectivity check framed
 /// as RFC 4571 says, on the one shared TCP port, and answers it with a STUN success signed with
 /// the session's ICE password: the fallback path for viewers whose network blocks UDP.
@@ -369,7 +393,10 @@ fn ice_tcp_candidate_answers_connectivity_checks() {
     use rtc::stun::message::{Message, Setter, TransactionId, BINDING_REQUEST, CLASS_SUCCESS_RESPONSE};
     use rtc::stun::textattrs::TextAttribute;
 
-    let server = TestServer::start(&[]);
+    let server = TestServer::start(&[
+        ("TIDECAST__WEBRTC__CONNECT_TIMEOUT", "2s"),
+        ("TIDECAST__WEBRTC__TCP_MAX_CONNECTIONS_PER_ADDRESS", "2"),
+    ]);
     let a = post_sdp(server.http, "/whip/main", Some(&server.key), &offer("sendonly", "H264"));
     assert_eq!(a.status, 201, "{}", a.body);
     let attr = |name: &str| {
@@ -408,6 +435,37 @@ fn ice_tcp_candidate_answers_connectivity_checks() {
     answer.unmarshal_binary(&body).unwrap();
     assert_eq!(answer.typ.class, CLASS_SUCCESS_RESPONSE, "{answer:?}");
     assert_eq!(answer.transaction_id, m.transaction_id);
+
+    // webrtc.tcp_max_connections_per_address: a second connection is taken, a third is closed.
+    let _second = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut third = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert!(closed_within(&mut third, Duration::from_secs(5)), "the third connection is refused");
+    // The connection ends with its session: this one never completes DTLS and is reaped at
+    // the connect timeout (2 s), and its connection is closed with it.
+    assert!(closed_within(&mut s, Duration::from_secs(10)), "the ICE-TCP connection outlived its session");
+    server.wait_metric(
+        r#"tidecast_connections_rejected_total{protocol="webrtc",reason="per_address"}"#,
+        Duration::from_secs(1),
+        |v| v == 1.0,
+    );
+}
+
+/// Whether the server closes `s` within `timeout` (whatever it sends before).
+fn closed_within(s: &mut TcpStream, timeout: Duration) -> bool {
+    let until = std::time::Instant::now() + timeout;
+    let mut buf = [0u8; 512];
+    while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+        s.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(_) => return true, // reset
+        }
+    }
+    false
 }
 
 /// An AAC channel's WHEP viewer gets audio once the transcode ladder makes its Opus track: the

@@ -61,6 +61,11 @@ impl Listed {
         ROSTER.sessions.insert(id, (channel.to_owned(), entry));
         Listed(id)
     }
+
+    /// The session's number in the roster (`RosterEntry::id`).
+    pub fn id(&self) -> u64 {
+        self.0
+    }
 }
 
 impl Drop for Listed {

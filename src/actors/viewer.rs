@@ -184,6 +184,11 @@ impl ViewerSession {
         }
     }
 
+    /// This viewer's number in the channel roster (what logs call it; not a credential).
+    pub fn id(&self) -> u64 {
+        self._listed.id()
+    }
+
     pub fn policy(&self) -> &ViewerPolicy {
         &self.policy
     }

@@ -53,6 +53,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::admission::{AddressSlot, PerAddressLimit};
 use crate::config::WebRtcConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::metrics::metrics;
@@ -125,6 +126,8 @@ struct Inner {
     by_addr: DashMap<(bool, SocketAddr), mpsc::Sender<Inbound>>,
     /// ICE-TCP connections by peer address: the writer half's queue.
     tcp_out: DashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    /// `webrtc.tcp_max_connections_per_address`.
+    tcp_per_address: Arc<PerAddressLimit>,
     sessions: DashMap<String, SessionEntry>,
     /// WHIP publishers by channel: their session id and where to ask them for a key frame.
     publishers: DashMap<String, (u64, Arc<KeyFrames>)>,
@@ -183,6 +186,7 @@ impl WebRtc {
                 by_ufrag: DashMap::new(),
                 by_addr: DashMap::new(),
                 tcp_out: DashMap::new(),
+                tcp_per_address: PerAddressLimit::new(config.tcp_max_connections_per_address, Vec::new()),
                 sessions: DashMap::new(),
                 publishers: DashMap::new(),
                 live: AtomicUsize::new(0),
@@ -206,16 +210,8 @@ impl WebRtc {
         self.inner.udp_addr
     }
 
-    pub fn tcp_addr(&self) -> Option<SocketAddr> {
-        self.inner.tcp_addr
-    }
-
     pub fn shutdown(&self) -> &CancellationToken {
         &self.inner.shutdown
-    }
-
-    pub fn tracker(&self) -> &TaskTracker {
-        &self.inner.tracker
     }
 
     /// Run a session task on the media runtime, tracked for the shutdown wait.
@@ -228,6 +224,15 @@ impl WebRtc {
         self.inner.live.load(Ordering::Relaxed)
     }
 
+    /// Refuses past `webrtc.max_sessions`. Signalling asks before anything with side effects
+    /// (a publisher's live session, a viewer's on-demand pull), and `negotiate` again.
+    pub fn check_room(&self) -> Result<()> {
+        if self.session_count() >= self.inner.config.max_sessions {
+            return Err(Error::new(ErrorKind::Unavailable, "too many WebRTC sessions; try again later"));
+        }
+        Ok(())
+    }
+
     /// The resource `id`, if it exists.
     pub fn session(&self, id: &str) -> Option<SessionEntry> {
         self.inner.sessions.get(id).map(|e| e.clone())
@@ -237,9 +242,7 @@ impl WebRtc {
     /// `audio`, an Opus track; otherwise it receives (WHIP). The caller checked the offer
     /// (`protocols::webrtc::check_offer`). Refuses past `webrtc.max_sessions`.
     pub fn negotiate(&self, offer: String, play: Option<bool>) -> Result<Negotiated> {
-        if self.session_count() >= self.inner.config.max_sessions {
-            return Err(Error::new(ErrorKind::Unavailable, "too many WebRTC sessions; try again later"));
-        }
+        self.check_room()?;
         let ufrag = Alphanumeric.sample_string(&mut rand::thread_rng(), 16);
         let pwd = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
         let mut media = MediaEngine::default();
@@ -356,11 +359,6 @@ impl WebRtc {
         SessionGuard { rtc: self.clone(), id, kind: entry.kind, ufrag: entry.ufrag }
     }
 
-    /// Forget a negotiated session that never started (its HTTP answer failed).
-    pub fn abandon(&self, ufrag: &str) {
-        self.inner.by_ufrag.remove(ufrag);
-    }
-
     /// Receive datagrams in batches (`recvmmsg`; with GRO a buffer holds several datagrams of
     /// one sender, `stride` bytes each) and route each.
     async fn route_udp(self) {
@@ -429,15 +427,23 @@ impl WebRtc {
                 },
                 _ = self.inner.shutdown.cancelled() => return,
             };
+            let slot = match self.inner.tcp_per_address.try_acquire(peer.ip()) {
+                Ok(slot) => slot,
+                Err(over) => {
+                    metrics().connections_rejected.with_label_values(&["webrtc", "per_address"]).inc();
+                    debug!(%peer, limit = over.limit, "webrtc ice-tcp connection refused: per-address limit");
+                    continue;
+                }
+            };
             let _ = stream.set_nodelay(true);
-            tokio::spawn(self.clone().serve_tcp(stream, peer));
+            self.spawn(self.clone().serve_tcp(stream, peer, slot));
         }
     }
 
     /// One ICE-TCP connection: RFC 4571 frames in, routed like datagrams; frames out from the
-    /// session's sends. Closed when the peer closes, or after the connect timeout if no frame
-    /// ever named a session.
-    async fn serve_tcp(self, stream: TcpStream, peer: SocketAddr) {
+    /// session's sends. Closed when the peer closes, when its session ends, or after the connect
+    /// timeout if no frame ever named a session.
+    async fn serve_tcp(self, stream: TcpStream, peer: SocketAddr, _slot: AddressSlot) {
         let local = stream.local_addr().unwrap_or(self.inner.udp_addr);
         let (mut rd, mut wr) = stream.into_split();
         let (tx, mut rx) = mpsc::channel::<Bytes>(INBOX);
@@ -452,10 +458,13 @@ impl WebRtc {
         let mut decoder = TcpFrameDecoder::new();
         let mut buf = vec![0u8; 8192];
         let deadline = tokio::time::Instant::now() + self.inner.config.connect_timeout;
+        // The inbox of the session this connection was routed to: the connection ends with it.
+        let mut session: Option<mpsc::Sender<Inbound>> = None;
         loop {
             let read = tokio::select! {
                 r = rd.read(&mut buf) => r,
-                _ = tokio::time::sleep_until(deadline), if !self.inner.by_addr.contains_key(&(true, peer)) => break,
+                _ = tokio::time::sleep_until(deadline), if session.is_none() => break,
+                _ = async { session.as_ref().expect("guarded").closed().await }, if session.is_some() => break,
                 _ = self.inner.shutdown.cancelled() => break,
             };
             match read {
@@ -464,6 +473,9 @@ impl WebRtc {
                     decoder.extend_from_slice(&buf[..n]);
                     while let Some(frame) = decoder.next_packet() {
                         self.route(true, local, peer, &frame);
+                    }
+                    if session.is_none() {
+                        session = self.inner.by_addr.get(&(true, peer)).map(|tx| tx.clone());
                     }
                     if decoder.buffered_len() > 64 * 1024 {
                         break; // not RFC 4571 framing
@@ -540,12 +552,6 @@ pub struct SessionGuard {
     id: String,
     kind: SessionKind,
     ufrag: String,
-}
-
-impl SessionGuard {
-    pub fn id(&self) -> &str {
-        &self.id
-    }
 }
 
 impl Drop for SessionGuard {

@@ -45,6 +45,9 @@ pub struct WebRtcConfig {
     /// blocks UDP; 0 picks a free one, and `tcp_enabled = false` turns it off.
     pub tcp_port: u16,
     pub tcp_enabled: bool,
+    /// ICE-TCP connections one address (an IPv6 /64) may hold at once, connected or not; 0: no
+    /// limit. Refusals count in `tidecast_connections_rejected_total{protocol="webrtc"}`.
+    pub tcp_max_connections_per_address: usize,
     /// Addresses to advertise in ICE candidates instead of the local ones: the public IPs of a
     /// 1:1 NAT (a cloud VM's elastic IP). Empty: the local addresses gathered below.
     pub advertise_ips: Vec<String>,
@@ -84,6 +87,7 @@ impl Default for WebRtcConfig {
             udp_port: 8189,
             tcp_port: 8189,
             tcp_enabled: true,
+            tcp_max_connections_per_address: 100,
             advertise_ips: Vec::new(),
             interfaces: Vec::new(),
             ips: Vec::new(),

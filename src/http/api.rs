@@ -82,7 +82,8 @@ impl Caller {
 #[derive(Debug, Clone)]
 pub struct MaybeCaller(pub Option<Caller>);
 
-fn bearer(req: &HttpRequest) -> crate::Result<Option<String>> {
+/// The token of `Authorization: Bearer <token>`; another scheme or a malformed header is 401.
+pub(crate) fn bearer(req: &HttpRequest) -> crate::Result<Option<String>> {
     let Some(value) = req.headers().get(actix_web::http::header::AUTHORIZATION) else {
         return Ok(None);
     };

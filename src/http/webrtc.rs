@@ -101,12 +101,6 @@ fn offer_refused(e: &OfferError) -> HttpResponse {
     HttpResponse::build(status).json(json!({"error": {"code": code, "message": e.to_string()}}))
 }
 
-fn bearer(req: &HttpRequest) -> Option<&str> {
-    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
-}
-
 /// A new session resource's id: 128 random bits, the capability `PATCH`/`DELETE` need.
 fn resource_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
@@ -169,7 +163,7 @@ async fn whip_post(
         Ok(o) => o,
         Err(r) => return *r,
     };
-    let Some(key) = bearer(&req) else {
+    let Ok(Some(key)) = super::api::bearer(&req) else {
         crate::metrics::metrics().auth_failures.with_label_values(&[PROTOCOL]).inc();
         return error_response(
             ErrorKind::Unauthenticated,
@@ -180,10 +174,13 @@ async fn whip_post(
         Ok(s) => s,
         Err(e) => return offer_refused(&e),
     };
+    if let Err(e) = svc.rtc.check_room() {
+        return actix_web::ResponseError::error_response(&e);
+    }
     let ingest = match IngestSession::start_checked(
         &svc.registry,
         PROTOCOL,
-        Secret(key.to_owned()),
+        Secret(key),
         Some(&channel),
         svc.rtc.shutdown(),
     )
@@ -232,11 +229,17 @@ async fn whep_post(
         Ok(s) => s,
         Err(e) => return offer_refused(&e),
     };
-    let token = bearer(&req).or(query.get("token").map(String::as_str));
-    let entitled = match state.api.authorize_play(&channel, token, None).await {
+    let token = match super::api::bearer(&req) {
+        Ok(t) => t.or_else(|| query.get("token").cloned()),
+        Err(e) => return actix_web::ResponseError::error_response(&e),
+    };
+    let entitled = match state.api.authorize_play(&channel, token.as_deref(), None).await {
         Ok(e) => e,
         Err(e) => return actix_web::ResponseError::error_response(&e),
     };
+    if let Err(e) = svc.rtc.check_room() {
+        return actix_web::ResponseError::error_response(&e);
+    }
     let (reader, demand) =
         match crate::actors::viewer::attach(&svc.registry, &svc.pulls, &channel, entitled).await {
             Ok(r) => r,
@@ -279,14 +282,16 @@ async fn whep_post(
     };
     let (id, cancel, guard) = register(&svc, SessionKind::Whep, &channel, &negotiated.ufrag);
     let mut res = created(&svc, SessionKind::Whep, &channel, &id, &negotiated.ufrag, negotiated.answer);
-    let span = info_span!("whep", channel = %channel, session = %id);
+    let session = ViewerSession::new(&channel, PROTOCOL, "whep_play", reader, svc.viewer, svc.clock, started);
+    // The resource id is the capability DELETE and PATCH need: logs name the viewer by its
+    // roster number instead.
+    let span = info_span!("whep", channel = %channel, viewer = session.id());
     if let Some(note) = audio_note {
         info!(parent: &span, "{note}");
         if let Ok(v) = HeaderValue::from_str(note) {
             res.headers_mut().insert(header::HeaderName::from_static("x-tidecast-audio"), v);
         }
     }
-    let session = ViewerSession::new(&channel, PROTOCOL, "whep_play", reader, svc.viewer, svc.clock, started);
     let peer = Peer::new(svc.rtc.clone(), negotiated.pc, negotiated.inbox);
     let senders = negotiated.senders;
     let rtc = svc.rtc.clone();

@@ -102,7 +102,7 @@ pub(crate) async fn run(
         }
     };
     peer.close();
-    info!(session = guard.id(), "whip session closed");
+    info!("whip session closed");
     ingest.finish(&end);
     drop(guard);
 }
@@ -154,7 +154,7 @@ impl Whip {
                         Some(RtpCodecKind::Audio) => RtpKind::Audio,
                         _ => continue,
                     };
-                    self.tracks.insert(init.track_id.to_string(), kind);
+                    self.tracks.insert(init.track_id.clone(), kind);
                 }
                 _ => {}
             }
@@ -163,7 +163,7 @@ impl Whip {
             let now = msg.now;
             match msg.message {
                 RTCMessage::RtpPacket(track, p) => {
-                    let Some(&kind) = self.tracks.get(&track.to_string()) else { continue };
+                    let Some(&kind) = self.tracks.get(&track) else { continue };
                     ingest.received(p.payload.len() + 12);
                     let h = &p.header;
                     let (seq, ts, marker, ssrc) = (h.sequence_number, h.timestamp, h.marker, h.ssrc);
@@ -172,7 +172,7 @@ impl Whip {
                         .map_err(IngestEnd::Failed)?;
                 }
                 RTCMessage::RtcpPacket(track, packets) => {
-                    let Some(&kind) = self.tracks.get(&track.to_string()) else { continue };
+                    let Some(&kind) = self.tracks.get(&track) else { continue };
                     for p in packets {
                         if let Some(sr) = p.as_any().downcast_ref::<SenderReport>() {
                             self.dep.sender_report(kind, sr.rtp_time, sr.ntp_time, now, &mut self.events);

@@ -217,7 +217,7 @@ pub(crate) async fn run(rtc: WebRtc, w: WhepSession) {
     let mut opus_batch: Vec<Arc<Frame>> = Vec::new();
     let mut next_opus_try = Instant::now();
     let mut tick = tokio::time::interval(TICK);
-    let end = loop {
+    let end = 'session: loop {
         peer.flush();
         while let Some(ev) = peer.pc.poll_event() {
             if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = ev {
@@ -232,8 +232,8 @@ pub(crate) async fn run(rtc: WebRtc, w: WhepSession) {
                         }
                         info!(fresh_key_frame = fresh, "whep viewer connected");
                     }
-                    RTCPeerConnectionState::Failed => break,
-                    RTCPeerConnectionState::Closed => break,
+                    RTCPeerConnectionState::Failed => break 'session "ICE or DTLS failed",
+                    RTCPeerConnectionState::Closed => break 'session "closed by the viewer",
                     _ => {}
                 }
             }
@@ -327,5 +327,6 @@ pub(crate) async fn run(rtc: WebRtc, w: WhepSession) {
 
 fn finish(mut peer: Peer, guard: SessionGuard, why: &str) {
     peer.close();
-    info!(session = guard.id(), reason = why, "whep session closed");
+    info!(reason = why, "whep session closed");
+    drop(guard);
 }

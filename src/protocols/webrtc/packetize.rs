@@ -116,12 +116,6 @@ fn length_prefixed(mut data: &[u8]) -> Vec<&[u8]> {
     out
 }
 
-/// Whether a rendition's frames may carry B-frames (their presentation order differs from
-/// decode order): WebRTC cannot send those. Judged on a frame with a composition offset.
-pub fn has_b_frames(frame: &Frame) -> bool {
-    frame.pts > frame.dts
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
