@@ -97,8 +97,9 @@ pub fn list(channel: &str) -> (Vec<RosterEntry>, i64) {
 
 /// A channel's viewers on this server: sessions and LL-HLS clients.
 pub fn viewer_count(channel: &str) -> i64 {
-    let (sessions, hls) = list(channel);
-    sessions.iter().filter(|e| e.role == Role::Viewer).count() as i64 + hls
+    let sessions =
+        ROSTER.sessions.iter().filter(|e| e.value().0 == channel && e.value().1.role == Role::Viewer).count();
+    sessions as i64 + ROSTER.hls.get(channel).map_or(0, |n| *n)
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
 use rtc::shared::tcp_framing::{frame_packet, TcpFrameDecoder};
@@ -577,6 +577,15 @@ pub struct Peer {
     pub last_heard: Instant,
 }
 
+/// Why a session's timeouts end it (`Peer::expired`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    /// ICE and DTLS did not complete within `webrtc.connect_timeout`.
+    NeverConnected,
+    /// Connected, then nothing heard for `webrtc.idle_timeout` (a peer gone without `DELETE`).
+    Idle,
+}
+
 /// What woke a session up.
 pub enum Wake {
     /// A datagram was handed to the peer connection, or a timer fired.
@@ -588,6 +597,18 @@ pub enum Wake {
 impl Peer {
     pub fn new(rtc: WebRtc, pc: RTCPeerConnection, inbox: mpsc::Receiver<Inbound>) -> Peer {
         Peer { pc, inbox, rtc, out: UdpBatch::default(), last_heard: Instant::now() }
+    }
+
+    /// Whether the session started at `started` is over by its timeouts at `now`.
+    pub fn expired(&self, connected: bool, started: Instant, now: Instant) -> Option<Expired> {
+        let config = self.rtc.config();
+        if !connected && now.saturating_duration_since(started) > config.connect_timeout {
+            Some(Expired::NeverConnected)
+        } else if connected && now.saturating_duration_since(self.last_heard) > config.idle_timeout {
+            Some(Expired::Idle)
+        } else {
+            None
+        }
     }
 
     /// Send everything the peer connection queued: UDP datagrams in GSO batches (a frame's RTP
@@ -814,11 +835,30 @@ fn interceptors(media: &mut MediaEngine, play: bool) -> rtc::shared::error::Resu
         .with(Slot::Custom(500), ReportsToSession { count_nacks_out: true, ..Default::default() }))
 }
 
+/// H.264 packetization-mode 1 of `profile` (its profile-level-id), with `rtcp_feedback`.
+fn h264_codec(profile: &str, rtcp_feedback: Vec<RTCPFeedback>) -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_H264.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: format!("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}"),
+        rtcp_feedback,
+    }
+}
+
+/// Opus, 48 kHz stereo with in-band FEC, with `rtcp_feedback`.
+fn opus_codec(rtcp_feedback: Vec<RTCPFeedback>) -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback,
+    }
+}
+
 fn register_codecs(media: &mut MediaEngine) -> rtc::shared::error::Result<()> {
-    let feedback = |t: &str, p: &str| rtc::rtp_transceiver::rtp_sender::RTCPFeedback {
-        typ: t.to_owned(),
-        parameter: p.to_owned(),
-    };
+    let feedback = |t: &str, p: &str| RTCPFeedback { typ: t.to_owned(), parameter: p.to_owned() };
     let video_feedback = vec![
         feedback("nack", ""),
         feedback("nack", "pli"),
@@ -828,15 +868,7 @@ fn register_codecs(media: &mut MediaEngine) -> rtc::shared::error::Result<()> {
     for (i, profile) in H264_PROFILES.iter().enumerate() {
         media.register_codec(
             RTCRtpCodecParameters {
-                rtp_codec: RTCRtpCodec {
-                    mime_type: MIME_TYPE_H264.to_owned(),
-                    clock_rate: 90_000,
-                    channels: 0,
-                    sdp_fmtp_line: format!(
-                        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}"
-                    ),
-                    rtcp_feedback: video_feedback.clone(),
-                },
+                rtp_codec: h264_codec(profile, video_feedback.clone()),
                 payload_type: 102 + 2 * i as u8,
             },
             RtpCodecKind::Video,
@@ -844,13 +876,7 @@ fn register_codecs(media: &mut MediaEngine) -> rtc::shared::error::Result<()> {
     }
     media.register_codec(
         RTCRtpCodecParameters {
-            rtp_codec: RTCRtpCodec {
-                mime_type: MIME_TYPE_OPUS.to_owned(),
-                clock_rate: 48_000,
-                channels: 2,
-                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-                rtcp_feedback: vec![feedback("transport-cc", "")],
-            },
+            rtp_codec: opus_codec(vec![feedback("transport-cc", "")]),
             payload_type: 111,
         },
         RtpCodecKind::Audio,
@@ -862,27 +888,8 @@ fn add_track(pc: &mut RTCPeerConnection, kind: RtpCodecKind) -> Result<RTCRtpSen
     use rtc::media_stream::MediaStreamTrack;
     use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
     let (name, codec) = match kind {
-        RtpCodecKind::Audio => (
-            "audio",
-            RTCRtpCodec {
-                mime_type: MIME_TYPE_OPUS.to_owned(),
-                clock_rate: 48_000,
-                channels: 2,
-                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-                rtcp_feedback: vec![],
-            },
-        ),
-        _ => (
-            "video",
-            RTCRtpCodec {
-                mime_type: MIME_TYPE_H264.to_owned(),
-                clock_rate: 90_000,
-                channels: 0,
-                sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
-                    .to_owned(),
-                rtcp_feedback: vec![],
-            },
-        ),
+        RtpCodecKind::Audio => ("audio", opus_codec(vec![])),
+        _ => ("video", h264_codec(H264_PROFILES[0], vec![])),
     };
     let track = MediaStreamTrack::new(
         "tidecast".to_owned(),

@@ -229,10 +229,9 @@ async fn whep_post(
         Ok(s) => s,
         Err(e) => return offer_refused(&e),
     };
-    let token = match super::api::bearer(&req) {
-        Ok(t) => t.or_else(|| query.get("token").cloned()),
-        Err(e) => return actix_web::ResponseError::error_response(&e),
-    };
+    // A header that is not a Bearer token is ignored, as LL-HLS ignores it: players send odd
+    // ones, and a public channel plays without any.
+    let token = super::api::bearer(&req).ok().flatten().or_else(|| query.get("token").cloned());
     let entitled = match state.api.authorize_play(&channel, token.as_deref(), None).await {
         Ok(e) => e,
         Err(e) => return actix_web::ResponseError::error_response(&e),

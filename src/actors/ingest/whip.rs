@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{IngestEnd, IngestSession};
-use crate::actors::webrtc::{Peer, SessionGuard, Wake, WebRtc};
+use crate::actors::webrtc::{Expired, Peer, SessionGuard, Wake, WebRtc};
 use crate::metrics::metrics;
 use crate::protocols::rtsp::RtspEvent;
 use crate::protocols::webrtc::{OfferSummary, RtpKind, WhipDepacketizer};
@@ -82,13 +82,12 @@ pub(crate) async fn run(
                         if let Err(e) = s.dep.tick(now, &mut s.events) {
                             break IngestEnd::Failed(e);
                         }
-                        if !s.connected && now.duration_since(started) > config.connect_timeout {
-                            break IngestEnd::Failed(format!(
+                        match peer.expired(s.connected, started, now) {
+                            Some(Expired::NeverConnected) => break IngestEnd::Failed(format!(
                                 "ICE/DTLS did not complete within {:?}", config.connect_timeout
-                            ));
-                        }
-                        if s.connected && now.duration_since(peer.last_heard) > config.idle_timeout {
-                            break IngestEnd::Idle;
+                            )),
+                            Some(Expired::Idle) => break IngestEnd::Idle,
+                            None => {}
                         }
                     }
                     // A WHEP viewer starts on a fresh key frame rather than a buffered one.

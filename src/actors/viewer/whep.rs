@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::actors::viewer::{CutReason, Step, ViewerSession};
-use crate::actors::webrtc::{Peer, SessionGuard, Wake, WebRtc};
+use crate::actors::webrtc::{Expired, Peer, SessionGuard, Wake, WebRtc};
 use crate::media::{AudioCodec, Frame, MediaTime, TrackKind, VideoCodec};
 use crate::metrics::metrics;
 use crate::protocols::webrtc::{h264_payloads, RtpPayload};
@@ -200,7 +200,6 @@ pub(crate) struct WhepSession {
 pub(crate) async fn run(rtc: WebRtc, w: WhepSession) {
     let WhepSession { mut peer, guard, mut session, senders, channel, opus_from, cancel } = w;
     let started = Instant::now();
-    let config = rtc.config().clone();
     let mut out = Outgoing::default();
     for (kind, id) in senders {
         match kind {
@@ -241,7 +240,9 @@ pub(crate) async fn run(rtc: WebRtc, w: WhepSession) {
         while let Some(msg) = peer.pc.poll_read() {
             if let RTCMessage::RtcpPacket(_, packets) = msg.message {
                 let nacks = packets.iter().filter(|p| p.as_any().is::<TransportLayerNack>()).count();
-                metrics().webrtc_nacks.with_label_values(&["received"]).inc_by(nacks as u64);
+                if nacks > 0 {
+                    metrics().webrtc_nacks.with_label_values(&["received"]).inc_by(nacks as u64);
+                }
             }
         }
         let now = Instant::now();
@@ -308,11 +309,10 @@ pub(crate) async fn run(rtc: WebRtc, w: WhepSession) {
                         info!("the transcode ladder's Opus track is here: audio added");
                     }
                 }
-                if !connected && now.duration_since(started) > config.connect_timeout {
-                    break "ICE/DTLS did not complete in time";
-                }
-                if connected && now.duration_since(peer.last_heard) > config.idle_timeout {
-                    break "nothing heard from the viewer (gone)";
+                match peer.expired(connected, started, now) {
+                    Some(Expired::NeverConnected) => break "ICE/DTLS did not complete in time",
+                    Some(Expired::Idle) => break "nothing heard from the viewer (gone)",
+                    None => {}
                 }
             }
             _ = rtc.shutdown().cancelled() => {
