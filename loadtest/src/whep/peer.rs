@@ -7,14 +7,31 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::BytesMut;
+use rtc::interceptor::Registry;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
-use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::net::UdpSocket;
 
 use crate::http::{self, Endpoint, Response};
+
+/// A peer connection with `media`'s codecs and `rtc`'s default interceptors (what a browser
+/// runs: NACK, reports, TWCC), default configuration and settings.
+pub fn build(mut media: MediaEngine) -> Result<RTCPeerConnection> {
+    let registry = register_default_interceptors(Registry::new(), &mut media)?;
+    Ok(RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(SettingEngineBuilder::new().build())
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .build(Instant::now())?)
+}
 
 /// What the offer/answer exchange gave: the offer sent, the 201 response's `Location` and answer.
 pub struct Negotiated {

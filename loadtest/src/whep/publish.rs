@@ -9,15 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_H264};
-use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::header::Header;
 use rtc::rtp::packet::Packet;
@@ -138,13 +133,7 @@ pub async fn run(
         RTCRtpCodecParameters { rtp_codec: codec.clone(), payload_type: 102 },
         RtpCodecKind::Video,
     )?;
-    let registry = register_default_interceptors(Registry::new(), &mut media)?;
-    let mut pc = RTCPeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
-        .with_setting_engine(SettingEngineBuilder::new().build())
-        .with_media_engine(media)
-        .with_interceptor_registry(registry)
-        .build(Instant::now())?;
+    let mut pc = peer::build(media)?;
     let ssrc: u32 = rand_u32();
     let track = MediaStreamTrack::new(
         "whep-clients".to_owned(),
