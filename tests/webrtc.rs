@@ -377,6 +377,10 @@ fn at_capacity_sessions_are_refused_before_anything_starts() {
     assert_eq!(b.status, 503, "{}", b.body);
     let c = post_sdp(server.http, "/whep/main", None, &offer("recvonly", "H264"));
     assert_eq!(c.status, 503, "{}", c.body);
+    // The log is read from the server's stderr as it comes: wait for main's line, then give a
+    // second one (it would have been written before the 503) time to arrive too.
+    assert!(wait_until(Duration::from_secs(5), || server.logs().contains("publisher attached")));
+    std::thread::sleep(Duration::from_millis(500));
     let logs = server.logs();
     let attached: Vec<&str> = logs.lines().filter(|l| l.contains("publisher attached")).collect();
     assert!(attached.len() == 1 && attached[0].contains("channel=main"), "only main went live:\n{logs}");
